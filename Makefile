@@ -1,0 +1,42 @@
+# Every target is idempotent: it installs what is missing and skips what is done.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := crun runc skopeo umoci mmdebstrap docker-registry busybox-static iproute2 \
+	nftables iptables uidmap zstd git ca-certificates nodejs npm
+STAMP := $(VENV)/.installed
+
+.PHONY: setup host images test lint unit demo bench codegen clean-state
+
+setup: $(STAMP) host
+
+$(STAMP): pyproject.toml
+	@bash scripts/apt-install.sh $(APT_PACKAGES)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+host:
+	@bash scripts/prepare-host.sh
+
+images: setup
+	@bash scripts/registry.sh start
+	$(PY) scripts/build_test_images.py --push
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench scripts examples
+	$(VENV)/bin/ruff format --check src tests bench scripts examples
+	$(VENV)/bin/mypy
+
+unit: $(STAMP)
+	$(VENV)/bin/pytest -q tests/unit
+
+test: images lint
+	$(VENV)/bin/pytest -q -ra tests
+
+demo: images
+	$(PY) examples/demo/ci.py
+
+bench: images
+	$(PY) bench/run.py

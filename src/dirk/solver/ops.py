@@ -1,0 +1,230 @@
+"""The operations a pipeline is made of: small immutable values that form a DAG.
+
+An operation never runs anything by itself. The API layer builds operations; the solver turns
+them into snapshots. Each operation has outputs (numbered from 0); a `Ref` points at one output,
+and is what other operations take as input. Dagger's core types map onto these one to one:
+
+- Directory = (Ref, subdirectory); File = (Ref, path)
+- Container = rootfs Ref + mounts + image configuration (env, workdir, user, entrypoint, ...);
+  `with_exec` adds an `Exec` whose output 0 is the new rootfs and whose output i (i >= 1) is the
+  new content of the i-th writable mount.
+- CacheVolume = a name carried by an `ExecMount` of kind "cache".
+
+Cache keys are computed by the solver (`solver.keys`), from an operation's definition and its
+inputs' keys; never from host paths or times, and never from secret values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+#: Dagger's cache sharing modes.
+Sharing = Literal["SHARED", "PRIVATE", "LOCKED"]
+MountKind = Literal["bind", "cache", "tmpfs"]
+
+
+@attrs.frozen
+class Ref:
+    """One output of one operation."""
+
+    op: Op
+    output: int = 0
+
+
+@attrs.frozen
+class Scratch:
+    """An empty filesystem."""
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return "scratch"
+
+
+@attrs.frozen
+class ImagePull:
+    """The root filesystem of an image, pinned by manifest digest.
+
+    `reference` is what the user wrote (for messages); `digest` is the resolved manifest digest
+    for the chosen platform, and is what the cache key covers.
+    """
+
+    reference: str
+    digest: str
+    platform: str = "linux/amd64"
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return f"pull {self.reference}"
+
+
+@attrs.frozen
+class HostDirectory:
+    """A directory of the engine's host, copied in; keyed by the content of the files it holds.
+
+    `include`/`exclude` are glob patterns relative to `path` (gitignore-like: a pattern without
+    a slash matches at any depth).
+    """
+
+    path: str
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return f"copy host directory {self.path}"
+
+
+@attrs.frozen
+class HostFile:
+    """One file of the engine's host, copied into an otherwise empty filesystem at /<name>."""
+
+    path: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return f"copy host file {self.path}"
+
+
+@attrs.frozen
+class ExecMount:
+    """A mount of an `Exec`.
+
+    - bind: `source` (with `source_path` inside it, a directory or a file) at `target`; when not
+      `readonly`, the exec yields a new snapshot of the whole source as an extra output.
+    - cache: the cache volume `cache_id` at `target` (content persists across runs and is not
+      part of any cache key); `source` optionally seeds a new volume.
+    - tmpfs: an empty in-memory filesystem at `target`.
+    """
+
+    target: str
+    kind: MountKind = "bind"
+    source: Ref | None = None
+    source_path: str = "/"
+    readonly: bool = False
+    cache_id: str = ""
+    sharing: Sharing = "SHARED"
+    size: int = 0  # tmpfs size in bytes; 0 = runtime default
+
+    @property
+    def has_output(self) -> bool:
+        return self.kind == "bind" and not self.readonly and self.source is not None
+
+
+@attrs.frozen
+class Exec:
+    """Run a command in a container whose root filesystem is `root`.
+
+    Outputs: 0 = the root filesystem after the command; then one per mount with `has_output`,
+    in mount order. `valid_exit_codes` empty means "0 only"; the solver caches only results
+    whose exit code is valid, so a failure is never cached.
+    """
+
+    root: Ref
+    args: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = ""
+    mounts: tuple[ExecMount, ...] = ()
+    stdin: bytes | None = None
+    valid_exit_codes: tuple[int, ...] = ()
+    network: bool = True
+    insecure_root_capabilities: bool = False
+
+    def inputs(self) -> tuple[Ref, ...]:
+        refs = [self.root]
+        refs.extend(m.source for m in self.mounts if m.source is not None)
+        return tuple(refs)
+
+    def output_mounts(self) -> tuple[ExecMount, ...]:
+        """The mounts that yield outputs 1..n, in order."""
+        return tuple(m for m in self.mounts if m.has_output)
+
+    def describe(self) -> str:
+        return "exec " + " ".join(self.args)
+
+
+@attrs.frozen
+class MkFile:
+    """`base` with a file at `path` (parents created) holding `contents`."""
+
+    base: Ref
+    path: str
+    contents: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"write file {self.path}"
+
+
+@attrs.frozen
+class MkDir:
+    """`base` with a directory at `path` (parents created)."""
+
+    base: Ref
+    path: str
+    mode: int = 0o755
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"create directory {self.path}"
+
+
+@attrs.frozen
+class Remove:
+    """`base` without the file or directory at `path` (missing is fine when `allow_missing`)."""
+
+    base: Ref
+    path: str
+    allow_missing: bool = True
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"remove {self.path}"
+
+
+@attrs.frozen
+class Copy:
+    """`base` with `source_path` of `source` copied to `dest_path`.
+
+    A directory source copies its contents into `dest_path` (created when missing); a file
+    source is written at `dest_path` exactly. `include`/`exclude` filter a directory copy;
+    `owner` ("uid:gid"), when set, owns every copied entry.
+    """
+
+    base: Ref
+    dest_path: str
+    source: Ref
+    source_path: str = "/"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    owner: str = ""
+    mode: int | None = None
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base, self.source)
+
+    def describe(self) -> str:
+        return f"copy {self.source_path} to {self.dest_path}"
+
+
+Op = Scratch | ImagePull | HostDirectory | HostFile | Exec | MkFile | MkDir | Remove | Copy

@@ -1,0 +1,109 @@
+"""SQLite metadata: what layers exist, what each cache key resolved to.
+
+One connection shared by the engine's threads behind a lock; WAL mode so a crash at any point
+leaves either the old or the new row, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dirk.errors import StateError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS layers (
+    id TEXT PRIMARY KEY,          -- directory name under l/
+    source TEXT UNIQUE,           -- what it was made from, e.g. an image layer's digest
+    size INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,         -- an operation's cache key
+    result TEXT NOT NULL,         -- JSON: the snapshots and metadata it produced
+    created REAL NOT NULL,
+    last_used REAL NOT NULL
+);
+"""
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=30
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.DatabaseError as exc:
+            raise StateError(
+                f"the engine's database {path} is unusable ({exc}); move it aside to start "
+                "with an empty cache"
+            ) from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # --- layers ---------------------------------------------------------------------------
+
+    def add_layer(self, layer_id: str, source: str | None, size: int) -> None:
+        self.execute(
+            "INSERT OR REPLACE INTO layers(id, source, size, created) VALUES (?, ?, ?, ?)",
+            (layer_id, source, size, time.time()),
+        )
+
+    def layer_by_source(self, source: str) -> str | None:
+        rows = self.execute("SELECT id FROM layers WHERE source = ?", (source,))
+        return str(rows[0][0]) if rows else None
+
+    def layer_ids(self) -> set[str]:
+        return {str(r[0]) for r in self.execute("SELECT id FROM layers")}
+
+    def remove_layer(self, layer_id: str) -> None:
+        self.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+
+    # --- cache ----------------------------------------------------------------------------
+
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            rows = self._conn.execute("SELECT result FROM cache WHERE key = ?", (key,)).fetchall()
+            if not rows:
+                return None
+            self._conn.execute(
+                "UPDATE cache SET last_used = ? WHERE key = ?", (time.time(), key)
+            )
+        result: dict[str, Any] = json.loads(rows[0][0])
+        return result
+
+    def cache_put(self, key: str, result: dict[str, Any]) -> None:
+        now = time.time()
+        self.execute(
+            "INSERT OR REPLACE INTO cache(key, result, created, last_used) VALUES (?, ?, ?, ?)",
+            (key, json.dumps(result, sort_keys=True), now, now),
+        )
+
+    def cache_delete(self, key: str) -> None:
+        self.execute("DELETE FROM cache WHERE key = ?", (key,))
+
+    def cache_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        rows = self.execute("SELECT key, result FROM cache")
+        return [(str(k), json.loads(v)) for k, v in rows]

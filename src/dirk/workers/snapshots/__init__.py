@@ -1,0 +1,1 @@
+"""Filesystem layers and overlayfs snapshots: a step costs what it writes, never a full copy."""
