@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := crun runc skopeo umoci mmdebstrap docker-registry busybox-static iproute2 \
-	nftables iptables uidmap zstd git ca-certificates nodejs npm
+	nftables iptables uidmap zstd git ca-certificates
 STAMP := $(VENV)/.installed
 
 .PHONY: setup host images test lint unit demo bench codegen clean-state
@@ -28,6 +28,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench scripts examples
 	$(VENV)/bin/ruff format --check src tests bench scripts examples
 	$(VENV)/bin/mypy
+
+# Regenerates the SDK classes (src/dirk/sdk/gen/) from src/dirk/schema/dirk.graphql.
+codegen: $(STAMP)
+	$(PY) -m dirk.codegen
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit

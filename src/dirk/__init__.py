@@ -1,3 +1,80 @@
-"""dirk: CI/CD pipelines as Python code, run in OCI containers by a caching DAG engine."""
+"""dirk: CI/CD pipelines as Python code, run in OCI containers by a caching DAG engine.
+
+    import dirk
+
+    with dirk.Connection() as client:
+        print(client.container().from_("alpine:3.20").with_exec(["echo", "hi"]).stdout())
+
+The SDK is imported on first use, so the engine and the CLI (`python -m dirk ...`) do not pay
+for it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # the lazy names below, for type checkers
+    from dirk import errors as errors
+    from dirk.sdk.config import Config as Config
+    from dirk.sdk.connection import Connection as Connection
+    from dirk.sdk.gen import CacheSharingMode as CacheSharingMode
+    from dirk.sdk.gen import CacheVolume as CacheVolume
+    from dirk.sdk.gen import Client as Client
+    from dirk.sdk.gen import Container as Container
+    from dirk.sdk.gen import Directory as Directory
+    from dirk.sdk.gen import EnvVariable as EnvVariable
+    from dirk.sdk.gen import File as File
+    from dirk.sdk.gen import Host as Host
+    from dirk.sdk.gen import Label as Label
+    from dirk.sdk.gen import NetworkProtocol as NetworkProtocol
+    from dirk.sdk.gen import Node as Node
+    from dirk.sdk.gen import Port as Port
+    from dirk.sdk.gen import ReturnType as ReturnType
+    from dirk.sdk.gen import Secret as Secret
+    from dirk.sdk.gen import Syncer as Syncer
+    from dirk.sdk.modes import Async as Async
+    from dirk.sdk.modes import Sync as Sync
+
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "Config": "dirk.sdk.config",
+    "Connection": "dirk.sdk.connection",
+    "Async": "dirk.sdk.modes",
+    "Sync": "dirk.sdk.modes",
+    **{
+        name: "dirk.sdk.gen"
+        for name in (
+            "CacheSharingMode",
+            "CacheVolume",
+            "Client",
+            "Container",
+            "Directory",
+            "EnvVariable",
+            "File",
+            "Host",
+            "Label",
+            "NetworkProtocol",
+            "Node",
+            "Port",
+            "ReturnType",
+            "Secret",
+            "Syncer",
+        )
+    },
+}
+
+__all__ = ["__version__", "errors", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "errors":
+        return importlib.import_module("dirk.errors")
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dirk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

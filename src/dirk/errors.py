@@ -153,3 +153,25 @@ class SolveError(QueryError):
 
 class CancelledError(DirkError):
     """The run was cancelled before it finished."""
+
+
+class EngineAlreadyRunningError(StateError):
+    """Another engine holds the state directory; two engines must never share one."""
+
+
+class SnapshotPathError(InvalidArgumentError):
+    """A path inside a filesystem (snapshot, directory, container root) is missing or of the
+    wrong kind: a directory where a file is expected, a file in the middle of a path."""
+
+
+class QueryTimeoutError(QueryError):
+    """A query ran longer than the client's `Config.timeout`; the engine may still be working."""
+
+
+class UnknownIDError(InvalidArgumentError):
+    """An object ID is malformed, of the wrong type, or unknown to this session (IDs are valid
+    only in the session that created them)."""
+
+
+class NotSupportedError(QueryError):
+    """The pipeline uses a field or an argument that dirk does not implement yet."""

@@ -1,0 +1,1 @@
+"""The solver: operations in, snapshots out; each operation computed at most once."""

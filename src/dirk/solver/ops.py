@@ -23,9 +23,11 @@ import attrs
 #: Dagger's cache sharing modes.
 Sharing = Literal["SHARED", "PRIVATE", "LOCKED"]
 MountKind = Literal["bind", "cache", "tmpfs"]
+#: Dagger's ReturnType: which exit codes count as success.
+Expect = Literal["SUCCESS", "FAILURE", "ANY"]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Ref:
     """One output of one operation."""
 
@@ -33,7 +35,7 @@ class Ref:
     output: int = 0
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Scratch:
     """An empty filesystem."""
 
@@ -44,7 +46,7 @@ class Scratch:
         return "scratch"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ImagePull:
     """The root filesystem of an image, pinned by manifest digest.
 
@@ -63,7 +65,7 @@ class ImagePull:
         return f"pull {self.reference}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class HostDirectory:
     """A directory of the engine's host, copied in; keyed by the content of the files it holds.
 
@@ -74,6 +76,8 @@ class HostDirectory:
     path: str
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    #: The content digest, when the API layer computed it at call time; else the solver does.
+    digest: str = ""
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()
@@ -82,11 +86,12 @@ class HostDirectory:
         return f"copy host directory {self.path}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class HostFile:
     """One file of the engine's host, copied into an otherwise empty filesystem at /<name>."""
 
     path: str
+    digest: str = ""
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()
@@ -95,7 +100,7 @@ class HostFile:
         return f"copy host file {self.path}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ExecMount:
     """A mount of an `Exec`.
 
@@ -120,13 +125,13 @@ class ExecMount:
         return self.kind == "bind" and not self.readonly and self.source is not None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Exec:
     """Run a command in a container whose root filesystem is `root`.
 
     Outputs: 0 = the root filesystem after the command; then one per mount with `has_output`,
-    in mount order. `valid_exit_codes` empty means "0 only"; the solver caches only results
-    whose exit code is valid, so a failure is never cached.
+    in mount order. `expect` is Dagger's ReturnType: SUCCESS (exit code 0), FAILURE (non-zero)
+    or ANY; the solver caches only results that met it, so a failure is never cached.
     """
 
     root: Ref
@@ -137,7 +142,7 @@ class Exec:
     hostname: str = ""
     mounts: tuple[ExecMount, ...] = ()
     stdin: bytes | None = None
-    valid_exit_codes: tuple[int, ...] = ()
+    expect: Expect = "SUCCESS"
     network: bool = True
     insecure_root_capabilities: bool = False
 
@@ -154,7 +159,7 @@ class Exec:
         return "exec " + " ".join(self.args)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class MkFile:
     """`base` with a file at `path` (parents created) holding `contents`."""
 
@@ -172,7 +177,7 @@ class MkFile:
         return f"write file {self.path}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class MkDir:
     """`base` with a directory at `path` (parents created)."""
 
@@ -187,7 +192,7 @@ class MkDir:
         return f"create directory {self.path}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Remove:
     """`base` without the file or directory at `path` (missing is fine when `allow_missing`)."""
 
@@ -202,7 +207,7 @@ class Remove:
         return f"remove {self.path}"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Copy:
     """`base` with `source_path` of `source` copied to `dest_path`.
 

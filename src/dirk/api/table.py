@@ -1,0 +1,113 @@
+"""The per-session table: every object handed out (so its ID loads for the session's life),
+memoised leaf results, pinned image references and secret values.
+
+It lives in `session.state`, so ending the session drops it. Concurrent requests of one session
+asking for the same thing share one computation (clients evaluate arguments concurrently, and
+re-send whole chains for every leaf).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import attrs
+
+from dirk.api.ids import format_id, parse_id
+from dirk.api.values import Handle
+from dirk.errors import UnknownIDError
+from dirk.workers.images.config import ResolvedImage
+
+#: The key of the table in `session.state`.
+STATE_KEY = "dirk.api"
+#: Leaf results kept per session; the oldest are dropped first (they are only a shortcut: the
+#: solver memoises by cache key too).
+LEAF_LIMIT = 20_000
+
+T = TypeVar("T")
+
+
+class SessionLike(Protocol):
+    """What the API needs of a session: where host paths resolve, and a place for its state."""
+
+    @property
+    def workdir(self) -> Any: ...
+
+    @property
+    def state(self) -> dict[str, Any]: ...
+
+
+@attrs.define
+class _Flight:
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class SessionTable:
+    objects: dict[str, Handle] = attrs.field(factory=dict)
+    leaves: dict[Hashable, Any] = attrs.field(factory=dict)
+    images: dict[tuple[str, str], ResolvedImage] = attrs.field(factory=dict)
+    secret_values: dict[str, str] = attrs.field(factory=dict)
+    #: Keys the identities of secrets, so an ID says nothing about the value.
+    secret_key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32))
+    _flights: dict[tuple[int, Hashable], _Flight] = attrs.field(factory=dict)
+
+    @classmethod
+    def of(cls, session: SessionLike) -> SessionTable:
+        table = session.state.get(STATE_KEY)
+        if not isinstance(table, SessionTable):
+            table = session.state[STATE_KEY] = cls()
+        return table
+
+    def add(self, handle: Handle) -> Handle:
+        """Remember `handle` (the first one of an identity wins) and return the kept one."""
+        return self.objects.setdefault(handle.ident, handle)
+
+    def load(self, object_id: object, expected: str | None = None) -> Handle:
+        """The object an ID names; `expected` is the type it must be."""
+        type_name, ident = parse_id(object_id, expected)
+        handle = self.objects.get(ident)
+        if handle is None or handle.type_name != type_name:
+            raise UnknownIDError(
+                f"unknown ID {format_id(type_name, ident)!r}; IDs are valid only in the "
+                "session that created them"
+            )
+        return handle
+
+    async def once(
+        self,
+        store: MutableMapping[Any, Any],
+        key: Hashable,
+        make: Callable[[], Awaitable[T]],
+        limit: int | None = None,
+    ) -> T:
+        """`store[key]`, computed by `make` the first time; concurrent callers share one
+        computation, and a failure is not remembered (the next call tries again)."""
+        if key in store:
+            return store[key]  # type: ignore[no-any-return]
+        flight_key = (id(store), key)
+        while (flight := self._flights.get(flight_key)) is not None:
+            await flight.done.wait()
+            if key in store:
+                return store[key]  # type: ignore[no-any-return]
+            if flight.error is not None and not isinstance(
+                flight.error, anyio.get_cancelled_exc_class()
+            ):
+                raise flight.error
+        flight = _Flight()
+        self._flights[flight_key] = flight
+        try:
+            value = await make()
+            if limit is not None and len(store) >= limit:
+                store.pop(next(iter(store)))
+            store[key] = value
+            return value
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._flights[flight_key]
+            flight.done.set()

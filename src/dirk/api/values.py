@@ -1,0 +1,136 @@
+"""The immutable values behind the schema's objects: what a chain of calls has built so far.
+
+Values hold operations (`dirk.solver.ops`), never results: building them runs nothing. A
+`Handle` pairs a value with its call identity and GraphQL type name; it is what resolvers pass
+around as the parent of the next field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from dirk.solver.ops import Exec, Ref, Sharing
+
+Stream = Literal["stdout", "stderr"]
+MountSource = Literal["directory", "file", "cache", "tmpfs"]
+
+
+@attrs.frozen
+class Directory:
+    """The tree at `subdir` (absolute, normalised) of the snapshot `ref` names."""
+
+    ref: Ref
+    subdir: str = "/"
+
+
+@attrs.frozen
+class File:
+    """The file at `path` (absolute, normalised) of the snapshot `ref` names."""
+
+    ref: Ref
+    path: str
+
+
+@attrs.frozen
+class CacheVolume:
+    """A named volume; `source` seeds it when it is first used."""
+
+    key: str
+    source: Directory | None = None
+    sharing: Sharing = "SHARED"
+    owner: str = ""
+
+
+@attrs.frozen
+class Mount:
+    """A mount of a container at `target` (absolute): exactly one of the sources is set,
+    according to `kind`."""
+
+    target: str
+    kind: MountSource
+    directory: Directory | None = None
+    file: File | None = None
+    cache: CacheVolume | None = None
+    readonly: bool = False
+    sharing: Sharing = "SHARED"
+    size: int = 0
+
+
+@attrs.frozen
+class Redirect:
+    """Writes a stream of the last exec to `path` (absolute) once its output is known."""
+
+    path: str
+    stream: Stream
+
+
+@attrs.frozen
+class Container:
+    """A root filesystem, mounts and an image configuration, plus the last exec (for stdout,
+    stderr and exit code).
+
+    `redirects` are the files the last exec's output still has to be written to: the
+    operations that write them need that output, so they are added on first use of the
+    filesystem (see `container.settle`).
+    """
+
+    rootfs: Directory
+    platform: str
+    mounts: tuple[Mount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = ""
+    user: str = ""
+    entrypoint: tuple[str, ...] = ()
+    default_args: tuple[str, ...] = ()
+    labels: tuple[tuple[str, str], ...] = ()
+    exposed_ports: tuple[str, ...] = ()
+    last_exec: Exec | None = None
+    redirects: tuple[Redirect, ...] = ()
+
+
+@attrs.frozen
+class Host:
+    """The session's host; paths resolve against the session's working directory."""
+
+
+@attrs.frozen
+class Secret:
+    """A secret's name; its value stays in the session's table, never in a value or an ID."""
+
+    name: str
+
+
+@attrs.frozen
+class EnvVariable:
+    name: str
+    value: str
+
+
+@attrs.frozen
+class Label:
+    name: str
+    value: str
+
+
+@attrs.frozen
+class Port:
+    port: int
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    description: str | None = None
+    experimental_skip_healthcheck: bool = False
+
+
+Value = (
+    Container | Directory | File | CacheVolume | Host | Secret | EnvVariable | Label | Port
+)
+
+
+@attrs.frozen(eq=False)
+class Handle:
+    """A value as the schema sees it: its type name and the identity its ID is made from."""
+
+    type_name: str
+    ident: str
+    value: Value

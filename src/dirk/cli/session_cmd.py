@@ -1,0 +1,193 @@
+"""`dirk session` (the handshake the official Dagger SDKs run) and `dirk run CMD`.
+
+`dirk session` is what the SDKs start when `_EXPERIMENTAL_DAGGER_CLI_BIN` names dirk: it prints
+one JSON line `{"port": N, "session_token": "..."}` and holds the session open until its stdin
+closes (the Python SDK closes it) or SIGTERM/SIGINT (the TS SDK sends SIGTERM); then it ends the
+session and exits 0. `dirk run` gives a command the same session through DAGGER_SESSION_PORT and
+DAGGER_SESSION_TOKEN, as `dagger run` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import click
+
+from dirk.cli.logs import setup_logging
+from dirk.errors import DirkError
+
+log = logging.getLogger("dirk.cli")
+
+#: Signals that end `dirk session`, and that `dirk run` passes on to its command.
+ENDING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+FORWARDED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
+
+
+def _parse_labels(values: Sequence[str]) -> dict[str, str]:
+    """Dagger's `--label key:value` (the value may contain ':'; a bare key has an empty value)."""
+    labels: dict[str, str] = {}
+    for value in values:
+        key, _, val = value.partition(":")
+        if not key:
+            raise click.BadParameter(f"{value!r} has no key: use KEY:VALUE", param_hint="--label")
+        labels[key] = val
+    return labels
+
+
+def _workdir(value: Path | None) -> Path:
+    return (value or Path.cwd()).absolute()
+
+
+_workdir_option = click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Host directory relative paths resolve against [default: the current directory].",
+)
+_label_option = click.option(
+    "--label", "labels", multiple=True, metavar="KEY:VALUE", help="Label the session (repeatable)."
+)
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@_label_option
+@_workdir_option
+@click.option("--project", hidden=True, help="Dagger module config: dirk has no modules.")
+@click.option("--load-workspace-modules", is_flag=True, hidden=True)
+@click.pass_context
+def session(
+    ctx: click.Context,
+    labels: tuple[str, ...],
+    workdir: Path | None,
+    project: str | None,
+    load_workspace_modules: bool,
+) -> None:
+    """Open a session for an official Dagger SDK; print its port and token as one JSON line."""
+    setup_logging("WARNING")
+    for name, given in (
+        ("--project", project),
+        ("--load-workspace-modules", load_workspace_modules),
+    ):
+        if given:
+            log.warning("%s is ignored: dirk does not support Dagger modules", name)
+    if ctx.args:
+        log.warning("ignoring unknown arguments: %s", " ".join(ctx.args))
+    try:
+        asyncio.run(_hold_session(_workdir(workdir), _parse_labels(labels)))
+    except DirkError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
+    from dirk.cli.provisioning import open_session
+
+    end = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in ENDING_SIGNALS:
+        loop.add_signal_handler(signum, end.set)
+    opened = await open_session(workdir, labels)
+    try:
+        line = json.dumps({"port": opened.port, "session_token": opened.token})
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        _watch_stdin_eof(loop, end)
+        await end.wait()
+    finally:
+        try:
+            await opened.close()
+        except DirkError as exc:  # the engine is gone: so is the session
+            log.warning("could not end the session: %s", exc)
+
+
+def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> None:
+    """Set `end` when stdin reaches EOF; a thread, because stdin may be a pipe, tty or file."""
+
+    def read_until_eof() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(0, 65536):
+                pass
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(end.set)
+
+    threading.Thread(target=read_until_eof, name="stdin-eof", daemon=True).start()
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@_label_option
+@_workdir_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def run(
+    ctx: click.Context, labels: tuple[str, ...], workdir: Path | None, command: tuple[str, ...]
+) -> None:
+    """Run COMMAND with a session (DAGGER_SESSION_PORT, DAGGER_SESSION_TOKEN); exit with its code.
+
+    Use `--` before COMMAND if it has options of its own: `dirk run -- python ci.py -v`.
+    """
+    setup_logging("WARNING")
+    try:
+        code = asyncio.run(_run_command(_workdir(workdir), _parse_labels(labels), command))
+    except DirkError as exc:
+        raise click.ClickException(str(exc)) from exc
+    ctx.exit(code)
+
+
+async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequence[str]) -> int:
+    from dirk.cli.provisioning import open_session
+
+    opened = await open_session(workdir, labels)
+    try:
+        env = {
+            **os.environ,
+            "DAGGER_SESSION_PORT": str(opened.port),
+            "DAGGER_SESSION_TOKEN": opened.token,
+        }
+        try:
+            proc = await asyncio.create_subprocess_exec(*command, env=env)
+        except OSError as exc:
+            raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+        loop = asyncio.get_running_loop()
+        for signum in FORWARDED_SIGNALS:
+            loop.add_signal_handler(signum, _forward, proc, signum)
+        code = await proc.wait()
+        for signum in FORWARDED_SIGNALS:
+            loop.remove_signal_handler(signum)
+    finally:
+        try:
+            await opened.close()
+        except DirkError as exc:
+            log.warning("could not end the session: %s", exc)
+    return 128 - code if code < 0 else code
+
+
+def _forward(proc: asyncio.subprocess.Process, signum: int) -> None:
+    """Pass a signal on, except Ctrl-C at a terminal: the command got that one already."""
+    if signum == signal.SIGINT and _in_terminal_foreground():
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signum)
+
+
+def _in_terminal_foreground() -> bool:
+    """Whether our process group (which the command shares) owns the terminal, so a SIGINT we
+    got came from the keyboard and reached the command as well."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+    return False

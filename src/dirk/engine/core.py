@@ -1,0 +1,102 @@
+"""The composition root: one engine = state + workers + solver, over one state directory.
+
+Start-up is also recovery: whatever a previous engine (possibly killed with SIGKILL) left in
+`run/` and `tmp/` is unmounted, killed and deleted, and layer directories that no database row
+names are removed. Cache entries are only written after their layers are committed, so what
+remains is always usable.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+import anyio.to_thread
+
+from dirk.solver.solver import Solver
+from dirk.solver.volumes import CacheVolumes
+from dirk.state.blobs import BlobStore
+from dirk.state.db import Database
+from dirk.state.layout import StateLayout, default_state_dir
+from dirk.workers.executor.executor import Executor
+from dirk.workers.images.store import ImageStore
+from dirk.workers.snapshots.layers import LayerStore
+from dirk.workers.snapshots.snapshotter import Snapshotter
+
+
+class Engine:
+    def __init__(
+        self,
+        state_dir: Path | None = None,
+        *,
+        runtime: str | None = None,
+        max_parallel: int | None = None,
+        insecure_registries: Sequence[str] = (),
+    ) -> None:
+        self.layout = StateLayout(state_dir or default_state_dir())
+        self._runtime = runtime
+        self._max_parallel = max_parallel
+        self._insecure = tuple(insecure_registries)
+        self._solver: Solver | None = None
+        self._executor: Executor | None = None
+        self._images: ImageStore | None = None
+        self._db: Database | None = None
+
+    @property
+    def solver(self) -> Solver:
+        if self._solver is None:
+            raise RuntimeError("the engine is not started: use `async with Engine(...)`")
+        return self._solver
+
+    async def start(self) -> None:
+        layout = self.layout.ensure()
+        self._db = db = Database(layout.db_path)
+        blobs = BlobStore(layout.blobs, layout.tmp)
+        layers = LayerStore(layout, db)
+        snapshotter = Snapshotter(layout, layers)
+        await anyio.to_thread.run_sync(self._recover, snapshotter, layers)
+        self._executor = Executor(layout, self._runtime)
+        await self._executor.start()
+        self._images = ImageStore(blobs, layers, insecure_registries=self._insecure)
+        self._solver = Solver(
+            db=db,
+            blobs=blobs,
+            layers=layers,
+            snapshotter=snapshotter,
+            images=self._images,
+            executor=self._executor,
+            volumes=CacheVolumes(layout.volumes),
+            max_parallel=self._max_parallel,
+        )
+
+    def _recover(self, snapshotter: Snapshotter, layers: LayerStore) -> None:
+        snapshotter.cleanup_stale()
+        for entry in self.layout.tmp.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        layers.collect_garbage()
+
+    async def aclose(self) -> None:
+        if self._images is not None:
+            await self._images.aclose()
+        if self._executor is not None:
+            await self._executor.aclose()
+        if self._db is not None:
+            self._db.close()
+        self._solver = None
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,234 @@
+"""The engine daemon: one engine per state directory, served over TCP and a unix socket.
+
+Start-up order matters to clients polling for us: lock the state directory (a second engine
+fails at once), bind both sockets, start the engine, then serve and only then publish
+`engine.json`, so whoever reads it can connect. On SIGTERM/SIGINT: unpublish, stop accepting,
+end the sessions (their running queries are cancelled), close the engine, remove the socket.
+A second signal during shutdown exits at once; the next engine cleans up what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from dirk import __version__
+from dirk.errors import EngineAlreadyRunningError, StateError
+from dirk.state.layout import default_state_dir
+
+if TYPE_CHECKING:
+    from graphql import GraphQLSchema
+
+    from dirk.engine.sessions import Session
+
+log = logging.getLogger(__name__)
+
+ENGINE_JSON = "engine.json"
+SOCKET_NAME = "engine.sock"
+#: Held (flock) by the running engine and holding its pid. Not `engine.lock`: clients hold that
+#: one while they start an engine.
+PID_LOCK = "engine.pid"
+#: How long in-flight requests get to answer once their sessions were ended at shutdown.
+SHUTDOWN_GRACE_S = 5.0
+
+
+class EngineLike(Protocol):
+    async def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@attrs.frozen
+class Components:
+    """What the daemon serves; the real engine and API by default, stand-ins in unit tests."""
+
+    make_engine: Callable[[Path], EngineLike]
+    build_schema: Callable[[], GraphQLSchema]
+    make_context: Callable[[Any, Session], object]
+
+
+def default_components() -> Components:
+    """The lead's `Engine` and the resolvers' schema, imported only when a daemon starts."""
+    from dirk.engine.core import Engine
+
+    api: Any = importlib.import_module("dirk.api")
+
+    def make_context(engine: Any, session: Session) -> object:
+        return api.RequestContext(engine=engine, session=session)
+
+    return Components(make_engine=Engine, build_schema=api.build_schema, make_context=make_context)
+
+
+@attrs.frozen
+class EngineInfo:
+    """The contents of `S/engine.json`: how clients on this host reach the running engine."""
+
+    pid: int
+    port: int
+    socket: str
+    version: str
+    admin_token: str
+
+    def write(self, path: Path) -> None:
+        """Atomically, mode 0600: the admin token is a credential."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(attrs.asdict(self), f)
+        os.replace(tmp, path)
+
+
+async def serve(
+    state_dir: Path | None,
+    port: int,
+    *,
+    components: Components | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the engine daemon until SIGTERM/SIGINT (or until `stop` is set, for tests)."""
+    root = state_dir or default_state_dir()
+    if stop is None:
+        stop = asyncio.Event()
+        _install_signal_handlers(stop)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StateError(f"cannot create the state directory {root}: {exc}") from exc
+    lock_fd = _lock_state_dir(root)
+    try:
+        await _serve_locked(root, port, components or default_components(), stop)
+    finally:
+        os.close(lock_fd)
+
+
+async def _serve_locked(root: Path, port: int, components: Components, stop: asyncio.Event) -> None:
+    from aiohttp import web
+
+    from dirk.engine.sessions import SessionRegistry
+    from dirk.wire.server import WireServer
+
+    info_path = root / ENGINE_JSON
+    sock_path = root / SOCKET_NAME
+    info_path.unlink(missing_ok=True)  # left by an engine that was killed
+    tcp = _bind_tcp(port)
+    unix = _bind_unix(sock_path)
+    engine = components.make_engine(root)
+    try:
+        await engine.start()
+        sessions = SessionRegistry()
+        server = WireServer(
+            components.build_schema(),
+            sessions,
+            context_factory=lambda session: components.make_context(engine, session),
+            admin_token=secrets.token_urlsafe(32),
+            version=__version__,
+            port=tcp.getsockname()[1],
+        )
+        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+        await runner.setup()
+        try:
+            await web.SockSite(runner, tcp).start()
+            await web.SockSite(runner, unix).start()
+            EngineInfo(
+                pid=os.getpid(),
+                port=server.port,
+                socket=str(sock_path),
+                version=__version__,
+                admin_token=server.admin_token,
+            ).write(info_path)
+            log.info(
+                "dirk engine %s (pid %d) serving on 127.0.0.1:%d and %s",
+                __version__,
+                os.getpid(),
+                server.port,
+                sock_path,
+            )
+            await stop.wait()
+            log.info("stopping: %d session(s) open", len(sessions))
+        finally:
+            info_path.unlink(missing_ok=True)
+            await runner.cleanup()  # stops listening, ends sessions, waits for answers
+    finally:
+        try:
+            await engine.aclose()
+        finally:
+            tcp.close()
+            unix.close()
+            sock_path.unlink(missing_ok=True)
+            log.info("engine stopped")
+
+
+def _lock_state_dir(root: Path) -> int:
+    """Take the running-engine lock of `root`; its file holds our pid for the next one's error."""
+    path = root / PID_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise EngineAlreadyRunningError(
+            f"an engine is already running (pid {holder}) on the state directory {root}: "
+            f"use it, stop it first (kill {holder}), or give this one another --state-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _bind_tcp(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise StateError(
+            f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): choose a free --port "
+            "(or DIRK_ENGINE_PORT), or 0 to let the system pick one"
+        ) from exc
+    return sock
+
+
+def _bind_unix(path: Path) -> socket.socket:
+    """Bound and chmod 0600 before listening, so nobody else can ever connect."""
+    path.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        sock.close()
+        raise StateError(
+            f"cannot create the engine socket {path} ({exc}): unix socket paths are limited to "
+            "107 bytes, so use a shorter --state-dir (or DIRK_STATE_DIR)"
+        ) from exc
+    return sock
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("%s again: exiting now", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)

@@ -1,0 +1,99 @@
+"""Client sessions: who may query the engine, and the per-session state the API keeps.
+
+A session is what a token names. It lives from `POST /sessions` until `DELETE /sessions/<t>`
+(or the engine stops); its IDs are valid only while it lives, so ending it clears its state,
+cancels its queries still running and runs the cleanups the API registered (stopping services).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+log = logging.getLogger(__name__)
+
+#: An async callback run once when its session ends.
+Cleanup = Callable[[], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class Session:
+    """One client's session: its token, the host directory its relative paths resolve against,
+    its labels (SDK name and version), and the storage the API layer owns (IDs table, memo)."""
+
+    token: str
+    workdir: Path
+    labels: dict[str, str]
+    created: float
+    state: dict[str, Any] = attrs.field(factory=dict)
+    ended: bool = False
+    _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
+    _cleanups: list[Cleanup] = attrs.field(factory=list, repr=False)
+
+    def add_cleanup(self, cleanup: Cleanup) -> None:
+        """Run `cleanup` when the session ends (e.g. stop a service it started)."""
+        self._cleanups.append(cleanup)
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Register a running query, so ending the session cancels it."""
+        self._tasks.add(task)
+
+    def untrack(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+
+    @property
+    def running(self) -> int:
+        """How many queries of this session are being evaluated now."""
+        return len(self._tasks)
+
+    async def _end(self) -> None:
+        self.ended = True
+        for task in list(self._tasks):
+            task.cancel("session ended")
+        cleanups, self._cleanups = self._cleanups, []
+        for cleanup in reversed(cleanups):
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("cleanup of session %s failed", self.token[:8])
+        self.state.clear()
+
+
+class SessionRegistry:
+    """The live sessions of one engine, by token."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._clock = clock
+
+    def create(self, workdir: Path, labels: Mapping[str, str]) -> Session:
+        token = secrets.token_urlsafe(32)
+        session = Session(token=token, workdir=workdir, labels=dict(labels), created=self._clock())
+        self._sessions[token] = session
+        log.info("session %s started (workdir %s, labels %s)", token[:8], workdir, session.labels)
+        return session
+
+    def get(self, token: str) -> Session | None:
+        return self._sessions.get(token)
+
+    async def end(self, token: str) -> None:
+        """End the session `token` names; unknown tokens are ignored (ending is idempotent)."""
+        session = self._sessions.pop(token, None)
+        if session is None:
+            return
+        await session._end()
+        log.info("session %s ended after %.1f s", token[:8], self._clock() - session.created)
+
+    async def end_all(self) -> None:
+        for token in list(self._sessions):
+            await self.end(token)
+
+    def __len__(self) -> int:
+        return len(self._sessions)

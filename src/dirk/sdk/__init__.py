@@ -1,0 +1,1 @@
+"""The client side: connection, configuration, provisioning and the generated API classes."""

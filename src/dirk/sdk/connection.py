@@ -1,0 +1,119 @@
+"""`dirk.Connection`: one session with an engine, used with `async with` or plain `with`.
+
+Both modes share one async implementation. `async with` runs it on the caller's event loop and
+leaf methods return coroutines. `with` starts an event loop in a helper thread (an anyio
+blocking portal) and every leaf call blocks on it, so the same objects work in plain scripts.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from dirk.errors import DirkError
+from dirk.sdk.config import Config
+from dirk.sdk.executor import Executor
+from dirk.sdk.gen.client import Client
+from dirk.sdk.modes import Async, Sync
+from dirk.sdk.provision import SessionInfo, close_session, open_session
+from dirk.sdk.runtime import Runner
+from dirk.wire.client import GraphQLClient
+
+
+def session_labels() -> dict[str, str]:
+    """The labels the engine records for sessions of this SDK."""
+    from dirk import __version__
+
+    return {"dirk.sdk.name": "python", "dirk.sdk.version": __version__}
+
+
+class Connection:
+    """A session with a dirk engine.
+
+    `async with dirk.Connection() as client:` gives a `Client[Async]` whose leaf methods return
+    awaitables; `with dirk.Connection() as client:` gives a `Client[Sync]` whose leaf methods
+    block and return values. Leaving the block ends the session.
+    """
+
+    #: Sends HTTP through this transport instead of the network (tests, embedding).
+    _http_transport: httpx.AsyncBaseTransport | None = None
+
+    def __init__(self, config: Config | None = None) -> None:
+        self.config = config if config is not None else Config()
+        self._session: SessionInfo | None = None
+        self._transport: GraphQLClient | None = None
+        self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
+        self._portal: BlockingPortal | None = None
+
+    async def _open(self) -> Executor:
+        if self._transport is not None:
+            raise DirkError("this dirk.Connection is already open: create one per `with` block")
+        started = time.monotonic()
+        workdir = Path(self.config.workdir) if self.config.workdir is not None else Path.cwd()
+        session = await open_session(workdir, session_labels(), engine=self.config.engine)
+        self._session = session
+        self._transport = GraphQLClient(
+            session.query_address,
+            session.token,
+            timeout=self.config.timeout,
+            transport=self._http_transport,
+        )
+        if self.config.log_output is not None:
+            elapsed = (time.monotonic() - started) * 1000
+            self.config.log_output.write(
+                f"dirk: session open on {session.control or session.query_address} "
+                f"({elapsed:.0f} ms)\n"
+            )
+        return Executor(self._transport, self.config.log_output)
+
+    async def _close(self) -> None:
+        transport, session = self._transport, self._session
+        self._transport = self._session = None
+        try:
+            if session is not None:
+                await close_session(session)
+        finally:
+            if transport is not None:
+                await transport.aclose()
+
+    async def __aenter__(self) -> Client[Async]:
+        return Client(Runner(await self._open()))
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    def __enter__(self) -> Client[Sync]:
+        portal_cm = start_blocking_portal()
+        portal = portal_cm.__enter__()
+        try:
+            executor = portal.call(self._open)
+        except BaseException:
+            portal_cm.__exit__(None, None, None)
+            raise
+        self._portal_cm, self._portal = portal_cm, portal
+        return Client(Runner(executor, portal))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        portal_cm, portal = self._portal_cm, self._portal
+        self._portal_cm = self._portal = None
+        if portal_cm is None or portal is None:
+            return
+        try:
+            portal.call(self._close)
+        finally:
+            portal_cm.__exit__(None, None, None)

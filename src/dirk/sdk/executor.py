@@ -1,0 +1,53 @@
+"""Sends a chain's query through the session's transport and picks the value out of the answer.
+
+It also writes one line per query to `Config.log_output`: the chain's field names (never the
+arguments: they may carry secrets) and how long the engine took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol, TextIO
+
+from dirk.sdk.query import Call, describe, extract, render_query
+
+
+class Transport(Protocol):
+    """What the executor needs from the wire: `dirk.wire.client.GraphQLClient` provides it."""
+
+    closed: bool
+
+    async def execute(self, query: str) -> dict[str, Any]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Executor:
+    def __init__(self, transport: Transport, log_output: TextIO | None = None) -> None:
+        self.transport = transport
+        self.log_output = log_output
+
+    @property
+    def closed(self) -> bool:
+        return self.transport.closed
+
+    async def execute(self, chain: Sequence[Call], subfields: Sequence[str] = ()) -> Any:
+        """The value the last call of `chain` selects (with `subfields` below it)."""
+        query = render_query(chain, subfields)
+        started = time.monotonic()
+        try:
+            data = await self.transport.execute(query)
+        except BaseException as exc:
+            self._log(chain, started, f"failed: {type(exc).__name__}")
+            raise
+        self._log(chain, started, "")
+        return extract(data, chain)
+
+    def _log(self, chain: Sequence[Call], started: float, outcome: str) -> None:
+        if self.log_output is None:
+            return
+        elapsed = time.monotonic() - started
+        suffix = f" {outcome}" if outcome else ""
+        self.log_output.write(f"dirk: {describe(chain)} ({elapsed * 1000:.0f} ms){suffix}\n")
+        self.log_output.flush()

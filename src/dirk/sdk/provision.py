@@ -1,0 +1,307 @@
+"""Which engine a program talks to, starting the local one when needed, and its session.
+
+The order follows the wire contract, with an explicit `Config.engine` first:
+
+1. `Config.engine` (`unix:///path/engine.sock` or `http://host:port`);
+2. a session handed down by `dirk run`: DAGGER_SESSION_PORT + DAGGER_SESSION_TOKEN (used, never
+   ended: it belongs to whoever opened it);
+3. DIRK_ENGINE (same forms as 1; DIRK_ENGINE_TOKEN is the admin token for `http://`);
+4. the local engine of the state directory: reused when its `engine.json` names a live process
+   that answers `/health` on the socket, started otherwise (`python -m dirk engine`, detached),
+   under a file lock so that concurrent programs end up with one engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from dirk.errors import ClientConnectionError, ProvisionError
+from dirk.state.layout import STATE_DIR_ENV, default_state_dir
+from dirk.wire.client import EngineAddress, create_session, delete_session, health
+
+SESSION_PORT_ENV = "DAGGER_SESSION_PORT"
+SESSION_TOKEN_ENV = "DAGGER_SESSION_TOKEN"
+ENGINE_ENV = "DIRK_ENGINE"
+ENGINE_TOKEN_ENV = "DIRK_ENGINE_TOKEN"
+#: Seconds a freshly started engine has to write engine.json and answer /health.
+START_TIMEOUT = 15.0
+POLL_INTERVAL = 0.05
+#: Seconds a running engine has to answer /health before it is considered gone.
+HEALTH_TIMEOUT = 2.0
+LOG_TAIL_LINES = 30
+ROOT_MESSAGE = (
+    "dirk's engine needs root (rootless mode is not supported yet): run as root, "
+    "or set DIRK_ENGINE to a running engine"
+)
+
+
+@attrs.frozen
+class JoinSession:
+    """A session opened by someone else (`dirk run`): used as is, never ended."""
+
+    port: int
+    token: str
+
+
+@attrs.frozen
+class UseEngine:
+    """A running engine named by `Config.engine` or DIRK_ENGINE."""
+
+    address: EngineAddress
+    admin_token: str | None = None
+
+
+@attrs.frozen
+class LocalEngine:
+    """The engine of this machine's state directory, started when it is not running."""
+
+    state_dir: Path
+
+
+Plan = JoinSession | UseEngine | LocalEngine
+
+
+@attrs.frozen
+class SessionInfo:
+    """An open session: where its queries go and how to end it."""
+
+    token: str
+    port: int
+    #: Where `POST /query` goes.
+    query_address: EngineAddress
+    #: Where `DELETE /sessions/<token>` goes; None for a session this program does not own.
+    control: EngineAddress | None
+
+
+def parse_engine(value: str, source: str) -> EngineAddress:
+    """An engine address from `unix:///path` or `http(s)://host:port`; `source` names the
+    setting in the error message."""
+    if value.startswith("unix://"):
+        path = value.removeprefix("unix://")
+        if path.startswith("/"):
+            return EngineAddress.unix(path)
+    elif value.startswith(("http://", "https://")) and len(value.split("://", 1)[1]) > 0:
+        return EngineAddress(value.rstrip("/"))
+    raise ProvisionError(
+        f"{source}={value!r} is not an engine address: use unix:///path/to/engine.sock "
+        "or http://host:port"
+    )
+
+
+def plan(engine: str | None, env: Mapping[str, str], state_dir: Path | None = None) -> Plan:
+    """Which engine to use, from the explicit setting and the environment (no I/O)."""
+    if engine:
+        return UseEngine(parse_engine(engine, "Config.engine"), env.get(ENGINE_TOKEN_ENV) or None)
+    port, token = env.get(SESSION_PORT_ENV), env.get(SESSION_TOKEN_ENV)
+    if port or token:
+        if not (port and token):
+            have, missing = (
+                (SESSION_PORT_ENV, SESSION_TOKEN_ENV)
+                if port
+                else (SESSION_TOKEN_ENV, SESSION_PORT_ENV)
+            )
+            raise ProvisionError(
+                f"{have} is set but {missing} is not: set both (as `dirk run` does) or neither"
+            )
+        try:
+            return JoinSession(int(port), token)
+        except ValueError:
+            raise ProvisionError(f"{SESSION_PORT_ENV}={port!r} is not a port number") from None
+    if env.get(ENGINE_ENV):
+        return UseEngine(
+            parse_engine(env[ENGINE_ENV], ENGINE_ENV), env.get(ENGINE_TOKEN_ENV) or None
+        )
+    return LocalEngine(state_dir if state_dir is not None else default_state_dir())
+
+
+# --- the local engine ----------------------------------------------------------------------
+
+
+class StartedEngine(Protocol):
+    """What the provisioner needs of a started engine process (`subprocess.Popen`)."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def terminate(self) -> None: ...
+
+
+#: Engines this program started: kept referenced so they are not reaped as garbage.
+_STARTED: list[StartedEngine] = []
+
+
+def spawn_engine(state_dir: Path) -> StartedEngine:
+    """Starts `python -m dirk engine` detached from this program (own session, output to
+    `engine.log`), so it outlives the program and serves later ones."""
+    with open(state_dir / "engine.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dirk", "engine"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
+            env={**os.environ, STATE_DIR_ENV: str(state_dir)},
+        )
+    _STARTED.append(process)
+    return process
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_engine_json(state_dir: Path) -> dict[str, Any] | None:
+    """The running engine's `engine.json`, or None when absent or unreadable."""
+    try:
+        info = json.loads((state_dir / "engine.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+async def running_engine(state_dir: Path) -> EngineAddress | None:
+    """The socket address of the engine of `state_dir` if it is alive and answers /health."""
+    info = read_engine_json(state_dir)
+    if info is None:
+        return None
+    try:
+        pid, socket = int(info["pid"]), str(info["socket"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not _pid_alive(pid):
+        return None
+    address = EngineAddress.unix(socket)
+    try:
+        await health(address, timeout=HEALTH_TIMEOUT)
+    except ClientConnectionError:
+        return None
+    return address
+
+
+@contextlib.asynccontextmanager
+async def _start_lock(path: Path) -> AsyncIterator[None]:
+    """Holds `engine.lock` (flock): one program at a time decides whether to start an engine."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _log_tail(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    lines = text.rstrip("\n").splitlines()[-LOG_TAIL_LINES:]
+    return "\n".join("  " + line for line in lines) or "  (empty)"
+
+
+async def ensure_local_engine(
+    state_dir: Path,
+    *,
+    spawn: Callable[[Path], StartedEngine] = spawn_engine,
+    is_root: Callable[[], bool] = _is_root,
+    start_timeout: float = START_TIMEOUT,
+) -> EngineAddress:
+    """The socket address of the local engine, started first if it is not running."""
+    address = await running_engine(state_dir)
+    if address is not None:
+        return address
+    if not is_root():
+        raise ProvisionError(ROOT_MESSAGE)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(
+            f"cannot create the engine's state directory {state_dir}: {exc}"
+        ) from exc
+    async with _start_lock(state_dir / "engine.lock"):
+        address = await running_engine(state_dir)  # another program may have started it
+        if address is not None:
+            return address
+        log_path = state_dir / "engine.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        process = spawn(state_dir)
+        deadline = time.monotonic() + start_timeout
+        while True:
+            address = await running_engine(state_dir)
+            if address is not None:
+                return address
+            code = process.poll()
+            if code is not None:
+                raise ProvisionError(
+                    f"the dirk engine ({sys.executable} -m dirk engine) exited with code {code} "
+                    f"while starting; the end of {log_path}:\n{_log_tail(log_path, offset)}"
+                )
+            if time.monotonic() > deadline:
+                process.terminate()
+                raise ProvisionError(
+                    f"the dirk engine did not answer within {start_timeout:g} s of starting and "
+                    f"was stopped; the end of {log_path}:\n{_log_tail(log_path, offset)}"
+                )
+            await anyio.sleep(POLL_INTERVAL)
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+async def open_session(
+    workdir: str | Path,
+    labels: Mapping[str, str],
+    *,
+    engine: str | None = None,
+    env: Mapping[str, str] | None = None,
+    state_dir: Path | None = None,
+) -> SessionInfo:
+    """Opens (or joins) a session on the engine chosen by `plan`."""
+    chosen = plan(engine, os.environ if env is None else env, state_dir)
+    root = str(Path(workdir).resolve())
+    if isinstance(chosen, JoinSession):
+        local = EngineAddress(f"http://127.0.0.1:{chosen.port}")
+        return SessionInfo(chosen.token, chosen.port, local, control=None)
+    if isinstance(chosen, UseEngine):
+        address, admin_token = chosen.address, chosen.admin_token
+    else:
+        address, admin_token = await ensure_local_engine(chosen.state_dir), None
+    grant = await create_session(address, root, labels, admin_token)
+    # Queries of a session opened on the socket go over TCP, as the contract's port says.
+    query = address if address.uds is None else EngineAddress(f"http://127.0.0.1:{grant.port}")
+    return SessionInfo(grant.token, grant.port, query, control=address)
+
+
+async def close_session(info: SessionInfo) -> None:
+    """Ends a session this program opened; nothing for a joined one. An engine that is
+    already gone (or forgot the session) counts as ended."""
+    if info.control is None:
+        return
+    with contextlib.suppress(ClientConnectionError):
+        await delete_session(info.control, info.token)

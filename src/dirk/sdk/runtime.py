@@ -1,0 +1,292 @@
+"""What the generated classes stand on: lazy immutable objects and the leaf-call machinery.
+
+An object is a connection's runner plus the chain of calls that made it. Chaining methods
+(`with_exec`, `file`, ...) return a new object with one more call and never talk to the
+engine. Leaf methods (scalars, lists, `id`, `sync`) send the whole chain as one query; the
+runner makes them awaitables in async mode and blocking calls in sync mode.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import anyio
+
+from dirk.errors import ClientConnectionError, InvalidArgumentError
+from dirk.sdk.modes import M
+from dirk.sdk.query import Args, Call
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+
+    from dirk.sdk.executor import Executor
+
+T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
+ObjT = TypeVar("ObjT", bound="ObjectBase[Any]")
+
+#: The default of an argument the schema requires: never omitted.
+REQUIRED: Any = object()
+
+#: Generated classes by GraphQL type name, so modules need not import each other at run time.
+_CLASSES: dict[str, type[ObjectBase[Any]]] = {}
+
+
+def register(name: str) -> Callable[[type[ObjT]], type[ObjT]]:
+    """Class decorator: the class that represents the GraphQL type `name`."""
+
+    def decorate(cls: type[ObjT]) -> type[ObjT]:
+        cls._graphql_name = name
+        _CLASSES[name] = cls
+        return cls
+
+    return decorate
+
+
+def class_for(name: str) -> type[ObjectBase[Any]]:
+    return _CLASSES[name]
+
+
+class Runner:
+    """Runs leaf calls in the connection's mode: returns the coroutine (async mode) or runs it
+    on the portal's event loop thread and returns its value (sync mode)."""
+
+    def __init__(self, executor: Executor, portal: BlockingPortal | None = None) -> None:
+        self.executor = executor
+        self.portal = portal
+
+    def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> Coroutine[Any, Any, T] | T:
+        if self.portal is None:
+            return fn()
+        if self.executor.closed:
+            raise ClientConnectionError(
+                "the connection to the dirk engine is closed: use dirk objects only inside "
+                "the `with dirk.Connection(...)` block that created them"
+            )
+        result: T = self.portal.call(fn)
+        return result
+
+    async def execute(self, chain: tuple[Call, ...], subfields: Sequence[str] = ()) -> Any:
+        """The value `chain` selects, after swapping object arguments for their IDs."""
+        return await self.executor.execute(await resolve_ids(chain, self), subfields)
+
+    def value(self, value: T) -> Coroutine[Any, Any, T] | T:
+        """An already known value, in the connection's mode."""
+
+        async def known() -> T:
+            return value
+
+        return self.run(known)
+
+
+def _arguments(args: Sequence[tuple[str, Any, Any]]) -> Args:
+    """The arguments to send: those left at their schema default (or None) are omitted, as
+    Dagger's SDKs do, so the engine applies the defaults."""
+    sent = []
+    for name, value, default in args:
+        if value is None:
+            continue
+        if default is not REQUIRED and type(value) is type(default) and value == default:
+            continue
+        if isinstance(value, list | tuple):
+            value = tuple(value)  # calls are immutable: a caller's later edit must not leak in
+        sent.append((name, value))
+    return tuple(sent)
+
+
+class ObjectBase(Generic[M]):
+    """A lazy API object: a chain of calls, evaluated only by leaf methods."""
+
+    __slots__ = ("_chain", "_id", "_prefetched", "_runner")
+    _graphql_name: ClassVar[str] = ""
+    #: Scalar fields fetched together with `id` when objects come in a list.
+    _prefetch: ClassVar[tuple[str, ...]] = ("id",)
+
+    def __init__(
+        self,
+        runner: Runner,
+        chain: tuple[Call, ...] = (),
+        *,
+        id: str | None = None,
+        prefetched: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._runner = runner
+        self._chain = chain
+        self._id = id
+        self._prefetched = dict(prefetched or {})
+
+    def __repr__(self) -> str:
+        chain = ".".join(call.field for call in self._chain) or "<root>"
+        return f"<{type(self).__name__} {chain}>"
+
+    # --- chaining ----------------------------------------------------------------------------
+
+    def _select(self, field: str, type_name: str, args: Sequence[tuple[str, Any, Any]]) -> Any:
+        """A new object of `type_name`: this chain plus one call."""
+        cls = class_for(type_name)
+        return cls(self._runner, (*self._chain, Call(field, _arguments(args))))
+
+    def _loaded(self, type_name: str, id: str, prefetched: Mapping[str, Any] | None = None) -> Any:
+        """An object of `type_name` re-loaded from its ID (`node(id:)`), the ID already known."""
+        cls = class_for(type_name)
+        chain = (Call("node", (("id", id),), on=type_name),)
+        return cls(self._runner, chain, id=id, prefetched=prefetched)
+
+    # --- leaves ------------------------------------------------------------------------------
+
+    def _leaf(
+        self, field: str, args: Sequence[tuple[str, Any, Any]], convert: Callable[[Any], T]
+    ) -> Coroutine[Any, Any, T] | T:
+        """A scalar (or list of scalars) field: one query for the whole chain."""
+        call = Call(field, _arguments(args))
+        if not call.args and field in self._prefetched:
+            return self._runner.value(convert(self._prefetched[field]))
+        if field == "id" and not call.args:
+
+            async def fetch_id() -> T:
+                return convert(await self._fetch_id())
+
+            return self._runner.run(fetch_id)
+
+        async def fetch() -> T:
+            return convert(await self._runner.execute((*self._chain, call)))
+
+        return self._runner.run(fetch)
+
+    def _leaf_sync(
+        self, field: str, args: Sequence[tuple[str, Any, Any]], type_name: str
+    ) -> Coroutine[Any, Any, Any] | Any:
+        """`sync`: evaluates the chain; returns the object re-loaded from the returned ID."""
+        call = Call(field, _arguments(args))
+
+        async def evaluate() -> Any:
+            id = str(await self._runner.execute((*self._chain, call)))
+            if self._id is None and type_name == self._graphql_name:
+                self._id = id
+            return self._loaded(type_name, id)
+
+        return self._runner.run(evaluate)
+
+    def _leaf_objects(
+        self, field: str, args: Sequence[tuple[str, Any, Any]], type_name: str
+    ) -> Coroutine[Any, Any, list[Any]] | list[Any]:
+        """A list of objects: their IDs and scalar fields come in the same query."""
+        call = Call(field, _arguments(args))
+        cls = class_for(type_name)
+
+        async def fetch() -> list[Any]:
+            items = await self._runner.execute((*self._chain, call), cls._prefetch)
+            return [self._loaded(type_name, str(item["id"]), item) for item in items or []]
+
+        return self._runner.run(fetch)
+
+    async def _fetch_id(self) -> str:
+        """This object's ID, asked once (`{ <chain> { id } }`) and then cached on the object."""
+        if self._id is None:
+            self._id = str(await self._runner.execute((*self._chain, Call("id"))))
+        return self._id
+
+
+async def resolve_ids(chain: tuple[Call, ...], runner: Runner) -> tuple[Call, ...]:
+    """The chain with every object argument replaced by its ID string (fetched if needed)."""
+    if not any(_has_object(value) for call in chain for _, value in call.args):
+        return chain
+    pending: dict[int, ObjectBase[Any]] = {}
+    for call in chain:
+        for _, value in call.args:
+            for obj in _objects(value):
+                if obj._runner is not runner:
+                    raise InvalidArgumentError(
+                        f"{obj!r} belongs to another dirk.Connection: IDs are only valid in the "
+                        "session that made them; build the object with this connection's client"
+                    )
+                if obj._id is None:
+                    pending[id(obj)] = obj
+    await _fetch_ids(list(pending.values()))
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, ObjectBase):
+            return value._id
+        if isinstance(value, tuple):
+            return tuple(swap(v) for v in value)
+        return value
+
+    return tuple(
+        Call(call.field, tuple((name, swap(value)) for name, value in call.args), call.on)
+        for call in chain
+    )
+
+
+async def _fetch_ids(objects: list[ObjectBase[Any]]) -> None:
+    if len(objects) == 1:
+        await objects[0]._fetch_id()
+        return
+    try:
+        async with anyio.create_task_group() as group:
+            for obj in objects:
+                group.start_soon(obj._fetch_id)
+    except BaseExceptionGroup as failures:
+        raise _first_error(failures) from None
+
+
+def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _has_object(value: Any) -> bool:
+    return any(True for _ in _objects(value))
+
+
+def _objects(value: Any) -> list[ObjectBase[Any]]:
+    if isinstance(value, ObjectBase):
+        return [value]
+    if isinstance(value, tuple):
+        return [obj for v in value for obj in _objects(v)]
+    return []
+
+
+# --- converters for leaf values (used by the generated code) ---------------------------------
+
+
+def as_str(value: Any) -> str:
+    return str(value)
+
+
+def as_int(value: Any) -> int:
+    return int(value)
+
+
+def as_float(value: Any) -> float:
+    return float(value)
+
+
+def as_bool(value: Any) -> bool:
+    return bool(value)
+
+
+def as_none(value: Any) -> None:
+    return None
+
+
+def as_enum(cls: type[E]) -> Callable[[Any], E]:
+    def convert(value: Any) -> E:
+        return cls(value)
+
+    return convert
+
+
+def as_optional(convert: Callable[[Any], T]) -> Callable[[Any], T | None]:
+    def optional(value: Any) -> T | None:
+        return None if value is None else convert(value)
+
+    return optional
+
+
+def as_list(convert: Callable[[Any], T]) -> Callable[[Any], list[T]]:
+    def each(value: Any) -> list[T]:
+        return [convert(v) for v in value or []]
+
+    return each

@@ -1,0 +1,482 @@
+"""The solver: turns operations into snapshots, each at most once, concurrently where possible.
+
+For every operation it computes a cache key (`keys.cache_key`), then in order: the in-memory
+results of this engine, an identical operation already running (awaited, not repeated), the
+persistent cache, and only then the work itself, after solving the inputs concurrently. Work
+is bounded by a capacity limiter; results are stored only once every layer they name is
+committed, so a crash at any point leaves a cache that is smaller, never wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from dirk.errors import OUTPUT_TAIL_BYTES, DirkError, ExecError, SolveError
+from dirk.solver.keys import cache_key
+from dirk.solver.ops import (
+    Copy,
+    Exec,
+    ExecMount,
+    HostDirectory,
+    HostFile,
+    ImagePull,
+    MkDir,
+    MkFile,
+    Op,
+    Ref,
+    Remove,
+    Scratch,
+)
+from dirk.solver.owners import resolve_owner
+from dirk.solver.volumes import CacheVolumes
+from dirk.state.blobs import BlobStore
+from dirk.state.db import Database
+from dirk.workers.executor.executor import Executor
+from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
+from dirk.workers.images.config import ResolvedImage
+from dirk.workers.images.reference import ImageReference
+from dirk.workers.images.store import ImageStore
+from dirk.workers.snapshots import fileops
+from dirk.workers.snapshots.hostdir import digest_host_path, import_host_path
+from dirk.workers.snapshots.layers import LayerStore, Snapshot
+from dirk.workers.snapshots.snapshotter import ActiveMount, FileInfo, Snapshotter
+
+#: How many results of this engine's life stay in memory (each is small: layer ids + output).
+MEMO_LIMIT = 20_000
+
+
+@attrs.frozen
+class ExecOutcome:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+@attrs.frozen
+class OpResult:
+    key: str
+    outputs: tuple[Snapshot, ...]
+    exec: ExecOutcome | None = None
+    cached: bool = False
+
+
+EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr"]
+
+
+@attrs.frozen
+class StepEvent:
+    """What the solver reports as it goes, for progress views and logs."""
+
+    kind: EventKind
+    key: str
+    description: str
+    data: bytes = b""
+    duration: float = 0.0
+
+
+EventSink = Callable[[StepEvent], None]
+
+
+@attrs.define
+class _Flight:
+    done: anyio.Event = attrs.field(factory=anyio.Event)
+    result: OpResult | None = None
+    error: BaseException | None = None
+
+
+@attrs.define
+class _Counters:
+    """What the solver did, for tests and benchmarks: executed work vs cache hits."""
+
+    executed: int = 0
+    execs: int = 0
+    cache_hits: int = 0
+    memo_hits: int = 0
+    joined: int = 0
+
+
+class Solver:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        blobs: BlobStore,
+        layers: LayerStore,
+        snapshotter: Snapshotter,
+        images: ImageStore,
+        executor: Executor,
+        volumes: CacheVolumes,
+        max_parallel: int | None = None,
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._layers = layers
+        self._snap = snapshotter
+        self._images = images
+        self._executor = executor
+        self._volumes = volumes
+        self._limiter = anyio.CapacityLimiter(max_parallel or max(2, 2 * (os.cpu_count() or 1)))
+        self._keys: dict[Op, str] = {}
+        self._memo: dict[str, OpResult] = {}
+        self._inflight: dict[str, _Flight] = {}
+        self._resolved: dict[str, ResolvedImage] = {}
+        self._sinks: list[EventSink] = []
+        # Active mounts already turned into layers: their cleanup callbacks must not release.
+        self._committed: set[ActiveMount] = set()
+        self.counters = _Counters()
+
+    # --- public API -----------------------------------------------------------------------
+
+    def subscribe(self, sink: EventSink) -> Callable[[], None]:
+        """Receive every StepEvent; returns a function that unsubscribes."""
+        self._sinks.append(sink)
+        return lambda: self._sinks.remove(sink)
+
+    async def key(self, op: Op) -> str:
+        return (await self._key(op, {}))[0]
+
+    async def result(self, op: Op) -> OpResult:
+        """All outputs (and exec metadata) of `op`, computing only what is not cached."""
+        return await self._result(op, {})
+
+    async def solve(self, ref: Ref) -> Snapshot:
+        return (await self.result(ref.op)).outputs[ref.output]
+
+    async def resolve_image(self, reference: str, platform: str = "linux/amd64") -> ResolvedImage:
+        """Ask the registry what `reference` is now (tag -> digest, config); pulls no layers."""
+        resolved = await self._images.resolve(reference, platform)
+        self._resolved[resolved.manifest_digest] = resolved
+        return resolved
+
+    async def read_file(self, ref: Ref, path: str, limit: int | None = None) -> bytes:
+        snapshot = await self.solve(ref)
+        return await anyio.to_thread.run_sync(self._snap.read_file, snapshot, path, limit)
+
+    async def list_dir(self, ref: Ref, path: str) -> list[str]:
+        snapshot = await self.solve(ref)
+        return await anyio.to_thread.run_sync(self._snap.list_dir, snapshot, path)
+
+    async def stat(self, ref: Ref, path: str) -> FileInfo | None:
+        snapshot = await self.solve(ref)
+        return await anyio.to_thread.run_sync(self._snap.stat, snapshot, path)
+
+    # --- keys -----------------------------------------------------------------------------
+
+    async def _key(self, op: Op, local: dict[Op, str]) -> tuple[str, bool]:
+        """(key, volatile): volatile keys depend on host files read now, so they are only
+        remembered for one call (`local`); the others for the engine's life."""
+        known = self._keys.get(op)
+        if known is not None:
+            return known, False
+        known = local.get(op)
+        if known is not None:
+            return known, True
+        volatile = False
+        input_keys = []
+        for ref in op.inputs():
+            k, v = await self._key(ref.op, local)
+            input_keys.append(k)
+            volatile = volatile or v
+        keyed: Op = op
+        if isinstance(op, HostDirectory | HostFile) and not op.digest:
+            include = op.include if isinstance(op, HostDirectory) else ()
+            exclude = op.exclude if isinstance(op, HostDirectory) else ()
+            digest = await anyio.to_thread.run_sync(
+                lambda: digest_host_path(Path(op.path), include, exclude)
+            )
+            keyed = attrs.evolve(op, digest=digest)
+            volatile = True
+        key = cache_key(keyed, input_keys)
+        if volatile:
+            local[op] = key
+        else:
+            self._keys[op] = key
+        return key, volatile
+
+    # --- results --------------------------------------------------------------------------
+
+    async def _result(self, op: Op, local: dict[Op, str]) -> OpResult:
+        key, _ = await self._key(op, local)
+        memo = self._memo.get(key)
+        if memo is not None:
+            self.counters.memo_hits += 1
+            return memo
+        cancelled = anyio.get_cancelled_exc_class()
+        while (flight := self._inflight.get(key)) is not None:
+            self.counters.joined += 1
+            await flight.done.wait()
+            if flight.result is not None:
+                return flight.result
+            if not isinstance(flight.error, cancelled):
+                assert flight.error is not None
+                raise flight.error
+            # The caller that ran it was cancelled, not the work: run it ourselves.
+        flight = _Flight()
+        self._inflight[key] = flight
+        try:
+            result = await self._load_or_compute(op, key, local)
+            flight.result = result
+            if len(self._memo) >= MEMO_LIMIT:
+                self._memo.pop(next(iter(self._memo)))
+            self._memo[key] = result
+            return result
+        except BaseException as exc:
+            flight.error = exc
+            raise
+        finally:
+            del self._inflight[key]
+            flight.done.set()
+
+    async def _load_or_compute(self, op: Op, key: str, local: dict[Op, str]) -> OpResult:
+        stored = self._db.cache_get(key)
+        if stored is not None:
+            loaded = self._decode(key, stored)
+            if loaded is not None:
+                self.counters.cache_hits += 1
+                self._emit(StepEvent("cached", key, op.describe()))
+                return loaded
+            self._db.cache_delete(key)  # names a layer or blob that is gone: recompute
+        inputs = await self._solve_inputs(op, local)
+        started = time.monotonic()
+        self._emit(StepEvent("start", key, op.describe()))
+        try:
+            async with self._limiter:
+                result = await self._compute(op, key, inputs)
+        except DirkError as exc:
+            self._emit(StepEvent("error", key, op.describe(), str(exc).encode()))
+            raise
+        except Exception as exc:
+            self._emit(StepEvent("error", key, op.describe(), str(exc).encode()))
+            raise SolveError(op.describe(), exc) from exc
+        self.counters.executed += 1
+        self._db.cache_put(key, self._encode(result))
+        self._emit(StepEvent("done", key, op.describe(), duration=time.monotonic() - started))
+        return result
+
+    async def _solve_inputs(self, op: Op, local: dict[Op, str]) -> dict[Ref, Snapshot]:
+        refs = op.inputs()
+        ops = list(dict.fromkeys(ref.op for ref in refs))
+        results: dict[Op, OpResult] = {}
+        if len(ops) == 1:
+            results[ops[0]] = await self._result(ops[0], local)
+        elif ops:
+
+            async def solve_one(input_op: Op) -> None:
+                results[input_op] = await self._result(input_op, local)
+
+            try:
+                async with anyio.create_task_group() as tg:
+                    for input_op in ops:
+                        tg.start_soon(solve_one, input_op)
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+        return {ref: results[ref.op].outputs[ref.output] for ref in refs}
+
+    async def _compute(self, op: Op, key: str, inputs: dict[Ref, Snapshot]) -> OpResult:
+        if isinstance(op, Scratch):
+            return OpResult(key, (Snapshot(),))
+        if isinstance(op, ImagePull):
+            resolved = self._resolved.get(op.digest)
+            if resolved is None:
+                pinned = ImageReference.parse(op.reference).with_digest(op.digest)
+                resolved = await self.resolve_image(str(pinned), op.platform)
+            return OpResult(key, (await self._images.unpack(resolved),))
+        if isinstance(op, HostDirectory):
+            snapshot = await anyio.to_thread.run_sync(
+                lambda: import_host_path(Path(op.path), self._layers, op.include, op.exclude)
+            )
+            return OpResult(key, (snapshot,))
+        if isinstance(op, HostFile):
+            snapshot = await anyio.to_thread.run_sync(
+                lambda: import_host_path(Path(op.path), self._layers)
+            )
+            return OpResult(key, (snapshot,))
+        if isinstance(op, Exec):
+            return await self._exec(op, key, inputs)
+        snapshot = await anyio.to_thread.run_sync(self._file_op, op, inputs)
+        return OpResult(key, (snapshot,))
+
+    # --- file operations ------------------------------------------------------------------
+
+    def _file_op(self, op: MkFile | MkDir | Remove | Copy, inputs: dict[Ref, Snapshot]) -> Snapshot:
+        active = self._snap.mount_rw(inputs[op.base])
+        try:
+            root = active.merged
+            if isinstance(op, MkFile):
+                fileops.write_file(root, op.path, op.contents, op.mode, op.uid, op.gid)
+            elif isinstance(op, MkDir):
+                fileops.make_dir(root, op.path, op.mode)
+            elif isinstance(op, Remove):
+                fileops.remove(root, op.path, op.allow_missing)
+            else:
+                owner = resolve_owner(root, op.owner) if op.owner else None
+                with self._snap.mount_ro(inputs[op.source]) as source_root:
+                    fileops.copy_into(
+                        source_root,
+                        op.source_path,
+                        root,
+                        op.dest_path,
+                        include=op.include,
+                        exclude=op.exclude,
+                        owner=owner,
+                        mode=op.mode,
+                    )
+        except BaseException:
+            self._snap.release(active)
+            raise
+        return self._snap.commit(active)
+
+    # --- exec -----------------------------------------------------------------------------
+
+    async def _exec(self, op: Exec, key: str, inputs: dict[Ref, Snapshot]) -> OpResult:
+        async with AsyncExitStack() as stack:
+            root = await self._mount_rw(stack, inputs[op.root])
+            mounts: list[BindMount | TmpfsMount] = []
+            writable: list[ActiveMount] = []
+            for mount in op.mounts:
+                mounts.append(await self._prepare_mount(stack, mount, inputs, writable))
+            spec = ContainerSpec(
+                args=op.args,
+                env=op.env,
+                cwd=op.cwd,
+                user=op.user,
+                hostname=op.hostname or key.removeprefix("sha256:")[:12],
+                mounts=tuple(mounts),
+                stdin=op.stdin,
+                network=op.network,
+                privileged=op.insecure_root_capabilities,
+            )
+
+            def on_output(stream: Literal["stdout", "stderr"], chunk: bytes) -> None:
+                self._emit(StepEvent(stream, key, op.describe(), chunk))
+
+            self.counters.execs += 1
+            process = await self._executor.run(root.merged, spec, on_output)
+            if not _exit_code_expected(op, process.exit_code):
+                raise ExecError(
+                    op.args,
+                    process.exit_code,
+                    _tail(process.stdout),
+                    _tail(process.stderr),
+                )
+            stubs = self._executor.stub_paths(spec)
+            outputs = [await self._commit(root, stubs)]
+            for active in writable:
+                outputs.append(await self._commit(active, ()))
+            outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr)
+            return OpResult(key, tuple(outputs), outcome)
+
+    async def _mount_rw(self, stack: AsyncExitStack, snapshot: Snapshot) -> ActiveMount:
+        active = await anyio.to_thread.run_sync(self._snap.mount_rw, snapshot)
+        committed = self._committed
+
+        async def release() -> None:
+            if active not in committed:
+                await anyio.to_thread.run_sync(self._snap.release, active)
+            committed.discard(active)
+
+        stack.push_async_callback(release)
+        return active
+
+    async def _commit(self, active: ActiveMount, stubs: Any) -> Snapshot:
+        snapshot = await anyio.to_thread.run_sync(self._snap.commit, active, stubs)
+        self._committed.add(active)
+        return snapshot
+
+    async def _prepare_mount(
+        self,
+        stack: AsyncExitStack,
+        mount: ExecMount,
+        inputs: dict[Ref, Snapshot],
+        writable: list[ActiveMount],
+    ) -> BindMount | TmpfsMount:
+        if mount.kind == "tmpfs":
+            return TmpfsMount(mount.target, mount.size)
+        if mount.kind == "cache":
+            seed = None
+            if mount.source is not None:
+                seed = self._seeder(inputs[mount.source], mount.source_path)
+            path = await stack.enter_async_context(
+                self._volumes.acquire(mount.cache_id, mount.sharing, seed)
+            )
+            return BindMount(path, mount.target, readonly=False)
+        assert mount.source is not None, "a bind mount needs a source"
+        snapshot = inputs[mount.source]
+        if mount.readonly:
+            view = await anyio.to_thread.run_sync(stack.enter_context, self._snap.mount_ro(snapshot))
+            source = fileops.resolve_in_root(view, mount.source_path)
+            return BindMount(source, mount.target, readonly=True)
+        active = await self._mount_rw(stack, snapshot)
+        writable.append(active)
+        source = fileops.resolve_in_root(active.merged, mount.source_path)
+        return BindMount(source, mount.target, readonly=False)
+
+    def _seeder(self, snapshot: Snapshot, source_path: str) -> Callable[[Path], None]:
+        def seed(target: Path) -> None:
+            with self._snap.mount_ro(snapshot) as view:
+                fileops.copy_into(view, source_path, target, "/")
+
+        return seed
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def _encode(self, result: OpResult) -> dict[str, Any]:
+        encoded: dict[str, Any] = {"outputs": [list(s.layers) for s in result.outputs]}
+        if result.exec is not None:
+            encoded["exit_code"] = result.exec.exit_code
+            encoded["stdout"] = self._blobs.put_bytes(result.exec.stdout)
+            encoded["stderr"] = self._blobs.put_bytes(result.exec.stderr)
+        return encoded
+
+    def _decode(self, key: str, stored: dict[str, Any]) -> OpResult | None:
+        outputs = tuple(Snapshot(tuple(layers)) for layers in stored["outputs"])
+        for snapshot in outputs:
+            if not all(self._layers.path(layer).is_dir() for layer in snapshot.layers):
+                return None
+        outcome = None
+        if "exit_code" in stored:
+            if not (self._blobs.has(stored["stdout"]) and self._blobs.has(stored["stderr"])):
+                return None
+            outcome = ExecOutcome(
+                stored["exit_code"],
+                self._blobs.get_bytes(stored["stdout"]),
+                self._blobs.get_bytes(stored["stderr"]),
+            )
+        return OpResult(key, outputs, outcome, cached=True)
+
+    def _emit(self, event: StepEvent) -> None:
+        for sink in list(self._sinks):
+            sink(event)
+
+
+def _exit_code_expected(op: Exec, code: int) -> bool:
+    if op.expect == "ANY":
+        return True
+    if op.expect == "FAILURE":
+        return code != 0
+    return code == 0
+
+
+def _tail(data: bytes) -> str:
+    return data[-OUTPUT_TAIL_BYTES:].decode("utf-8", errors="replace")
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that matters in a task group's failure: the first one that is not a
+    cancellation caused by it."""
+    cancelled = anyio.get_cancelled_exc_class()
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, cancelled):
+            return exc
+    return group.exceptions[0]

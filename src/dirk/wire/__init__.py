@@ -1,0 +1,1 @@
+"""GraphQL over HTTP between the SDK and the engine: client transport, server app, errors."""

@@ -1,0 +1,298 @@
+"""The engine's HTTP front: health, sessions and GraphQL queries, every answer JSON.
+
+Routes (see the wire contract): `GET /health`; `POST /sessions` (unix socket, or TCP with the
+admin token); `DELETE /sessions/<token>`; `POST /query` with HTTP Basic auth, the session token
+as user name, exactly what the official Dagger SDKs send. A query runs for as long as its
+evaluation takes: nothing times out on this side, and one session may run many at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from inspect import isawaitable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from aiohttp import web
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    GraphQLSchema,
+    execute,
+    parse,
+    validate,
+)
+
+from dirk.errors import DirkError
+from dirk.wire.errors import error_body, format_error
+
+if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
+    from dirk.engine.sessions import Session, SessionRegistry
+
+log = logging.getLogger(__name__)
+
+#: Builds the `context_value` resolvers see (dirk.api.RequestContext) for one request.
+ContextFactory: TypeAlias = "Callable[[Session], object]"
+
+REALM = 'Basic realm="dirk"'
+#: Bodies can carry file contents (`withNewFile`); aiohttp's default of 1 MiB is too small.
+MAX_BODY_BYTES = 512 * 1024 * 1024
+#: Parsed and validated documents kept, by query text (leaf queries repeat whole chains).
+DOCUMENT_CACHE_SIZE = 512
+
+
+class WireServer:
+    """Serves one engine's GraphQL schema to its sessions over HTTP."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        sessions: SessionRegistry,
+        *,
+        context_factory: ContextFactory,
+        admin_token: str,
+        version: str,
+        port: int = 0,
+    ) -> None:
+        self.schema = schema
+        self.sessions = sessions
+        self.context_factory = context_factory
+        self.admin_token = admin_token
+        self.version = version
+        #: The engine's TCP port, told to new sessions; set once the daemon has bound it.
+        self.port = port
+        self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
+        app.router.add_get("/health", self.health)
+        app.router.add_post("/sessions", self.create_session)
+        app.router.add_delete("/sessions/{token}", self.delete_session)
+        app.router.add_post("/query", self.query)
+        app.on_shutdown.append(self._end_sessions)
+        return app
+
+    async def _end_sessions(self, app: web.Application) -> None:
+        """At shutdown: cancel running queries (they answer "session ended") and clean up."""
+        await self.sessions.end_all()
+
+    # --- handlers --------------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": self.version})
+
+    async def create_session(self, request: web.Request) -> web.Response:
+        if not (_on_unix_socket(request) or self._is_admin(request)):
+            return _unauthorized(
+                "creating a session over TCP needs the engine's admin token "
+                "(header `Authorization: Bearer <admin_token>`, from engine.json)",
+                realm='Bearer realm="dirk"',
+            )
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        workdir = body.get("workdir")
+        labels = body.get("labels") or {}
+        if not isinstance(workdir, str) or not PurePosixPath(workdir).is_absolute():
+            return _bad_request(
+                f'"workdir" must be an absolute path on the engine host, got {workdir!r}'
+            )
+        if not isinstance(labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+        ):
+            return _bad_request('"labels" must be an object of strings to strings')
+        session = self.sessions.create(Path(workdir), labels)
+        return web.json_response({"token": session.token, "port": self.port})
+
+    async def delete_session(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        owner = _basic_user(request)
+        allowed = (owner is not None and hmac.compare_digest(owner, token)) or self._is_admin(
+            request
+        )
+        if not allowed or self.sessions.get(token) is None:
+            return _unauthorized("unknown session token: the session has ended or never existed")
+        await self.sessions.end(token)
+        return web.json_response({})
+
+    async def query(self, request: web.Request) -> web.Response:
+        token = _basic_user(request)
+        session = self.sessions.get(token) if token else None
+        if session is None:
+            reason = "no session token" if not token else "unknown session token"
+            return _unauthorized(
+                f"{reason}: send the session token as the HTTP Basic user name "
+                "(set DAGGER_SESSION_TOKEN, or connect with the dirk SDK)"
+            )
+        body = await _json_body(request)
+        if isinstance(body, web.Response):
+            return body
+        query = body.get("query")
+        variables = body.get("variables")
+        operation = body.get("operationName")
+        if not isinstance(query, str):
+            return _bad_request('the body needs a "query" string')
+        if variables is not None and not isinstance(variables, dict):
+            return _bad_request('"variables" must be an object')
+        if operation is not None and not isinstance(operation, str):
+            return _bad_request('"operationName" must be a string')
+        task = asyncio.current_task()
+        assert task is not None
+        session.track(task)
+        started = time.monotonic()
+        try:
+            answer = await self.run_query(session, query, variables, operation)
+        except asyncio.CancelledError:
+            if not session.ended:
+                raise
+            task.uncancel()
+            answer = error_body("the session ended while this query was running")
+        finally:
+            session.untrack(task)
+        log.debug("query in session %s took %.3f s", session.token[:8], time.monotonic() - started)
+        return web.json_response(answer, dumps=_dumps)
+
+    # --- GraphQL ---------------------------------------------------------------------------
+
+    async def run_query(
+        self,
+        session: Session,
+        query: str,
+        variables: Mapping[str, Any] | None = None,
+        operation: str | None = None,
+    ) -> dict[str, Any]:
+        """Parse, validate and execute one GraphQL request; the answer body, errors included."""
+        document = self._document(query)
+        if isinstance(document, list):
+            return {"data": None, "errors": [format_error(e) for e in document]}
+        result = execute(
+            self.schema,
+            document,
+            context_value=self.context_factory(session),
+            variable_values=dict(variables) if variables is not None else None,
+            operation_name=operation,
+        )
+        if isawaitable(result):
+            result = await result
+        assert isinstance(result, ExecutionResult)
+        answer: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            for error in result.errors:
+                _log_resolver_error(error)
+            answer["errors"] = [format_error(e) for e in result.errors]
+        return answer
+
+    def _document(self, query: str) -> DocumentNode | list[GraphQLError]:
+        cached = self._documents.get(query)
+        if cached is not None:
+            self._documents.move_to_end(query)
+            return cached
+        try:
+            document = parse(query)
+        except GraphQLError as error:
+            return [error]
+        errors = validate(self.schema, document)
+        entry: DocumentNode | list[GraphQLError] = errors or document
+        self._documents[query] = entry
+        if len(self._documents) > DOCUMENT_CACHE_SIZE:
+            self._documents.popitem(last=False)
+        return entry
+
+    def _is_admin(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), self.admin_token.encode()
+        )
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _log_resolver_error(error: GraphQLError) -> None:
+    original = error.original_error
+    if original is None or isinstance(original, DirkError | GraphQLError):
+        log.info("query error at %s: %s", error.path, error.message)
+    else:
+        log.error(
+            "unexpected error at %s: %s",
+            error.path,
+            error.message,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+
+
+def _on_unix_socket(request: web.Request) -> bool:
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    return sock is not None and sock.family == socket.AF_UNIX
+
+
+def _basic_user(request: web.Request) -> str | None:
+    """The user name of HTTP Basic credentials (the session token); the password is ignored."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user = decoded.partition(":")[0]
+    return user or None
+
+
+async def _json_body(request: web.Request) -> dict[str, Any] | web.Response:
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return _bad_request(f"the request body is not JSON: {exc}")
+    if not isinstance(body, dict):
+        return _bad_request("the request body must be a JSON object")
+    return body
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response(error_body(message), status=400)
+
+
+def _unauthorized(message: str, realm: str = REALM) -> web.Response:
+    return web.json_response(error_body(message), status=401, headers={"WWW-Authenticate": realm})
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn aiohttp's own answers (404, 405, 413) and crashes into JSON error bodies."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and exc.content_type == "text/plain" else exc.reason
+        return web.json_response(
+            error_body(f"{exc.status} {message}: {request.method} {request.path}"),
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() in ("allow",)},
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("internal error answering %s %s", request.method, request.path)
+        return web.json_response(error_body(f"internal engine error: {exc!r}"), status=500)

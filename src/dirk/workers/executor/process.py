@@ -1,0 +1,116 @@
+"""A child process with its pipes driven by the event loop, for the runtime's `run`.
+
+`subprocess.Popen` (vfork + exec) plus non-blocking pipes and a pidfd awaited through anyio:
+no child-watcher thread, no stream wrappers, and it works on any anyio backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from typing import Literal
+
+import anyio
+
+from dirk.workers.executor.spec import OutputCallback
+
+_CHUNK = 1 << 16
+
+
+class Child:
+    """One running child: stdin fed from bytes (or /dev/null), stdout and stderr piped."""
+
+    def __init__(self, argv: Sequence[str], stdin: bytes | None) -> None:
+        self._input = stdin
+        self._proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            close_fds=True,
+        )
+        self.pid = self._proc.pid
+        self._pidfd = os.pidfd_open(self.pid)
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        self._out = self._proc.stdout.fileno()
+        self._err = self._proc.stderr.fileno()
+        os.set_blocking(self._out, False)
+        os.set_blocking(self._err, False)
+        if self._proc.stdin is not None:
+            os.set_blocking(self._proc.stdin.fileno(), False)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def communicate(self, on_output: OutputCallback | None) -> tuple[int, bytes, bytes]:
+        """Feed stdin, collect both streams as they come (calling `on_output` per chunk),
+        and wait for the exit. Returns (exit code, stdout, stderr)."""
+        out: list[bytes] = []
+        err: list[bytes] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read, self._out, "stdout", out, on_output)
+            tg.start_soon(self._read, self._err, "stderr", err, on_output)
+            if self._proc.stdin is not None:
+                tg.start_soon(self._write)
+            code = await self.wait()
+        return code, b"".join(out), b"".join(err)
+
+    async def _read(
+        self,
+        fd: int,
+        name: Literal["stdout", "stderr"],
+        sink: list[bytes],
+        on_output: OutputCallback | None,
+    ) -> None:
+        while True:
+            try:
+                data = os.read(fd, _CHUNK)
+            except BlockingIOError:
+                await anyio.wait_readable(fd)
+                continue
+            if not data:
+                return
+            sink.append(data)
+            if on_output is not None:
+                on_output(name, data)
+
+    async def _write(self) -> None:
+        assert self._proc.stdin is not None
+        fd = self._proc.stdin.fileno()
+        view = memoryview(self._input or b"")
+        try:
+            while view:
+                try:
+                    written = os.write(fd, view[:_CHUNK])
+                except BlockingIOError:
+                    await anyio.wait_writable(fd)
+                    continue
+                view = view[written:]
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the command did not read all of its input: not our error
+        finally:
+            self._proc.stdin.close()
+
+    async def wait(self) -> int:
+        """Wait for the exit without blocking the loop; reaps the child."""
+        if self._proc.returncode is None:
+            await anyio.wait_readable(self._pidfd)
+        return self._proc.wait()
+
+    def kill(self) -> None:
+        if self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        """Close our ends of the pipes and the pidfd (the child must have been reaped)."""
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1

@@ -1,0 +1,93 @@
+"""The daemon behind `dirk engine`, with a stand-in engine and schema (no containers)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from dirk.engine.daemon import serve
+from dirk.errors import EngineAlreadyRunningError, StateError
+
+from .wire_standin import Daemon, basic
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
+    d = Daemon(tmp_path / "state")
+    yield d
+    await d.aclose()
+
+
+async def test_engine_json_socket_and_both_listeners(daemon: Daemon) -> None:
+    info = await daemon.start()
+    path = daemon.root / "engine.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert info["pid"] == os.getpid()
+    assert set(info) == {"pid", "port", "socket", "version", "admin_token"}
+    sock = Path(info["socket"])
+    assert sock == daemon.root / "engine.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert daemon.engines[0].events == ["start"]
+
+    unix = aiohttp.UnixConnector(path=str(sock))
+    async with aiohttp.ClientSession(base_url="http://engine", connector=unix) as over_unix:
+        assert (await (await over_unix.get("/health")).json())["version"] == info["version"]
+        resp = await over_unix.post("/sessions", json={"workdir": "/w", "labels": {}})
+        created = await resp.json()
+    assert created["port"] == info["port"]
+    tcp_url = f"http://127.0.0.1:{info['port']}"
+    async with aiohttp.ClientSession(base_url=tcp_url) as over_tcp:
+        resp = await over_tcp.post(
+            "/query", json={"query": "{ workdir }"}, headers=basic(created["token"])
+        )
+        assert await resp.json() == {"data": {"workdir": "/w"}}
+
+
+async def test_stop_removes_engine_json_and_socket_and_closes_engine(daemon: Daemon) -> None:
+    info = await daemon.start()
+    await daemon.aclose()
+    assert not (daemon.root / "engine.json").exists()
+    assert not Path(info["socket"]).exists()
+    assert daemon.engines[0].events == ["start", "aclose"]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", info["port"]), timeout=1).close()
+
+
+async def test_second_engine_on_same_state_dir_fails(daemon: Daemon) -> None:
+    await daemon.start()
+    second = Daemon(daemon.root)
+    with pytest.raises(EngineAlreadyRunningError, match=rf"already running \(pid {os.getpid()}\)"):
+        await serve(daemon.root, 0, components=second.components(), stop=second.stop)
+    assert second.engines == []  # failed before starting an engine
+    assert (daemon.root / "engine.json").exists()  # the first one is untouched
+
+
+async def test_restart_after_stop_reuses_the_state_dir(daemon: Daemon) -> None:
+    await daemon.start()
+    await daemon.aclose()
+    again = Daemon(daemon.root)
+    info = await again.start()
+    assert info["pid"] == os.getpid()
+    await again.aclose()
+
+
+async def test_busy_port_is_a_clear_error(daemon: Daemon) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(StateError, match=rf"cannot listen on 127.0.0.1:{port}.*--port"):
+            await daemon.start(port)
