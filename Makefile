@@ -6,7 +6,7 @@ APT_PACKAGES := crun runc skopeo umoci mmdebstrap docker-registry busybox-static
 	nftables iptables uidmap zstd git ca-certificates
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host images test lint unit demo bench codegen clean-state
+.PHONY: setup host images test lint unit demo bench codegen clean-state compat-tools
 
 setup: $(STAMP) host
 
@@ -36,7 +36,11 @@ codegen: $(STAMP)
 unit: $(STAMP)
 	$(VENV)/bin/pytest -q tests/unit
 
-test: images lint
+# The released official Dagger SDKs that tests/compat/ drives (own venv + node project in .cache/).
+compat-tools:
+	@bash scripts/compat-tools.sh
+
+test: images lint compat-tools
 	$(VENV)/bin/pytest -q -ra tests
 
 demo: images

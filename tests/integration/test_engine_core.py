@@ -260,7 +260,6 @@ async def test_bad_input_gets_clear_errors(engine: Engine, busybox_ref: str, reg
 
 
 async def test_sigkill_mid_run_leaves_a_usable_cache(tmp_path: Path, busybox_ref: str) -> None:
-    import os
     import signal
     import subprocess
     import sys
@@ -285,8 +284,12 @@ async def test_sigkill_mid_run_leaves_a_usable_cache(tmp_path: Path, busybox_ref
 
     async with Engine(state) as engine:
         # Recovery: nothing of the killed engine is still mounted or running.
-        mounts = Path("/proc/self/mountinfo").read_text()
-        assert str(state) not in mounts
+        overlays = [
+            line
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if " - overlay " in line and str(state) in line
+        ]
+        assert overlays == [], "the killed engine's overlay mounts are still there"
         sleepers = subprocess.run(["pgrep", "-f", "sleep 600"], capture_output=True, text=True)
         assert sleepers.stdout.strip() == "", "the killed engine's container is still running"
         root, _ = await image(engine, busybox_ref)

@@ -197,3 +197,14 @@ def test_copy_keeps_hardlinks_within_the_copy(tmp_path: Path, root: Path) -> Non
     os.link(src / "one", src / "two")
     fileops.copy_into(src, "/", root, "/")
     assert (root / "one").stat().st_ino == (root / "two").stat().st_ino
+
+
+def test_copy_keeps_xattrs(tmp_path: Path, root: Path) -> None:
+    src = tmp_path / "x"
+    src.mkdir()
+    (src / "f").write_bytes(b"f")
+    os.setxattr(src / "f", "user.origin", b"test")
+    os.setxattr(src, "user.dir", b"d")
+    fileops.copy_into(src, "/", root, "/dst")
+    assert os.getxattr(root / "dst/f", "user.origin") == b"test"
+    assert os.getxattr(root / "dst", "user.dir") == b"d"

@@ -14,7 +14,7 @@ import pytest
 
 from dirk.workers.snapshots.flatten import flatten_into
 from dirk.workers.snapshots.layerview import OPAQUE_XATTR, LayerView
-from dirk.workers.snapshots.paths import clean_path, resolve
+from dirk.workers.snapshots.paths import clean_path
 
 
 @pytest.fixture(autouse=True)
@@ -77,11 +77,10 @@ def view(tmp_path: Path) -> LayerView:
 
 
 def _read(view: LayerView, path: str) -> str | None:
-    parts = resolve(clean_path(path), view.readlink)
-    entry = view.lookup(parts)
+    _, entry = view.resolve(clean_path(path))
     if entry is None:
         return None
-    return entry.path.read_text()
+    return Path(entry.path).read_text()
 
 
 def test_topmost_wins_and_whiteouts_hide(view: LayerView) -> None:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from dirk.engine.daemon import Components, serve
 from dirk.engine.sessions import Session, SessionRegistry
-from dirk.errors import ExecError
+from dirk.errors import ExecError, InvalidArgumentError
 from dirk.wire.server import WireServer
 
 ADMIN_TOKEN = "admin-secret"
@@ -26,6 +26,7 @@ type Query {
   workdir: String!
   failExec(code: Int!, stdoutBytes: Int = 0, stderrBytes: Int = 0): String!
   boom: String
+  groupFail(exec: Boolean!): String
   sleep(seconds: Float!): Float!
   deprecatedArg(old: String @deprecated(reason: "use new"), new: String): String
 }
@@ -68,6 +69,14 @@ def standin_schema(probe: Probe | None = None) -> graphql.GraphQLSchema:
             "e" * stderrBytes,
         )
 
+    def group_fail(_: Any, info: graphql.GraphQLResolveInfo, exec: bool) -> str:
+        inner: Exception = (
+            ExecError(["make"], 1, "built half", "no rule")
+            if exec
+            else InvalidArgumentError("path 'x' is outside the workdir")
+        )
+        raise ExceptionGroup("unhandled errors in a TaskGroup", [inner])
+
     def boom(_: Any, info: graphql.GraphQLResolveInfo) -> str:
         raise ZeroDivisionError("the resolver divided by zero")
 
@@ -80,6 +89,7 @@ def standin_schema(probe: Probe | None = None) -> graphql.GraphQLSchema:
     fields["workdir"].resolve = workdir
     fields["failExec"].resolve = fail_exec
     fields["boom"].resolve = boom
+    fields["groupFail"].resolve = group_fail
     fields["sleep"].resolve = sleep
     fields["deprecatedArg"].resolve = lambda _, info, **kw: kw.get("new") or kw.get("old")
     return schema

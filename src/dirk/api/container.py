@@ -8,25 +8,37 @@ writable bind mounts, so the next exec sees what this one wrote. Only leaves (`s
 
 from __future__ import annotations
 
-import platform as _platform
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import anyio
 import attrs
 
+from dirk.api.container_ops import (
+    command,
+    default_platform,
+    directory_at,
+    file_at,
+    merge_pairs,
+    owned,
+    owned_file,
+    parse_env,
+    parse_port,
+    set_pair,
+    with_exec,
+    with_mount,
+    write_at,
+)
 from dirk.api.context import RequestContext
 from dirk.api.directory import (
     SCRATCH,
-    file_in,
     gitignore_unsupported,
-    rebased,
-    subdirectory,
     with_directory,
     with_file,
     with_new_file,
 )
 from dirk.api.ids import format_id, identity
-from dirk.api.paths import container_path, expand, relative_to
+from dirk.api.paths import container_path, expand
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import (
     CacheVolume,
@@ -37,227 +49,14 @@ from dirk.api.values import (
     Handle,
     Label,
     Mount,
-    Port,
-    Redirect,
 )
 from dirk.errors import InvalidArgumentError, NotSupportedError
-from dirk.solver.ops import Copy, Exec, ExecMount, ImagePull, Ref
-from dirk.solver.solver import ExecOutcome
+from dirk.solver.ops import Exec, ImagePull, Ref
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.platform import Platform
 
-#: The PATH an exec gets when the container sets none (Dagger and Docker use the same).
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-#: Where a mount source with an owner is staged, inside a copy of the rootfs (so that user
-#: and group names resolve in the container's own /etc/passwd).
-OWNED_STAGING = "/.dirk/owned"
-
-
-def default_platform() -> str:
-    """The platform of the engine's host, e.g. "linux/amd64"."""
-    return str(Platform("linux", _platform.machine().lower()).normalized())
-
-
-# --- pure helpers on values ----------------------------------------------------------------------
-
-
-def parse_env(entries: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    pairs: list[tuple[str, str]] = []
-    for entry in entries:
-        name, _, value = entry.partition("=")
-        pairs = [p for p in pairs if p[0] != name]
-        pairs.append((name, value))
-    return tuple(pairs)
-
-
-def set_pair(
-    pairs: tuple[tuple[str, str], ...], name: str, value: str
-) -> tuple[tuple[str, str], ...]:
-    """`pairs` with `name` set to `value`: replaced in place, or appended."""
-    if any(n == name for n, _ in pairs):
-        return tuple((n, value if n == name else v) for n, v in pairs)
-    return (*pairs, (name, value))
-
-
-def merge_pairs(
-    base: tuple[tuple[str, str], ...], overrides: Iterable[tuple[str, str]]
-) -> tuple[tuple[str, str], ...]:
-    for name, value in overrides:
-        base = set_pair(base, name, value)
-    return base
-
-
-def exec_env(env: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-    entries = tuple(f"{n}={v}" for n, v in env)
-    if not any(n == "PATH" for n, _ in env):
-        entries = (f"PATH={DEFAULT_PATH}", *entries)
-    return entries
-
-
-def command(c: Container, args: Sequence[str], use_entrypoint: bool) -> tuple[str, ...]:
-    """The argv of an exec, as Dagger builds it: the default args when `args` is empty, the
-    entrypoint in front when asked for."""
-    argv = tuple(args) or c.default_args
-    if use_entrypoint and c.entrypoint:
-        argv = (*c.entrypoint, *argv)
-    if not argv:
-        raise InvalidArgumentError(
-            "no command has been set: pass args to withExec, or use an image (or "
-            "withEntrypoint/withDefaultArgs) that defines a default command"
-        )
-    return argv
-
-
-def exec_mount(m: Mount) -> ExecMount:
-    if m.kind == "directory":
-        assert m.directory is not None
-        return ExecMount(m.target, "bind", m.directory.ref, m.directory.subdir, m.readonly)
-    if m.kind == "file":
-        assert m.file is not None
-        return ExecMount(m.target, "bind", m.file.ref, m.file.path, m.readonly)
-    if m.kind == "cache":
-        assert m.cache is not None
-        seed = m.cache.source
-        return ExecMount(
-            m.target,
-            "cache",
-            seed.ref if seed is not None else None,
-            seed.subdir if seed is not None else "/",
-            cache_id=m.cache.key,
-            sharing=m.sharing,
-        )
-    return ExecMount(m.target, "tmpfs", size=m.size)
-
-
-def with_exec(
-    c: Container,
-    argv: Sequence[str],
-    *,
-    stdin: bytes | None = None,
-    expect: str = "SUCCESS",
-    insecure_root_capabilities: bool = False,
-    redirects: Sequence[Redirect] = (),
-) -> Container:
-    """`c` after running `argv`: the rootfs and each writable bind mount become the exec's
-    outputs."""
-    mounts = tuple(exec_mount(m) for m in c.mounts)
-    op = Exec(
-        root=rebased(c.rootfs),
-        args=tuple(argv),
-        env=exec_env(c.env),
-        cwd=c.workdir or "/",
-        user=c.user,
-        mounts=mounts,
-        stdin=stdin,
-        expect=expect,  # type: ignore[arg-type]
-        insecure_root_capabilities=insecure_root_capabilities,
-    )
-    new_mounts: list[Mount] = []
-    output = 1
-    for m, em in zip(c.mounts, mounts, strict=True):
-        if em.has_output:
-            ref = Ref(op, output)
-            output += 1
-            if m.directory is not None:
-                m = attrs.evolve(m, directory=Directory(ref, m.directory.subdir))
-            elif m.file is not None:
-                m = attrs.evolve(m, file=File(ref, m.file.path))
-        new_mounts.append(m)
-    return attrs.evolve(
-        c,
-        rootfs=Directory(Ref(op, 0), "/"),
-        mounts=tuple(new_mounts),
-        last_exec=op,
-        redirects=tuple(redirects),
-    )
-
-
-def locate(c: Container, path: str) -> tuple[Mount | None, str]:
-    """The innermost mount holding the absolute `path` and the path relative to it (or None
-    and `path` for the rootfs)."""
-    best: tuple[Mount, str] | None = None
-    for m in c.mounts:
-        rel = relative_to(m.target, path)
-        if rel is not None and (best is None or len(m.target) > len(best[0].target)):
-            best = (m, rel)
-    return best if best is not None else (None, path)
-
-
-def directory_at(c: Container, path: str) -> Directory:
-    m, rel = locate(c, path)
-    if m is None:
-        return subdirectory(c.rootfs, path)
-    if m.kind == "directory":
-        assert m.directory is not None
-        return subdirectory(m.directory, rel or ".")
-    raise NotSupportedError(
-        f"reading {path} is not supported by dirk yet: it is inside the {m.kind} mount at "
-        f"{m.target}"
-    )
-
-
-def file_at(c: Container, path: str) -> File:
-    m, rel = locate(c, path)
-    if m is None:
-        return file_in(c.rootfs, path)
-    if m.kind == "directory":
-        assert m.directory is not None
-        return file_in(m.directory, rel)
-    if m.kind == "file" and rel == "":
-        assert m.file is not None
-        return m.file
-    raise NotSupportedError(
-        f"reading {path} is not supported by dirk yet: it is inside the {m.kind} mount at "
-        f"{m.target}"
-    )
-
-
-Change = Callable[[Directory, str], Directory]
-
-
-def write_at(c: Container, path: str, change: Change) -> Container:
-    """`c` with `change(directory, relative path)` applied where `path` lives: the rootfs or a
-    mounted directory."""
-    m, rel = locate(c, path)
-    if m is None:
-        return attrs.evolve(c, rootfs=change(c.rootfs, path))
-    if m.kind == "directory":
-        assert m.directory is not None
-        changed = attrs.evolve(m, directory=change(m.directory, rel or "."))
-        return attrs.evolve(c, mounts=tuple(changed if x is m else x for x in c.mounts))
-    raise NotSupportedError(
-        f"writing {path} is not supported by dirk yet: it is inside the {m.kind} mount at "
-        f"{m.target}"
-    )
-
-
-def with_mount(c: Container, mount: Mount) -> Container:
-    """`c` with `mount` replacing any mount at the same target."""
-    return attrs.evolve(c, mounts=(*(m for m in c.mounts if m.target != mount.target), mount))
-
-
-def owned(c: Container, source: Directory, owner: str) -> Directory:
-    """`source` with every entry owned by `owner`, resolved in the container's /etc/passwd."""
-    if not owner:
-        return source
-    op = Copy(rebased(c.rootfs), OWNED_STAGING, source.ref, source.subdir, owner=owner)
-    return Directory(Ref(op), OWNED_STAGING)
-
-
-def owned_file(c: Container, source: File, owner: str) -> File:
-    if not owner:
-        return source
-    target = OWNED_STAGING + "/" + source.path.rsplit("/", 1)[-1]
-    op = Copy(rebased(c.rootfs), target, source.ref, source.path, owner=owner)
-    return File(Ref(op), target)
-
-
-def parse_port(text: str) -> Port:
-    number, _, proto = text.partition("/")
-    if not number.isdigit():
-        raise InvalidArgumentError(f"the image declares an invalid port {text!r}")
-    return Port(int(number), "UDP" if proto.lower() == "udp" else "TCP")
-
+if TYPE_CHECKING:
+    from dirk.solver.solver import ExecOutcome
 
 # --- resolution helpers --------------------------------------------------------------------------
 
@@ -265,31 +64,6 @@ def parse_port(text: str) -> Port:
 def _ctr(parent: Handle | None) -> Container:
     assert parent is not None and isinstance(parent.value, Container)
     return parent.value
-
-
-async def settle(ctx: RequestContext, c: Container) -> Container:
-    """`c` with the output of its last exec written to the files it was redirected to.
-
-    The exec runs here (once: the solver memoises it), because the file operations that
-    write those files need its output.
-    """
-    if not c.redirects:
-        return c
-    assert c.last_exec is not None
-    outcome = await exec_outcome(ctx, c.last_exec)
-    settled = attrs.evolve(c, redirects=())
-    for redirect in c.redirects:
-        data = outcome.stdout if redirect.stream == "stdout" else outcome.stderr
-
-        def write(d: Directory, rel: str, data: bytes = data) -> Directory:
-            return with_new_file(d, rel, data)
-
-        settled = write_at(settled, redirect.path, write)
-    return settled
-
-
-async def _settled(ctx: RequestContext, parent: Handle | None) -> Container:
-    return await settle(ctx, _ctr(parent))
 
 
 async def exec_outcome(ctx: RequestContext, op: Exec) -> ExecOutcome:
@@ -334,7 +108,7 @@ async def query_default_platform(ctx: RequestContext, parent: Handle | None, arg
 
 @builds("Container", "from")
 async def container_from(ctx: RequestContext, parent: Handle | None, args: Args) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     address: str = args["address"]
     table = ctx.table
 
@@ -368,23 +142,21 @@ async def container_with_exec(ctx: RequestContext, parent: Handle | None, args: 
         raise NotSupportedError(
             "withExec(redirectStdin:) is not supported by dirk yet: pass the text as stdin"
         )
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     argv: list[str] = list(args["args"])
     if args["expand"]:
         env = dict(c.env)
         argv = [expand(a, env) for a in argv]
-    redirects = [
-        Redirect(container_path(c.workdir, args[key]), stream)
-        for key, stream in (("redirectStdout", "stdout"), ("redirectStderr", "stderr"))
-        if args[key]
-    ]
+    redirect_stdout = args["redirectStdout"]
+    redirect_stderr = args["redirectStderr"]
     return with_exec(
         c,
         command(c, argv, bool(args["useEntrypoint"])),
         stdin=args["stdin"].encode() if args["stdin"] else None,
         expect=args["expect"],
         insecure_root_capabilities=bool(args["insecureRootCapabilities"]),
-        redirects=redirects,  # type: ignore[arg-type]
+        redirect_stdout=container_path(c.workdir, redirect_stdout) if redirect_stdout else "",
+        redirect_stderr=container_path(c.workdir, redirect_stderr) if redirect_stderr else "",
     )
 
 
@@ -408,16 +180,38 @@ async def container_exit_code(ctx: RequestContext, parent: Handle | None, args: 
 @leaf("Container", "sync")
 async def container_sync(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
     assert parent is not None
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     refs = [c.rootfs.ref]
     for m in c.mounts:
         source = m.directory.ref if m.directory else m.file.ref if m.file else None
         if source is not None:
             refs.append(source)
-    async with anyio.create_task_group() as tg:
-        for ref in dict.fromkeys(refs):
-            tg.start_soon(ctx.solver.solve, ref)
+    await solve_all(ctx, list(dict.fromkeys(refs)))
     return format_id(parent.type_name, parent.ident)
+
+
+async def solve_all(ctx: RequestContext, refs: Sequence[Ref]) -> None:
+    """Solve `refs` concurrently; the first failure is raised as itself (an `ExecError` stays an
+    `ExecError`, not an exception group)."""
+    if len(refs) == 1:
+        await ctx.solver.solve(refs[0])
+        return
+    try:
+        async with anyio.create_task_group() as tg:
+            for ref in refs:
+                tg.start_soon(ctx.solver.solve, ref)
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    cancelled = anyio.get_cancelled_exc_class()
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first_error(exc)
+        if not isinstance(exc, cancelled):
+            return exc
+    return group.exceptions[0]
 
 
 # --- configuration -----------------------------------------------------------------------------
@@ -501,9 +295,7 @@ async def container_with_entrypoint(
 
 
 @leaf("Container", "entrypoint", memo=False)
-async def container_entrypoint(
-    ctx: RequestContext, parent: Handle | None, args: Args
-) -> list[str]:
+async def container_entrypoint(ctx: RequestContext, parent: Handle | None, args: Args) -> list[str]:
     return list(_ctr(parent).entrypoint)
 
 
@@ -565,7 +357,7 @@ async def container_with_secret_variable(
 async def container_with_mounted_directory(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     source = ctx.load(args["source"], "Directory").value
     assert isinstance(source, Directory)
     mount = Mount(
@@ -581,7 +373,7 @@ async def container_with_mounted_directory(
 async def container_with_mounted_file(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     source = ctx.load(args["source"], "File").value
     assert isinstance(source, File)
     return with_mount(c, Mount(_path(c, args), "file", file=owned_file(c, source, args["owner"])))
@@ -591,7 +383,7 @@ async def container_with_mounted_file(
 async def container_with_mounted_cache(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     volume = ctx.load(args["cache"], "CacheVolume").value
     assert isinstance(volume, CacheVolume)
     if args.get("source"):
@@ -610,7 +402,7 @@ async def container_with_mounted_cache(
 async def container_with_mounted_temp(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     size = args.get("size") or 0
     if size < 0:
         raise InvalidArgumentError(f"withMountedTemp: size must not be negative, got {size}")
@@ -624,7 +416,7 @@ async def container_with_mounted_temp(
 async def container_with_new_file(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     contents: bytes = args["contents"].encode()
 
     def change(d: Directory, rel: str) -> Directory:
@@ -635,7 +427,7 @@ async def container_with_new_file(
 
 @builds("Container", "withFile")
 async def container_with_file(ctx: RequestContext, parent: Handle | None, args: Args) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     source = ctx.load(args["source"], "File").value
     assert isinstance(source, File)
 
@@ -650,7 +442,7 @@ async def container_with_directory(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
     gitignore_unsupported(args)
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     source = ctx.load(args["source"], "Directory").value
     assert isinstance(source, Directory)
 
@@ -670,26 +462,50 @@ async def container_with_directory(
 
 @builds("Container", "file")
 async def container_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     return file_at(c, _path(c, args))
 
 
 @builds("Container", "directory")
 async def container_directory(ctx: RequestContext, parent: Handle | None, args: Args) -> Directory:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     return directory_at(c, _path(c, args))
 
 
 @builds("Container", "rootfs")
 async def container_rootfs(ctx: RequestContext, parent: Handle | None, args: Args) -> Directory:
-    return (await _settled(ctx, parent)).rootfs
+    return (_ctr(parent)).rootfs
 
 
 @builds("Container", "withRootfs")
 async def container_with_rootfs(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    c = await _settled(ctx, parent)
+    c = _ctr(parent)
     rootfs = ctx.load(args["directory"], "Directory").value
     assert isinstance(rootfs, Directory)
     return attrs.evolve(c, rootfs=rootfs)
+
+
+# --- the small objects of a container's configuration --------------------------------------------
+
+
+def _attribute_leaf(type_name: str, field: str, attribute: str) -> None:
+    async def resolve(ctx: RequestContext, parent: Handle | None, args: Args) -> object:
+        assert parent is not None
+        return getattr(parent.value, attribute)
+
+    leaf(type_name, field, memo=False)(resolve)
+
+
+for _type, _field, _attribute in (
+    ("EnvVariable", "name", "name"),
+    ("EnvVariable", "value", "value"),
+    ("Label", "name", "name"),
+    ("Label", "value", "value"),
+    ("Port", "port", "port"),
+    ("Port", "protocol", "protocol"),
+    ("Port", "description", "description"),
+    ("Port", "experimentalSkipHealthcheck", "experimental_skip_healthcheck"),
+):
+    _attribute_leaf(_type, _field, _attribute)

@@ -11,6 +11,8 @@ from dirk.api.table import SessionTable
 from dirk.api.values import Handle
 
 if TYPE_CHECKING:
+    from graphql import GraphQLResolveInfo
+
     from dirk.engine.core import Engine
     from dirk.engine.sessions import Session
     from dirk.solver.solver import Solver
@@ -38,3 +40,8 @@ class RequestContext:
     def load(self, object_id: object, expected: str) -> Handle:
         """The object an ID argument names, checked to be of type `expected`."""
         return self.table.load(object_id, expected)
+
+
+if TYPE_CHECKING:
+    #: What resolvers get as `info`.
+    Info = GraphQLResolveInfo[RequestContext]

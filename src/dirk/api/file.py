@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import posixpath
+from typing import TYPE_CHECKING
 
 from dirk.api.context import RequestContext
 from dirk.api.ids import format_id
 from dirk.api.registry import Args, leaf
 from dirk.api.values import File, Handle
 from dirk.errors import SnapshotPathError
-from dirk.workers.snapshots.snapshotter import FileInfo
+
+if TYPE_CHECKING:
+    from dirk.workers.snapshots.snapshotter import FileInfo
 
 
 def _file(parent: Handle | None) -> File:

@@ -16,11 +16,11 @@ from dirk.solver.ops import HostDirectory, HostFile, Ref
 
 
 def host_path(workdir: Path, path: str) -> Path:
-    """`path` made absolute against `workdir` (the session's), `~` expanded, normalised."""
+    """`path` made absolute against `workdir` (the session's) and normalised. `~` is not
+    expanded: the engine does not know the client's home directory."""
     if not path:
         raise HostPathError("a host path must not be empty: use '.' for the working directory")
-    expanded = Path(os.path.expanduser(path))
-    return Path(os.path.normpath(workdir / expanded))
+    return Path(os.path.normpath(workdir / path))
 
 
 @builds("Query", "host")

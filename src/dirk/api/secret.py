@@ -4,17 +4,18 @@ cache key ever holds it."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from graphql import GraphQLResolveInfo
+from typing import TYPE_CHECKING, Any
 
 from dirk.api.context import RequestContext
+
+if TYPE_CHECKING:
+    from dirk.api.context import Info
 from dirk.api.ids import ROOT, keyed_identity
 from dirk.api.registry import Args, leaf
 from dirk.api.values import Handle, Secret
 
 
-async def set_secret(_source: Any, info: GraphQLResolveInfo, **args: Any) -> Handle:
+async def set_secret(_source: Any, info: Info, /, **args: Any) -> Handle:
     """`Query.setSecret`: resolved without the generic memo, whose identity would be a plain
     digest of the value."""
     ctx: RequestContext = info.context

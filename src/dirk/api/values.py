@@ -59,22 +59,9 @@ class Mount:
 
 
 @attrs.frozen
-class Redirect:
-    """Writes a stream of the last exec to `path` (absolute) once its output is known."""
-
-    path: str
-    stream: Stream
-
-
-@attrs.frozen
 class Container:
     """A root filesystem, mounts and an image configuration, plus the last exec (for stdout,
-    stderr and exit code).
-
-    `redirects` are the files the last exec's output still has to be written to: the
-    operations that write them need that output, so they are added on first use of the
-    filesystem (see `container.settle`).
-    """
+    stderr and exit code)."""
 
     rootfs: Directory
     platform: str
@@ -87,7 +74,6 @@ class Container:
     labels: tuple[tuple[str, str], ...] = ()
     exposed_ports: tuple[str, ...] = ()
     last_exec: Exec | None = None
-    redirects: tuple[Redirect, ...] = ()
 
 
 @attrs.frozen
@@ -122,9 +108,7 @@ class Port:
     experimental_skip_healthcheck: bool = False
 
 
-Value = (
-    Container | Directory | File | CacheVolume | Host | Secret | EnvVariable | Label | Port
-)
+Value = Container | Directory | File | CacheVolume | Host | Secret | EnvVariable | Label | Port
 
 
 @attrs.frozen(eq=False)

@@ -1,5 +1,19 @@
 """The engine process: composition of state, workers and solver, and the daemon serving it."""
 
-from dirk.engine.core import Engine
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dirk.engine.core import Engine
 
 __all__ = ["Engine"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that importing `dirk.engine.sessions` does not load every worker.
+    if name == "Engine":
+        from dirk.engine.core import Engine
+
+        return Engine
+    raise AttributeError(name)

@@ -50,12 +50,19 @@ class Engine:
             raise RuntimeError("the engine is not started: use `async with Engine(...)`")
         return self._solver
 
+    @property
+    def runtime_name(self) -> str:
+        """The OCI runtime in use ("crun" or "runc")."""
+        if self._executor is None:
+            raise RuntimeError("the engine is not started: use `async with Engine(...)`")
+        return self._executor.runtime
+
     async def start(self) -> None:
         layout = self.layout.ensure()
         self._db = db = Database(layout.db_path)
         blobs = BlobStore(layout.blobs, layout.tmp)
         layers = LayerStore(layout, db)
-        snapshotter = Snapshotter(layout, layers)
+        self.snapshotter = snapshotter = Snapshotter(layout, layers)
         await anyio.to_thread.run_sync(self._recover, snapshotter, layers)
         self._executor = Executor(layout, self._runtime)
         await self._executor.start()

@@ -1,8 +1,9 @@
 """The engine daemon: one engine per state directory, served over TCP and a unix socket.
 
 Start-up order matters to clients polling for us: lock the state directory (a second engine
-fails at once), bind both sockets, start the engine, then serve and only then publish
-`engine.json`, so whoever reads it can connect. On SIGTERM/SIGINT: unpublish, stop accepting,
+fails at once), bind both sockets, start the engine (while a thread imports the server and
+builds the schema: cold start is the longer of the two, not their sum), serve, and only then
+publish `engine.json`, so whoever reads it can connect. On SIGTERM/SIGINT: unpublish, stop accepting,
 end the sessions (their running queries are cancelled), close the engine, remove the socket.
 A second signal during shutdown exits at once; the next engine cleans up what is left.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import importlib
 import json
 import logging
 import os
@@ -61,15 +61,21 @@ class Components:
 
 
 def default_components() -> Components:
-    """The lead's `Engine` and the resolvers' schema, imported only when a daemon starts."""
+    """The real engine and the resolvers' schema; `dirk.api` is imported by `build_schema`,
+    which the daemon runs (in a thread) while the engine starts."""
     from dirk.engine.core import Engine
 
-    api: Any = importlib.import_module("dirk.api")
+    def build_schema() -> GraphQLSchema:
+        from dirk.api import build_schema
 
-    def make_context(engine: Any, session: Session) -> object:
-        return api.RequestContext(engine=engine, session=session)
+        return build_schema()
 
-    return Components(make_engine=Engine, build_schema=api.build_schema, make_context=make_context)
+    def make_context(engine: Engine, session: Session) -> object:
+        from dirk.api import RequestContext
+
+        return RequestContext(engine=engine, session=session)
+
+    return Components(make_engine=Engine, build_schema=build_schema, make_context=make_context)
 
 
 @attrs.frozen
@@ -115,11 +121,6 @@ async def serve(
 
 
 async def _serve_locked(root: Path, port: int, components: Components, stop: asyncio.Event) -> None:
-    from aiohttp import web
-
-    from dirk.engine.sessions import SessionRegistry
-    from dirk.wire.server import WireServer
-
     info_path = root / ENGINE_JSON
     sock_path = root / SOCKET_NAME
     info_path.unlink(missing_ok=True)  # left by an engine that was killed
@@ -127,40 +128,14 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
     unix = _bind_unix(sock_path)
     engine = components.make_engine(root)
     try:
-        await engine.start()
-        sessions = SessionRegistry()
-        server = WireServer(
-            components.build_schema(),
-            sessions,
-            context_factory=lambda session: components.make_context(engine, session),
-            admin_token=secrets.token_urlsafe(32),
-            version=__version__,
-            port=tcp.getsockname()[1],
-        )
-        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
-        await runner.setup()
+        # The engine's start-up waits mostly on subprocesses and the disk: import the server and
+        # build the schema in a thread meanwhile (cold start is the sum of both otherwise).
+        starting = asyncio.ensure_future(engine.start())
         try:
-            await web.SockSite(runner, tcp).start()
-            await web.SockSite(runner, unix).start()
-            EngineInfo(
-                pid=os.getpid(),
-                port=server.port,
-                socket=str(sock_path),
-                version=__version__,
-                admin_token=server.admin_token,
-            ).write(info_path)
-            log.info(
-                "dirk engine %s (pid %d) serving on 127.0.0.1:%d and %s",
-                __version__,
-                os.getpid(),
-                server.port,
-                sock_path,
-            )
-            await stop.wait()
-            log.info("stopping: %d session(s) open", len(sessions))
+            schema = await asyncio.to_thread(_load_server, components)
         finally:
-            info_path.unlink(missing_ok=True)
-            await runner.cleanup()  # stops listening, ends sessions, waits for answers
+            await starting
+        await _serve_started(engine, schema, components, tcp, unix, info_path, stop)
     finally:
         try:
             await engine.aclose()
@@ -169,6 +144,61 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
             unix.close()
             sock_path.unlink(missing_ok=True)
             log.info("engine stopped")
+
+
+def _load_server(components: Components) -> GraphQLSchema:
+    import aiohttp.web  # noqa: F401  (imported here for its cost, used by _serve_started)
+
+    return components.build_schema()
+
+
+async def _serve_started(
+    engine: EngineLike,
+    schema: GraphQLSchema,
+    components: Components,
+    tcp: socket.socket,
+    unix: socket.socket,
+    info_path: Path,
+    stop: asyncio.Event,
+) -> None:
+    from aiohttp import web
+
+    from dirk.engine.sessions import SessionRegistry
+    from dirk.wire.server import WireServer
+
+    sessions = SessionRegistry()
+    server = WireServer(
+        schema,
+        sessions,
+        context_factory=lambda session: components.make_context(engine, session),
+        admin_token=secrets.token_urlsafe(32),
+        version=__version__,
+        port=tcp.getsockname()[1],
+    )
+    runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
+    await runner.setup()
+    try:
+        await web.SockSite(runner, tcp).start()
+        await web.SockSite(runner, unix).start()
+        EngineInfo(
+            pid=os.getpid(),
+            port=server.port,
+            socket=unix.getsockname(),
+            version=__version__,
+            admin_token=server.admin_token,
+        ).write(info_path)
+        log.info(
+            "dirk engine %s (pid %d) serving on 127.0.0.1:%d and %s",
+            __version__,
+            os.getpid(),
+            server.port,
+            unix.getsockname(),
+        )
+        await stop.wait()
+        log.info("stopping: %d session(s) open", len(sessions))
+    finally:
+        info_path.unlink(missing_ok=True)
+        await runner.cleanup()  # stops listening, ends sessions, waits for answers
 
 
 def _lock_state_dir(root: Path) -> int:

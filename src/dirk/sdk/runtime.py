@@ -9,6 +9,7 @@ runner makes them awaitables in async mode and blocking calls in sync mode.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
@@ -29,6 +30,9 @@ ObjT = TypeVar("ObjT", bound="ObjectBase[Any]")
 
 #: The default of an argument the schema requires: never omitted.
 REQUIRED: Any = object()
+
+#: Root fields that load an object from its ID: the object's ID is known without asking.
+_LOADS_BY_ID = re.compile(r"^(node|load[A-Za-z]+FromID)$")
 
 #: Generated classes by GraphQL type name, so modules need not import each other at run time.
 _CLASSES: dict[str, type[ObjectBase[Any]]] = {}
@@ -126,7 +130,9 @@ class ObjectBase(Generic[M]):
     def _select(self, field: str, type_name: str, args: Sequence[tuple[str, Any, Any]]) -> Any:
         """A new object of `type_name`: this chain plus one call."""
         cls = class_for(type_name)
-        return cls(self._runner, (*self._chain, Call(field, _arguments(args))))
+        call = Call(field, _arguments(args))
+        known = dict(call.args).get("id") if _LOADS_BY_ID.match(field) else None
+        return cls(self._runner, (*self._chain, call), id=known)
 
     def _loaded(self, type_name: str, id: str, prefetched: Mapping[str, Any] | None = None) -> Any:
         """An object of `type_name` re-loaded from its ID (`node(id:)`), the ID already known."""

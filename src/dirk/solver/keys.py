@@ -53,4 +53,3 @@ def _encode(value: Any, keys: Any) -> Any:
     if value is None or isinstance(value, str | int | float | bool):
         return value
     raise TypeError(f"cannot encode {type(value).__name__} in a cache key")
-

@@ -145,6 +145,9 @@ class Exec:
     expect: Expect = "SUCCESS"
     network: bool = True
     insecure_root_capabilities: bool = False
+    #: Absolute paths in the root filesystem that receive the captured stdout/stderr.
+    redirect_stdout: str = ""
+    redirect_stderr: str = ""
 
     def inputs(self) -> tuple[Ref, ...]:
         refs = [self.root]

@@ -368,6 +368,12 @@ class Solver:
                     _tail(process.stdout),
                     _tail(process.stderr),
                 )
+            for path, data in (
+                (op.redirect_stdout, process.stdout),
+                (op.redirect_stderr, process.stderr),
+            ):
+                if path:
+                    await anyio.to_thread.run_sync(fileops.write_file, root.merged, path, data)
             stubs = self._executor.stub_paths(spec)
             outputs = [await self._commit(root, stubs)]
             for active in writable:
@@ -412,7 +418,9 @@ class Solver:
         assert mount.source is not None, "a bind mount needs a source"
         snapshot = inputs[mount.source]
         if mount.readonly:
-            view = await anyio.to_thread.run_sync(stack.enter_context, self._snap.mount_ro(snapshot))
+            view = await anyio.to_thread.run_sync(
+                stack.enter_context, self._snap.mount_ro(snapshot)
+            )
             source = fileops.resolve_in_root(view, mount.source_path)
             return BindMount(source, mount.target, readonly=True)
         active = await self._mount_rw(stack, snapshot)

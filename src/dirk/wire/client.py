@@ -8,6 +8,8 @@ read timeout unless the caller sets one: an evaluation can legitimately run for 
 
 from __future__ import annotations
 
+import functools
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +61,18 @@ class SessionGrant:
     port: int
 
 
+@functools.cache
+def _tls_context(https: bool) -> ssl.SSLContext:
+    """Built once: httpx would build (and load CA certificates into) one per client, ~20 ms.
+
+    Plain-HTTP and unix-socket addresses never use TLS; they get a context without CA
+    certificates that still requires verification, so it can never accept a peer.
+    """
+    if https:
+        return ssl.create_default_context()
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
 def _http_client(
     address: EngineAddress,
     *,
@@ -68,6 +82,7 @@ def _http_client(
 ) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(
         uds=address.uds,
+        verify=_tls_context(address.base_url.startswith("https://")),
         limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
     )
     timeout = httpx.Timeout(

@@ -29,17 +29,31 @@ def tail(text: str, limit: int = OUTPUT_TAIL_BYTES) -> str:
     return data[-limit:].decode("utf-8", errors="ignore")
 
 
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups, or `error` itself."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
 def find_exec_error(error: BaseException | None) -> ExecError | None:
-    """The `ExecError` behind `error`, following wrappers (`SolveError.cause`, `__cause__`)."""
+    """The `ExecError` behind `error`, through wrappers (`SolveError.cause`, `__cause__`,
+    task-group exception groups)."""
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, ExecError):
-            return error
-        if isinstance(error, GraphQLError):
-            error = error.original_error
+    pending = [error] if error is not None else []
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
             continue
-        error = getattr(error, "cause", None) or error.__cause__
+        seen.add(id(current))
+        if isinstance(current, ExecError):
+            return current
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        elif isinstance(current, GraphQLError):
+            pending.extend([current.original_error] if current.original_error else [])
+        else:
+            pending.extend(e for e in (getattr(current, "cause", None), current.__cause__) if e)
     return None
 
 
@@ -60,14 +74,18 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
     extensions only, as Dagger does.
     """
     formatted: dict[str, Any] = dict(error.formatted)
-    exec_error = find_exec_error(error.original_error)
+    original = error.original_error
+    exec_error = find_exec_error(original)
     if exec_error is not None:
         formatted["message"] = exec_error.message
         formatted["extensions"] = {
             **formatted.get("extensions", {}),
             **exec_error_extensions(exec_error),
         }
+    elif isinstance(original, BaseExceptionGroup):
+        # A task group's failure: say what failed inside it, not "unhandled errors in a TaskGroup".
+        messages = dict.fromkeys(str(leaf) or type(leaf).__name__ for leaf in leaves(original))
+        formatted["message"] = "; ".join(messages)
     elif not formatted.get("message"):
-        original = error.original_error
         formatted["message"] = type(original).__name__ if original else "unknown error"
     return formatted

@@ -34,7 +34,7 @@ from graphql import (
 )
 
 from dirk.errors import DirkError
-from dirk.wire.errors import error_body, format_error
+from dirk.wire.errors import error_body, format_error, leaves
 
 if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
     from dirk.engine.sessions import Session, SessionRegistry
@@ -224,15 +224,21 @@ def _dumps(value: Any) -> str:
 
 
 def _log_resolver_error(error: GraphQLError) -> None:
+    """Failures dirk describes itself are logged in a line; anything else with its traceback."""
     original = error.original_error
-    if original is None or isinstance(original, DirkError | GraphQLError):
+    unexpected = [
+        leaf
+        for leaf in (leaves(original) if original is not None else [])
+        if not isinstance(leaf, DirkError | GraphQLError)
+    ]
+    if not unexpected:
         log.info("query error at %s: %s", error.path, error.message)
-    else:
+    for leaf in unexpected:
         log.error(
             "unexpected error at %s: %s",
             error.path,
-            error.message,
-            exc_info=(type(original), original, original.__traceback__),
+            leaf,
+            exc_info=(type(leaf), leaf, leaf.__traceback__),
         )
 
 

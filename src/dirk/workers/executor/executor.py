@@ -44,6 +44,7 @@ from dirk.workers.executor.spec import (
     OutputCallback,
     ProcessResult,
     build_config,
+    capabilities_of_mask,
     search_path,
 )
 from dirk.workers.executor.spec import stub_paths as _stub_paths
@@ -73,6 +74,16 @@ def _unescape(field: str) -> str:
     return field
 
 
+def _bounding_capabilities() -> tuple[str, ...]:
+    """The capabilities this engine can hand out: root here lacks some (CAP_SYS_RESOURCE),
+    and asking a runtime for one it lacks fails the container."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapBnd:"):
+                return capabilities_of_mask(int(line.split()[1], 16))
+    return ()
+
+
 def _nofile_limit() -> int:
     """RLIMIT_NOFILE for containers: the engine's hard limit (raising it needs privileges
     root does not always have here), capped at Docker's 1048576."""
@@ -96,6 +107,7 @@ class Executor:
         self._resolv_conf = ""
         self._ca_bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
         self._nofile = _nofile_limit()
+        self._all_caps = _bounding_capabilities()
         self._rt: Runtime | None = None
         self._ids = 0
 
@@ -114,7 +126,7 @@ class Executor:
 
     def _start_sync(self) -> None:
         name = self._runtime_name
-        if name == "crun":
+        if os.path.basename(name) == "crun":
             problem = crun_problem()
             if problem is not None:
                 if self._explicit or not shutil.which("runc"):
@@ -206,7 +218,7 @@ class Executor:
         ns: Netns | None = None
         try:
             if spec.network:
-                ns = self._pool.take() or await anyio.to_thread.run_sync(self._pool.create)
+                ns = self._pool.take() or await self._new_netns()
             bundle.mkdir(parents=True)
             files = self._write_files(bundle, rootfs, spec, ns)
             config = build_config(
@@ -217,6 +229,7 @@ class Executor:
                 netns=str(ns.path) if ns else None,
                 nofile=self._nofile,
                 cgroups_path=f"/dirk/{container_id}",
+                all_caps=self._all_caps,
             )
             with open(bundle / "config.json", "w") as f:
                 f.write(json.dumps(config))
@@ -225,6 +238,18 @@ class Executor:
             shutil.rmtree(bundle, ignore_errors=True)
             if ns is not None:
                 self._pool.release(ns)
+
+    async def _new_netns(self) -> Netns:
+        """A namespace made now (the pool is empty); released even if we are cancelled
+        while the thread makes it."""
+        made: list[Netns] = []
+        try:
+            await anyio.to_thread.run_sync(lambda: made.append(self._pool.create()))
+        except BaseException:
+            for ns in made:
+                self._pool.release(ns)
+            raise
+        return made[0]
 
     def _write_files(
         self, bundle: Path, rootfs: Path, spec: ContainerSpec, ns: Netns | None

@@ -207,6 +207,9 @@ class NetnsPool:
         return f"dirk-{self.tag}-{n:x}", f"dk{self.tag}{n:x}"
 
     def start(self) -> None:
+        with self._cond:
+            self._closed = False
+            self._error = None
         self._thread = threading.Thread(target=self._work, name="dirk-netns-pool", daemon=True)
         self._thread.start()
 

@@ -178,6 +178,11 @@ class HostFiles:
     ca_bundle: Path | None = None
 
 
+def capabilities_of_mask(mask: int) -> tuple[str, ...]:
+    """The names of the capabilities set in a mask such as /proc/self/status's CapBnd."""
+    return tuple(name for bit, name in enumerate(ALL_CAPABILITIES) if mask >> bit & 1)
+
+
 def normalize_target(target: str) -> str:
     """An absolute, normalized container path; relative targets are taken from /."""
     path = posixpath.normpath("/" + target)
@@ -318,13 +323,15 @@ def build_config(
     netns: str | None,
     nofile: int,
     cgroups_path: str,
+    all_caps: Sequence[str] = ALL_CAPABILITIES,
 ) -> dict[str, Any]:
     """The `config.json` of one container.
 
     `netns` is the path of a prepared network namespace, or None for a new one that the
-    runtime creates (loopback only). `nofile` must not exceed the engine's hard limit.
+    runtime creates (loopback only). `nofile` must not exceed the engine's hard limit, and
+    `all_caps` (what privileged containers get) the engine's own bounding set.
     """
-    caps = list(ALL_CAPABILITIES if spec.privileged else DOCKER_CAPABILITIES)
+    caps = list(all_caps if spec.privileged else DOCKER_CAPABILITIES)
     # Like Docker: a non-root user keeps the bounding set but starts without capabilities.
     active = caps if user.uid == 0 else []
     namespaces: list[dict[str, str]] = [

@@ -65,7 +65,7 @@ def default_docker_config() -> Path:
 
 
 def _registry_key(key: str) -> str:
-    """"https://index.docker.io/v1/" -> "registry-1.docker.io"; "http://h:5000/" -> "h:5000"."""
+    """ "https://index.docker.io/v1/" -> "registry-1.docker.io"; "http://h:5000/" -> "h:5000"."""
     host = re.sub(r"^[a-z]+://", "", key.strip()).split("/", 1)[0].lower()
     return DOCKER_HUB if host in _HUB_KEYS else host
 
@@ -149,7 +149,7 @@ def _entry_credentials(entry: object, key: str, path: Path) -> Credentials | Non
                 f'the "auth" of {key!r} in {path} does not decode to "user:password"; log in again'
             )
         return Credentials(user, password)
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and isinstance(password, str) and user:
-        return Credentials(user, password)
+    name, secret = entry.get("username"), entry.get("password")
+    if isinstance(name, str) and isinstance(secret, str) and name:
+        return Credentials(name, secret)
     return None

@@ -58,7 +58,9 @@ class Index:
 
     def select(self, wanted: Platform, where: str) -> IndexEntry:
         """The entry for `wanted` (an exact variant beats a variant-less request's other picks)."""
-        candidates = [e for e in self.entries if e.platform is not None and wanted.matches(e.platform)]
+        candidates = [
+            e for e in self.entries if e.platform is not None and wanted.matches(e.platform)
+        ]
         if candidates:
             exact = [e for e in candidates if e.platform == wanted]
             return (exact or candidates)[0]

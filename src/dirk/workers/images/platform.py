@@ -65,8 +65,13 @@ class Platform:
 
     def matches(self, other: Platform) -> bool:
         """Does an image built for `other` satisfy a request for `self`?"""
-        return self.os == other.os and self.architecture == other.architecture and (
-            self.variant == other.variant or (not self.variant and not _DEFAULT_VARIANT.get(self.architecture))
+        return (
+            self.os == other.os
+            and self.architecture == other.architecture
+            and (
+                self.variant == other.variant
+                or (not self.variant and not _DEFAULT_VARIANT.get(self.architecture))
+            )
         )
 
     def __str__(self) -> str:

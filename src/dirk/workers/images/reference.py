@@ -51,13 +51,19 @@ class ImageReference:
         if colon > slash:
             text, tag = text[:colon], text[colon + 1 :]
             if not _TAG.fullmatch(tag):
-                raise _bad(original, f"tag {tag!r} is not valid (letters, digits, _ . -, at most 128)")
+                raise _bad(
+                    original, f"tag {tag!r} is not valid (letters, digits, _ . -, at most 128)"
+                )
         registry, repository = _split_registry(text, original)
         if len(repository) > _MAX_NAME:
             raise _bad(original, f"the repository name is longer than {_MAX_NAME} characters")
         for component in repository.split("/"):
             if not _COMPONENT.fullmatch(component):
-                hint = " (repository names must be lowercase)" if component.lower() != component else ""
+                hint = (
+                    " (repository names must be lowercase)"
+                    if component.lower() != component
+                    else ""
+                )
                 raise _bad(original, f"repository component {component!r} is not valid{hint}")
         if tag is None and digest is None:
             tag = DEFAULT_TAG
@@ -66,7 +72,9 @@ class ImageReference:
     def with_digest(self, digest: str) -> ImageReference:
         """The same image pinned to `digest` (the tag is kept for messages)."""
         if not _DIGEST.fullmatch(digest):
-            raise ImageReferenceError(f"{digest!r} is not a digest of the form sha256:<64 hex digits>")
+            raise ImageReferenceError(
+                f"{digest!r} is not a digest of the form sha256:<64 hex digits>"
+            )
         return attrs.evolve(self, digest=digest)
 
     @property
@@ -90,7 +98,9 @@ class ImageReference:
 
 def _split_registry(text: str, original: str) -> tuple[str, str]:
     first, sep, rest = text.partition("/")
-    is_domain = sep and ("." in first or ":" in first or first == "localhost" or first != first.lower())
+    is_domain = sep and (
+        "." in first or ":" in first or first == "localhost" or first != first.lower()
+    )
     if not is_domain:
         if not text:
             raise _bad(original, "the repository name is empty")
@@ -106,5 +116,6 @@ def _split_registry(text: str, original: str) -> tuple[str, str]:
 
 def _bad(text: str, why: str) -> ImageReferenceError:
     return ImageReferenceError(
-        f"invalid image reference {text!r}: {why}; expected [registry[:port]/]name[:tag][@sha256:digest]"
+        f"invalid image reference {text!r}: {why}; expected "
+        "[registry[:port]/]name[:tag][@sha256:digest]"
     )

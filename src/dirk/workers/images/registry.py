@@ -8,6 +8,7 @@ Plain HTTP is used only for loopback registries and those named as insecure.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 from collections.abc import AsyncIterator, Iterable
@@ -23,7 +24,7 @@ from dirk.errors import (
     RegistryAuthError,
     RegistryUnreachableError,
 )
-from dirk.workers.images.auth import Challenge, DockerConfig, parse_challenge
+from dirk.workers.images.auth import Challenge, Credentials, DockerConfig, parse_challenge
 from dirk.workers.images.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
 from dirk.workers.images.reference import ImageReference
 
@@ -44,6 +45,11 @@ def is_loopback(registry: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def basic_header(creds: Credentials) -> str:
+    token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+    return f"Basic {token}"
 
 
 class RegistryClient:
@@ -82,12 +88,43 @@ class RegistryClient:
 
     # --- API ------------------------------------------------------------------------------
 
-    async def get_manifest(self, ref: ImageReference, target: str) -> tuple[bytes, str | None]:
-        """The manifest or index that `target` (tag or digest) names: body and content type."""
+    async def get_manifest(
+        self, ref: ImageReference, target: str
+    ) -> tuple[bytes, str | None, str | None]:
+        """The manifest or index that `target` (tag or digest) names: body, content type and
+        the digest the registry claims for it (Docker-Content-Digest), if it sent one."""
         headers = {"Accept": MANIFEST_ACCEPT}
-        async with self._open(ref, f"manifests/{target}", headers, what=_what(ref, target)) as r:
-            body = await _read_limited(r, MAX_MANIFEST_BYTES, f"the manifest of {ref}")
-            return body, r.headers.get("content-type")
+        try:
+            async with self._open(ref, f"manifests/{target}", headers, what=_what(target)) as r:
+                body = await _read_limited(r, MAX_MANIFEST_BYTES, f"the manifest of {ref}")
+                return body, r.headers.get("content-type"), r.headers.get("docker-content-digest")
+        except ImageNotFoundError as exc:
+            if target.startswith("sha256:") or "no repository" in str(exc):
+                raise
+            raise await self._tag_not_found(ref, target) from None
+
+    async def _tag_not_found(self, ref: ImageReference, tag: str) -> ImageNotFoundError:
+        """Registries answer MANIFEST_UNKNOWN for a missing repository too: the tag list tells
+        the two apart, and names the tags there are."""
+        try:
+            async with self._open(ref, "tags/list", {}, what="the tag list") as r:
+                await r.aread()
+                data = r.json()
+            tags = data.get("tags") if isinstance(data, dict) else None
+        except ImageNotFoundError as exc:
+            if "no repository" in str(exc):
+                return exc
+            tags = None
+        except (ImageError, ValueError):
+            tags = None
+        listed = ""
+        if isinstance(tags, list) and tags:
+            shown = sorted(str(t) for t in tags)[:20]
+            listed = f"; it has: {', '.join(shown)}" + (", ..." if len(tags) > 20 else "")
+        return ImageNotFoundError(
+            f"registry {ref.registry} has no tag {tag!r} in repository {ref.repository!r} "
+            f"(asked for {ref}){listed}"
+        )
 
     async def get_blob(self, ref: ImageReference, digest: str, limit: int) -> bytes:
         """A small blob (an image config), read whole."""
@@ -156,8 +193,7 @@ class RegistryClient:
                     f"registry {ref.registry} needs credentials to pull {ref.name}: "
                     + self.docker_config.missing_credentials_hint(ref.registry)
                 )
-            basic = httpx.BasicAuth(creds.username, creds.password)
-            value = next(basic.auth_flow(httpx.Request("GET", "http://x"))).headers["Authorization"]
+            value = basic_header(creds)
             if value == stale:
                 raise self._refused(ref)
             return value
@@ -247,7 +283,7 @@ class RegistryClient:
         )
 
 
-def _what(ref: ImageReference, target: str) -> str:
+def _what(target: str) -> str:
     return f"manifest {target}" if target.startswith("sha256:") else f"tag {target!r}"
 
 

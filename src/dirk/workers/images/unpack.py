@@ -56,19 +56,17 @@ def unpack_tar(source: ChunkSource, dest: Path, what: str) -> UnpackStats:
             return UnpackStats()  # an empty blob: an empty layer
         raise ImageError(f"{what} is not a valid tar archive ({exc})") from None
     extractor = _Extractor(dest, what, archive, reader)
-    try:
-        while True:
-            try:
-                member = archive.next()
-            except tarfile.TarError as exc:
-                raise ImageError(f"{what} is not a valid tar archive ({exc})") from None
-            if member is None:
-                break
-            archive.members.clear()  # nothing looks members up; do not keep them all
-            extractor.extract(member)
-        extractor.finish()
-    finally:
-        reader.drain()
+    while True:
+        try:
+            member = archive.next()
+        except tarfile.TarError as exc:
+            raise ImageError(f"{what} is not a valid tar archive ({exc})") from None
+        if member is None:
+            break
+        archive.members.clear()  # type: ignore[attr-defined]  # nothing looks members up
+        extractor.extract(member)
+    extractor.finish()
+    reader.drain()  # the end-of-archive padding, and the end of the compressed stream
     return extractor.stats
 
 
@@ -150,7 +148,9 @@ class _Extractor:
         if m.isdir():
             self.directory(rel, m)
         elif not rel:
-            raise ImageError(f"{self.what}: entry {m.name!r} names the layer root but is no directory")
+            raise ImageError(
+                f"{self.what}: entry {m.name!r} names the layer root but is no directory"
+            )
         elif m.isreg():
             self.regular(rel, parent, m)
         elif m.issym():

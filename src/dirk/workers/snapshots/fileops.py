@@ -171,12 +171,14 @@ def copy_into(
     parent = _ensure_dirs(dst_root, dst_parts[:-1])
     top = parent / dst_parts[-1] if dst_parts else dst_root
     top_st = _lstat(top)
-    if top_st is None or not stat.S_ISDIR(top_st.st_mode):
+    fresh = top_st is None or not stat.S_ISDIR(top_st.st_mode)
+    if fresh:
         if top_st is not None:
             os.unlink(top)
         copier.copy(src, src_st, top)
     for entry in iter_tree(src, include, exclude):
-        copier.copy(entry.path, entry.st, os.path.join(top, entry.rel), replace=True)
+        # Into a directory made just now nothing is in the way: skip the lstat per entry.
+        copier.copy(entry.path, entry.st, os.path.join(top, entry.rel), replace=not fresh)
     copier.finish()
 
 
@@ -200,8 +202,14 @@ class Copier:
     def copy(
         self, src: StrPath, st: os.stat_result, dst: StrPath, *, replace: bool = False
     ) -> None:
-        """Copy one entry (a directory without its contents) to `dst`, whose parent exists."""
+        """Copy one entry (a directory without its contents) to `dst`, whose parent exists.
+
+        An overlay whiteout (char device 0:0, as seen when reading a layer directory itself)
+        means "nothing here" and is skipped: copied, it would hide files in a later stack.
+        """
         fmt = stat.S_IFMT(st.st_mode)
+        if fmt == stat.S_IFCHR and st.st_rdev == 0:
+            return
         if replace:
             existing = _lstat(dst)
             if existing is not None:
@@ -224,14 +232,33 @@ class Copier:
                 return
             self._links[key] = dst
         if fmt == stat.S_IFREG:
-            _copy_file(src, dst)
-        elif fmt == stat.S_IFLNK:
+            self._copy_file(src, st, dst)
+            return
+        if fmt == stat.S_IFLNK:
             os.symlink(os.readlink(src), dst)
         elif fmt == stat.S_IFSOCK:
             return  # a socket is a live endpoint, meaningless in a copy
         else:
             os.mknod(dst, st.st_mode, st.st_rdev)
         self.set_meta(src, st, dst)
+
+    def _copy_file(self, src: StrPath, st: os.stat_result, dst: StrPath) -> None:
+        """Data and metadata through file descriptors: one path lookup per side."""
+        sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            dfd = os.open(dst, NEW_FILE, 0o600)
+            try:
+                _send(sfd, dfd)
+                uid, gid = self.owner if self.owner is not None else (st.st_uid, st.st_gid)
+                os.fchown(dfd, uid, gid)
+                if self.xattrs:
+                    copy_xattrs(sfd, dfd)
+                os.fchmod(dfd, self.mode if self.mode is not None else stat.S_IMODE(st.st_mode))
+                os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(dfd)
+        finally:
+            os.close(sfd)
 
     def set_meta(self, src: StrPath, st: os.stat_result, dst: StrPath) -> None:
         is_link = stat.S_ISLNK(st.st_mode)
@@ -254,37 +281,35 @@ class Copier:
         self._dirs.clear()
 
 
-def _copy_file(src: StrPath, dst: StrPath) -> None:
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    with open(os.open(src, flags), "rb") as fsrc:
-        fd = os.open(dst, NEW_FILE, 0o600)
-        with open(fd, "wb") as fdst:
-            size = os.fstat(fsrc.fileno()).st_size
-            offset = 0
-            try:
-                while offset < size:
-                    sent = os.sendfile(fdst.fileno(), fsrc.fileno(), offset, size - offset)
-                    if sent == 0:
-                        break
-                    offset += sent
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
-                    raise
-                shutil.copyfileobj(fsrc, fdst)
-
-
-def copy_xattrs(src: StrPath, dst: StrPath) -> None:
-    """Copy extended attributes (file capabilities, ACLs, user.*), never overlayfs' own."""
+def _send(sfd: int, dfd: int) -> None:
+    """Copy the rest of `sfd` into `dfd` in the kernel; read/write where sendfile can't."""
     try:
-        names = os.listxattr(src, follow_symlinks=False)
+        while os.sendfile(dfd, sfd, None, 1 << 30) > 0:
+            pass
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+            raise
+    while chunk := os.read(sfd, 1 << 20):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dfd, view) :]
+
+
+def copy_xattrs(src: StrPath | int, dst: StrPath | int) -> None:
+    """Copy extended attributes (file capabilities, ACLs, user.*), never overlayfs' own.
+    Paths are not followed if they are symlinks; open file descriptors work too."""
+    follow = isinstance(src, int)
+    try:
+        names = os.listxattr(src, follow_symlinks=follow)
     except OSError:
         return
     for name in names:
         if name.startswith(OVERLAY_XATTR_PREFIX):
             continue
         try:
-            value = os.getxattr(src, name, follow_symlinks=False)
-            os.setxattr(dst, name, value, follow_symlinks=False)
+            value = os.getxattr(src, name, follow_symlinks=follow)
+            os.setxattr(dst, name, value, follow_symlinks=isinstance(dst, int))
         except OSError as exc:
             if exc.errno not in (errno.ENOTSUP, errno.EPERM, errno.ENODATA):
                 raise

@@ -16,7 +16,7 @@ from dirk.workers.snapshots.layerview import Entry, LayerView
 
 def flatten_into(view: LayerView, dst: Path) -> None:
     """Fill the existing empty directory `dst` with the merged tree of `view`."""
-    root = view.lookup(())
+    root = view.root()
     if root is None:
         return
     copier = Copier(hardlinks=False)
@@ -25,9 +25,9 @@ def flatten_into(view: LayerView, dst: Path) -> None:
     copier.finish()
 
 
-def _fill(view: LayerView, entry: Entry, dst: Path, copier: Copier) -> None:
+def _fill(view: LayerView, entry: Entry, dst: str | Path, copier: Copier) -> None:
     for name, child in view.children(entry):
-        target = dst / name
+        target = os.path.join(dst, name)
         if child.is_dir:
             copier.copy(child.path, child.st, target)
             _fill(view, child, target, copier)

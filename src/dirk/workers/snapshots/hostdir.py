@@ -106,6 +106,7 @@ def import_host_path(
     st = _host_stat(path)
     copier = Copier(owner=(0, 0), xattrs=False)
     with layers.create() as builder:
+        os.chmod(builder.path, 0o755)
         if stat.S_ISREG(st.st_mode):
             copier.copy(Path(os.path.realpath(path)), st, builder.path / path.name)
         else:

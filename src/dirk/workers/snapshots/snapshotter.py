@@ -1,7 +1,8 @@
 """Snapshots as overlayfs mounts: a step mounts its input read-write and commits what it wrote.
 
 Everything under `run/m/` belongs to the snapshotter: `run/m/<id>/{u,w,m}` are one mount's
-upper, work and merged dirs, `run/m/e` is the permanent empty lower of an empty snapshot.
+upper, work and merged dirs, `run/m/e` is the permanent empty lower of an empty snapshot,
+`run/m/t` holds released mount dirs until the reaper thread deletes them.
 Reads of single files walk the layer directories instead of mounting (see `layerview`).
 """
 
@@ -27,7 +28,8 @@ from dirk.workers.snapshots import overlay
 from dirk.workers.snapshots.flatten import flatten_into
 from dirk.workers.snapshots.layers import LayerStore, Snapshot, new_layer_id
 from dirk.workers.snapshots.layerview import Entry, LayerView, is_opaque
-from dirk.workers.snapshots.paths import clean_path, join, resolve
+from dirk.workers.snapshots.paths import clean_path, join
+from dirk.workers.snapshots.reaper import Reaper, remove_tree
 
 Kind = Literal["file", "dir", "symlink", "other"]
 
@@ -82,8 +84,9 @@ class Snapshotter:
         self._layers = layers
         self._root = layout.run / "m"
         self._empty = self._root / "e"
+        self._reaper = Reaper(self._root / "t")
         self._volatile = volatile
-        self._flatten_lock = threading.Lock()
+        self._flatten_lock = threading.RLock()
         self._ensure_dirs()
         self.max_lowers = max(2, min(max_lowers, self._lowers_that_fit()))
 
@@ -91,6 +94,7 @@ class Snapshotter:
         self._root.mkdir(parents=True, exist_ok=True)
         self._empty.mkdir(exist_ok=True)
         os.chmod(self._empty, 0o755)
+        self._reaper.trash.mkdir(exist_ok=True)
 
     def _lowers_that_fit(self) -> int:
         """How many lower layers fit in one writable mount's option page."""
@@ -127,7 +131,7 @@ class Snapshotter:
         """Lower dirs for mounting `snapshot`, top first, flattening a too-deep base."""
         if not snapshot.layers:
             return [self._empty]
-        ids = self._stack(snapshot.layers)
+        ids = self._stack(_topmost_only(snapshot.layers))
         return [self._layers.path(i) for i in reversed(ids)]
 
     def _stack(self, ids: tuple[str, ...]) -> list[str]:
@@ -164,6 +168,7 @@ class Snapshotter:
         active = ActiveMount(snapshot, base / "m", base / "u", base / "w")
         for path in (active.merged, active.upper, active.work):
             path.mkdir()
+        os.chmod(active.upper, 0o755)  # the root directory of the tree, whatever the umask
         data = overlay.options(lowers, active.upper, active.work, volatile=self._volatile)
         try:
             overlay.mount_overlay(active.merged, data)
@@ -187,13 +192,13 @@ class Snapshotter:
             return active.snapshot
         layer_id = new_layer_id()
         self._layers.adopt(active.upper, layer_id)
-        self.release(active)
+        self._reaper.discard(active.merged.parent)
         return active.snapshot.on_top(layer_id)
 
     def release(self, active: ActiveMount) -> None:
         """Unmount and discard the mount's upper and work dirs. Safe to call more than once."""
         overlay.unmount(active.merged)
-        _remove_tree(active.merged.parent)
+        self._reaper.discard(active.merged.parent)
 
     def _drop_stubs(self, active: ActiveMount, stubs: Iterable[str]) -> None:
         lower = self._view(active.snapshot)
@@ -207,7 +212,8 @@ class Snapshotter:
     @contextmanager
     def mount_ro(self, snapshot: Snapshot) -> Iterator[Path]:
         """A read-only view of `snapshot`, valid inside the block. Never write through it: for
-        zero or one layer it is the empty dir or the layer itself, not a mount."""
+        zero or one layer it is the empty dir or the layer itself, not a mount (a lone layer
+        unpacked with whiteouts shows them as char devices 0:0; `fileops` skips those)."""
         if not snapshot.layers:
             yield self._empty
             return
@@ -223,17 +229,26 @@ class Snapshotter:
             yield merged
         finally:
             overlay.unmount(merged)
-            _remove_tree(base)
+            self._reaper.discard(base)
+
+    def wait_reaped(self) -> None:
+        """Block until released mount dirs are deleted from disk (tests, engine shutdown)."""
+        self._reaper.wait()
 
     # --- reads without mounting -----------------------------------------------------------
 
     def _view(self, snapshot: Snapshot) -> LayerView:
-        return LayerView([self._layers.path(i) for i in reversed(snapshot.layers)])
+        """The layers of `snapshot` to read, top first; a deep stack reads its flattened base
+        (the one mounts use) so a lookup costs at most `max_lowers` stats per component."""
+        if not snapshot.layers:
+            return LayerView(())
+        layers_dir = str(self._layers.layout.layers)
+        ids = self._stack(_topmost_only(snapshot.layers))
+        return LayerView([f"{layers_dir}/{i}" for i in reversed(ids)])
 
     def _entry(self, snapshot: Snapshot, path: str, follow_last: bool) -> tuple[str, Entry | None]:
-        view = self._view(snapshot)
-        parts = resolve(clean_path(path), view.readlink, follow_last=follow_last)
-        return join(parts), view.lookup(parts)
+        parts, entry = self._view(snapshot).resolve(clean_path(path), follow_last=follow_last)
+        return join(parts), entry
 
     def read_file(self, snapshot: Snapshot, path: str, limit: int | None = None) -> bytes:
         """The contents of the file at `path` (symlinks followed), at most `limit` bytes."""
@@ -288,23 +303,26 @@ class Snapshotter:
                 f"could not unmount {', '.join(map(str, left))}: unmount them by hand "
                 "(umount -l) and restart the engine"
             )
+        self._reaper.wait()
         for entry in os.scandir(self._root):
-            _remove_tree(Path(entry.path))
+            remove_tree(Path(entry.path))
         self._ensure_dirs()
+
+
+def _topmost_only(ids: tuple[str, ...]) -> tuple[str, ...]:
+    """Drop lower repeats of a layer (overlayfs refuses a stack holding one twice). A repeat is
+    redundant: the topmost copy re-applies every entry and whiteout of the lower one."""
+    if len(set(ids)) == len(ids):
+        return ids
+    kept: dict[str, None] = {}
+    for layer_id in reversed(ids):
+        kept.setdefault(layer_id, None)
+    return tuple(reversed(kept))
 
 
 def _is_empty_dir(path: Path) -> bool:
     with os.scandir(path) as it:
         return next(it, None) is None
-
-
-def _remove_tree(path: Path) -> None:
-    """rmtree that refuses to descend into a mount point (never deletes through a mount)."""
-    if not path.exists():
-        return
-    if overlay.mounts_under(path):
-        raise SnapshotError(f"refusing to delete {path}: something is still mounted below it")
-    shutil.rmtree(path)
 
 
 def _drop_stub(upper: Path, parts: tuple[str, ...], lower: LayerView) -> bool:

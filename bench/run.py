@@ -1,0 +1,36 @@
+"""Every benchmark, one after the other; each prints its figures against its own baseline.
+
+    make bench      (or .venv/bin/python bench/run.py)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BENCHES = [
+    ("engine core: exec overhead and cached pipeline", ["engine_core.py"]),
+    ("image pull + unpack vs skopeo + umoci", ["pull.py"]),
+    ("engine cold start to the first answered query", ["cold_start.py"]),
+    ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
+]
+
+
+def main() -> int:
+    failed = 0
+    for title, args in BENCHES:
+        script = HERE / args[0]
+        if not script.exists():
+            continue
+        print(f"== {title}", flush=True)
+        code = subprocess.call([sys.executable, str(script), *args[1:]])
+        if code:
+            print(f"   (failed with exit code {code})")
+            failed += 1
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

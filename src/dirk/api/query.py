@@ -1,0 +1,41 @@
+"""`Query`: the roots of every chain, plus loading objects back from their IDs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import dirk
+from dirk.api.context import RequestContext
+
+if TYPE_CHECKING:
+    from dirk.api.context import Info
+from dirk.api.registry import Args, leaf
+from dirk.api.values import Handle
+
+
+@leaf("Query", "version", memo=False)
+async def query_version(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    return dirk.__version__
+
+
+async def node(_source: Any, info: Info, /, **args: Any) -> Handle:
+    """`Query.node(id:)`: any object of this session; fragments pick fields by its type."""
+    ctx: RequestContext = info.context
+    return ctx.table.load(args["id"])
+
+
+def loader(type_name: str) -> Any:
+    """The resolver of `Query.load<Type>FromID(id:)`."""
+
+    async def load(_source: Any, info: Info, /, **args: Any) -> Handle:
+        ctx: RequestContext = info.context
+        return ctx.table.load(args["id"], type_name)
+
+    return load
+
+
+def object_id(source: Handle, _info: Info, /, **_args: Any) -> str:
+    """The `id` of every object: made from its call identity, so computing it runs nothing."""
+    from dirk.api.ids import format_id
+
+    return format_id(source.type_name, source.ident)

@@ -1,0 +1,157 @@
+"""A stand-in solver for the API layer's unit tests: it records what the resolvers ask for and
+answers with canned results, so tests can check which operations a chain builds."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import attrs
+from graphql import ExecutionResult, GraphQLSchema, graphql
+
+from dirk.api import RequestContext, build_schema
+from dirk.errors import ExecError
+from dirk.solver.ops import Exec, Op, Ref
+from dirk.workers.images.config import ImageConfig, ResolvedImage
+from dirk.workers.images.reference import ImageReference
+
+IMAGE_DIGEST = "sha256:" + "a" * 64
+
+
+@attrs.define
+class FakeOutcome:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+@attrs.define
+class FakeResult:
+    key: str
+    outputs: tuple[Any, ...]
+    exec: FakeOutcome | None = None
+
+
+@attrs.define
+class FakeInfo:
+    kind: str
+    size: int
+
+
+@attrs.define
+class FakeSolver:
+    config: ImageConfig = attrs.field(
+        factory=lambda: ImageConfig(
+            env=("PATH=/usr/bin:/bin", "LANG=C"), cmd=("sh",), workdir="/app", user="app"
+        )
+    )
+    #: argv -> exit code of that exec (0 when absent)
+    exit_codes: dict[tuple[str, ...], int] = attrs.Factory(dict)
+    #: path -> content, for read_file/stat/list_dir whatever the snapshot
+    files: dict[str, bytes] = attrs.Factory(dict)
+    resolved: list[tuple[str, str]] = attrs.Factory(list)
+    ran: list[Exec] = attrs.Factory(list)
+    solved: list[Op] = attrs.Factory(list)
+    _memo: dict[Op, asyncio.Future[FakeResult]] = attrs.Factory(dict)
+
+    async def resolve_image(self, reference: str, platform: str = "linux/amd64") -> ResolvedImage:
+        self.resolved.append((reference, platform))
+        return ResolvedImage(
+            ImageReference.parse(reference),
+            IMAGE_DIGEST,
+            "sha256:" + "b" * 64,
+            self.config,
+            (),
+            platform,
+        )
+
+    async def result(self, op: Op) -> FakeResult:
+        """Like the real solver, each distinct operation is computed once (`ran` lists the
+        execs computed); `solved` lists every call."""
+        self.solved.append(op)
+        if op not in self._memo:
+            self._memo[op] = asyncio.ensure_future(self._compute(op))
+        return await asyncio.shield(self._memo[op])
+
+    async def _compute(self, op: Op) -> FakeResult:
+        await asyncio.sleep(0)
+        if not isinstance(op, Exec):
+            return FakeResult("key", ("snapshot",))
+        self.ran.append(op)
+        code = self.exit_codes.get(op.args, 0)
+        stdout = ("ran " + " ".join(op.args) + "\n").encode()
+        ok = {"SUCCESS": code == 0, "FAILURE": code != 0, "ANY": True}[op.expect]
+        if not ok:
+            raise ExecError(op.args, code, stdout.decode(), "boom\n")
+        outputs = ("snapshot",) * (1 + len(op.output_mounts()))
+        return FakeResult("key", outputs, FakeOutcome(code, stdout, b"err\n"))
+
+    async def solve(self, ref: Ref) -> Any:
+        return (await self.result(ref.op)).outputs[ref.output]
+
+    async def read_file(self, ref: Ref, path: str, limit: int | None = None) -> bytes:
+        return self.files[path]
+
+    async def list_dir(self, ref: Ref, path: str) -> list[str]:
+        prefix = path.rstrip("/") + "/"
+        return sorted({p[len(prefix) :].split("/")[0] for p in self.files if p.startswith(prefix)})
+
+    async def stat(self, ref: Ref, path: str) -> FakeInfo | None:
+        if path in self.files:
+            return FakeInfo("file", len(self.files[path]))
+        if any(p.startswith(path.rstrip("/") + "/") for p in self.files):
+            return FakeInfo("dir", 4096)
+        return None
+
+
+@attrs.define
+class FakeEngine:
+    solver: FakeSolver = attrs.Factory(FakeSolver)
+
+
+@attrs.define
+class FakeSession:
+    workdir: Path
+    state: dict[str, Any] = attrs.Factory(dict)
+
+
+_SCHEMA: GraphQLSchema | None = None
+
+
+def schema() -> GraphQLSchema:
+    global _SCHEMA
+    if _SCHEMA is None:
+        _SCHEMA = build_schema()
+    return _SCHEMA
+
+
+@attrs.define
+class Api:
+    """One session against the fake solver."""
+
+    workdir: Path
+    engine: FakeEngine = attrs.Factory(FakeEngine)
+    session: FakeSession = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.session = FakeSession(self.workdir)
+
+    @property
+    def solver(self) -> FakeSolver:
+        return self.engine.solver
+
+    async def run(self, query: str, **variables: Any) -> ExecutionResult:
+        context = RequestContext(engine=self.engine, session=self.session)  # type: ignore[arg-type]
+        return await graphql(schema(), query, variable_values=variables, context_value=context)
+
+    async def data(self, query: str, **variables: Any) -> Any:
+        result = await self.run(query, **variables)
+        assert result.errors is None, result.errors
+        return result.data
+
+    def value(self, object_id: str) -> Any:
+        """The value behind an ID (the table's handle), to inspect the operations built."""
+        from dirk.api.table import SessionTable
+
+        return SessionTable.of(self.session).load(object_id).value

@@ -1,0 +1,87 @@
+"""A type checker sees the right mode: awaitables under `async with`, values under `with`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mypy import api
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SAMPLE = """
+from collections.abc import Coroutine
+from typing import Any, assert_type
+
+import dirk
+from dirk import Async, Sync
+
+
+async def async_use() -> None:
+    async with dirk.Connection(dirk.Config(timeout=60)) as client:
+        assert_type(client, dirk.Client[Async])
+        ctr = client.container().from_("alpine").with_exec(["echo", "hi"])
+        assert_type(ctr, dirk.Container[Async])
+        pending = assert_type(ctr.stdout(), Coroutine[Any, Any, str])
+        await pending
+        out: str = await ctr.stdout()
+        code: int = await ctr.exit_code()
+        synced = await ctr.sync()
+        assert_type(synced, dirk.Container[Async])
+        value: str | None = await ctr.env_variable("PATH")
+        for variable in await ctr.env_variables():
+            name: str = await variable.name()
+        src = client.host().directory(".", exclude=["*.pyc"])
+        ctr = ctr.with_mounted_directory("/src", src).with_mounted_cache(
+            "/c", client.cache_volume("k"), sharing=dirk.CacheSharingMode.LOCKED
+        )
+        entries: list[str] = await src.entries()
+
+
+def sync_use() -> None:
+    with dirk.Connection() as client:
+        assert_type(client, dirk.Client[Sync])
+        ctr = client.container().from_("alpine").with_exec(["echo", "hi"])
+        assert_type(ctr.stdout(), str)
+        code: int = ctr.exit_code()
+        assert_type(ctr.sync(), dirk.Container[Sync])
+        assert_type(ctr.env_variables(), list[dirk.EnvVariable[Sync]])
+        contents: str = ctr.file("/etc/os-release").contents()
+
+
+async def mistakes() -> None:
+    with dirk.Connection() as sync_client:
+        async with dirk.Connection() as async_client:
+            not_awaited: str = async_client.container().stdout()  # E1
+            sync_dir = sync_client.directory()
+            async_client.container().with_directory("/x", sync_dir)  # E2
+            async_client.container().with_exec("echo hi")  # E3
+"""
+
+
+def test_modes_type_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(SAMPLE)
+    monkeypatch.setenv("MYPYPATH", str(ROOT / "src"))
+    stdout, stderr, _ = api.run(
+        [
+            "--strict",
+            "--python-version=3.11",
+            "--cache-dir",
+            str(ROOT / ".mypy_cache"),
+            "--no-error-summary",
+            "--hide-error-context",
+            str(sample),
+        ]
+    )
+    lines = SAMPLE.splitlines()
+    errors = {}
+    for line in stdout.splitlines():
+        if ": error:" in line:
+            number = int(line.split(":")[1])
+            errors[number] = line
+    marked = {i + 1 for i, text in enumerate(lines) if "# E" in text}
+    unexpected = [errors[n] for n in sorted(errors) if n not in marked]
+    assert not unexpected, "mypy rejects correct usage:\n" + "\n".join(unexpected) + stderr
+    missed = [lines[n - 1].strip() for n in sorted(marked) if n not in errors]
+    assert not missed, "mypy accepts mistakes:\n" + "\n".join(missed)
