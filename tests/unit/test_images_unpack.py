@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import stat
 import tarfile
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 import zstandard
 
 from dirk.errors import ImageError
+from dirk.workers.images import decompress
 from dirk.workers.images.decompress import open_decompressed
 from dirk.workers.images.unpack import LayerPathError, unpack_tar
 
@@ -225,17 +227,34 @@ def test_truncated_tar_is_an_error(dest: Path) -> None:
         unpack(data[:50_000], dest)
 
 
-@pytest.mark.parametrize("compression", ["gzip-pigz", "gzip-zlib", "gzip-multi", "zstd", "none"])
+GZIP_TOOLS = ["igzip", "pigz", None]  # None: zlib in this process
+
+
+def use_gzip_tool(monkeypatch: pytest.MonkeyPatch, tool: str | None) -> None:
+    if tool is not None:
+        path = shutil.which(tool)
+        assert path, f"{tool} is missing: run `make setup` (Debian packages isal, pigz)"
+        monkeypatch.setattr(decompress, "gunzip_command", lambda: [path, "-dc"])
+    else:
+        monkeypatch.setattr(decompress, "gunzip_command", lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("compression", "tool"),
+    [("gzip", t) for t in GZIP_TOOLS] + [("gzip-multi", t) for t in GZIP_TOOLS]
+    + [("zstd", None), ("none", None)],
+)  # fmt: skip
 def test_blobs_are_decompressed_by_their_magic(
-    tmp_path: Path, dest: Path, compression: str
+    tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch, compression: str, tool: str | None
 ) -> None:
+    use_gzip_tool(monkeypatch, tool)
     tar = make_tar(
         entry("a", data=b"A" * 5_000_000), entry("b/c", data=os.urandom(300_000), mode=0o700)
     )
-    if compression.startswith("gzip"):
+    if compression == "gzip":
         blob = gzip.compress(tar, compresslevel=1)
-        if compression == "gzip-multi":
-            blob = gzip.compress(tar[:100_000]) + gzip.compress(tar[100_000:])
+    elif compression == "gzip-multi":
+        blob = gzip.compress(tar[:100_000]) + gzip.compress(tar[100_000:])
     elif compression == "zstd":
         cctx = zstandard.ZstdCompressor()
         blob = cctx.compress(tar[:200_000]) + cctx.compress(tar[200_000:])  # two frames
@@ -243,21 +262,28 @@ def test_blobs_are_decompressed_by_their_magic(
         blob = tar
     path = tmp_path / "blob"
     path.write_bytes(blob)
-    with open_decompressed(path, "layer x", use_pigz=compression == "gzip-pigz") as source:
+    with open_decompressed(path, "layer x") as source:
         unpack_tar(source, dest, "layer x")
     assert (dest / "a").read_bytes() == b"A" * 5_000_000
     assert stat.S_IMODE((dest / "b/c").stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("use_pigz", [True, False])
-def test_corrupt_gzip_is_an_error(tmp_path: Path, dest: Path, use_pigz: bool) -> None:
+@pytest.mark.parametrize("tool", GZIP_TOOLS)
+@pytest.mark.parametrize("damage", ["corrupt", "truncated"])
+def test_damaged_gzip_is_an_error(
+    tmp_path: Path, dest: Path, monkeypatch: pytest.MonkeyPatch, tool: str | None, damage: str
+) -> None:
+    use_gzip_tool(monkeypatch, tool)
     blob = bytearray(gzip.compress(make_tar(entry("a", data=os.urandom(200_000)))))
-    blob[len(blob) // 2 : len(blob) // 2 + 64] = b"\xff" * 64
+    if damage == "corrupt":
+        blob[len(blob) // 2 : len(blob) // 2 + 64] = b"\xff" * 64
+    else:
+        del blob[len(blob) - 6 :]  # the end of the archive is there, the gzip trailer is not
     path = tmp_path / "blob"
     path.write_bytes(bytes(blob))
     with (
         pytest.raises(ImageError, match=r"corrupt gzip|not a valid tar|truncated|ends"),
-        open_decompressed(path, "layer x", use_pigz=use_pigz) as source,
+        open_decompressed(path, "layer x") as source,
     ):
         unpack_tar(source, dest, "layer x")
 

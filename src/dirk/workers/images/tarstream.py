@@ -62,6 +62,18 @@ class ForwardReader:
             self._pos += step
             n -= step
 
+    def peek(self, n: int) -> memoryview:
+        """The next `n` bytes (fewer at the end) without consuming them."""
+        while len(self._buf) - self._pos < n and not self._eof:
+            chunk = self._source()
+            if not chunk:
+                self._eof = True
+                break
+            self._base += self._pos
+            self._buf = memoryview(self._buf[self._pos :].tobytes() + chunk)
+            self._pos = 0
+        return self._buf[self._pos : self._pos + n]
+
     def read(self, n: int = -1) -> bytes:
         if n < 0:
             parts = [bytes(self._buf[self._pos :])]

@@ -56,18 +56,79 @@ def unpack_tar(source: ChunkSource, dest: Path, what: str) -> UnpackStats:
             return UnpackStats()  # an empty blob: an empty layer
         raise ImageError(f"{what} is not a valid tar archive ({exc})") from None
     extractor = _Extractor(dest, what, archive, reader)
+    first = True  # tarfile has already read the first header
     while True:
-        try:
-            member = archive.next()
-        except tarfile.TarError as exc:
-            raise ImageError(f"{what} is not a valid tar archive ({exc})") from None
+        member = None
+        if not first and not archive.pax_headers:  # global PAX headers: tarfile applies them
+            reader.seek(archive.offset)
+            member = parse_ustar_header(reader.peek(tarfile.BLOCKSIZE).tobytes())
+            if member is not None:
+                member.offset = archive.offset
+                member.offset_data = archive.offset + tarfile.BLOCKSIZE
+                archive.offset = member.offset_data + (
+                    _blocks(member.size) if member.isreg() else 0
+                )
+                reader.skip(tarfile.BLOCKSIZE)
         if member is None:
-            break
-        archive.members.clear()  # type: ignore[attr-defined]  # nothing looks members up
+            try:
+                member = archive.next()
+            except tarfile.TarError as exc:
+                raise ImageError(f"{what} is not a valid tar archive ({exc})") from None
+            if member is None:
+                break
+            archive.members.clear()  # type: ignore[attr-defined]  # nothing looks members up
+        first = False
         extractor.extract(member)
     extractor.finish()
     reader.drain()  # the end-of-archive padding, and the end of the compressed stream
     return extractor.stats
+
+
+_USTAR_MAGIC = b"ustar\x0000"
+_PLAIN_TYPES = frozenset(b"\x0001234567")
+_NUMERIC_FIELDS = (
+    (100, 108),
+    (108, 116),
+    (116, 124),
+    (124, 136),
+    (136, 148),
+    (329, 337),
+    (337, 345),
+)
+
+
+def parse_ustar_header(buf: bytes) -> tarfile.TarInfo | None:
+    """A fast path for the plain POSIX ustar headers most layer entries have; None for anything
+    else (PAX and GNU extensions, base-256 numbers, bad checksums), which tarfile then reads.
+    tarfile's own parser costs about a third of the CPU time of an unpack."""
+    if len(buf) < tarfile.BLOCKSIZE or buf[257:265] != _USTAR_MAGIC or buf[156] not in _PLAIN_TYPES:
+        return None
+    try:
+        mode, uid, gid, size, mtime, major, minor = (
+            int(buf[a:b].strip(b"\0 ") or b"0", 8) for a, b in _NUMERIC_FIELDS
+        )
+        checksum = int(buf[148:156].strip(b"\0 ") or b"0", 8)
+    except ValueError:
+        return None
+    if checksum != sum(buf) - sum(buf[148:156]) + 8 * 32:
+        return None
+    name = buf[:100].split(b"\0", 1)[0]
+    prefix = buf[345:500].split(b"\0", 1)[0]
+    if prefix:
+        name = prefix + b"/" + name
+    info = tarfile.TarInfo(name.decode("utf-8", "surrogateescape"))
+    kind = buf[156:157]
+    if kind in (tarfile.AREGTYPE, tarfile.REGTYPE) and name.endswith(b"/"):
+        kind = tarfile.DIRTYPE
+    info.type = kind
+    info.mode, info.uid, info.gid, info.size, info.mtime = mode, uid, gid, size, mtime
+    info.devmajor, info.devminor = major, minor
+    info.linkname = buf[157:257].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return info
+
+
+def _blocks(size: int) -> int:
+    return -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
 class _Extractor:
