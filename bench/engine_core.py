@@ -22,10 +22,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exec_baseline import RawRuntime  # noqa: E402
-
-from dirk.engine import Engine  # noqa: E402
-from dirk.solver.ops import Exec, ImagePull, Ref  # noqa: E402
+from dirk.engine import Engine
+from dirk.solver.ops import Exec, ImagePull, Ref
+from exec_baseline import RawRuntime
 
 BUSYBOX = "127.0.0.1:5000/busybox:latest"
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -1,6 +1,6 @@
 """Every benchmark, one after the other; each prints its figures against its own baseline.
 
-    make bench      (or .venv/bin/python bench/run.py)
+make bench      (or .venv/bin/python bench/run.py)
 """
 
 from __future__ import annotations

@@ -17,15 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from exec_baseline import RawRuntime  # noqa: E402
-
-import dirk  # noqa: E402
-from dirk.workers.executor.busybox import make_busybox_rootfs  # noqa: E402
+import dirk
+from dirk.workers.executor.busybox import make_busybox_rootfs
+from exec_baseline import RawRuntime
 
 BUSYBOX = "127.0.0.1:5000/busybox:latest"
 
 
-def pipeline(client: dirk.Client[dirk.Sync], salt: str, steps: int = 20) -> dirk.Container[dirk.Sync]:
+def pipeline(
+    client: dirk.Client[dirk.Sync], salt: str, steps: int = 20
+) -> dirk.Container[dirk.Sync]:
     ctr = client.container().from_(BUSYBOX)
     for i in range(steps):
         ctr = ctr.with_exec(["sh", "-c", f"echo {salt}-{i} >> /log"])

@@ -9,7 +9,6 @@ import anyio
 
 from dirk.engine import Engine
 from dirk.solver.ops import ExecMount, Ref
-
 from tests.integration.engine_helpers import image, sh
 
 
@@ -24,8 +23,11 @@ async def main(state: Path, reference: str) -> None:
         root, _ = await image(engine, reference)
         prepared, marker = steps(root)
         # Writes a layer, signals through the cache volume, then hangs until killed.
-        hang = sh(prepared, "dd if=/dev/zero of=/big bs=1M count=8; touch /cache/started; sleep 600",
-                  mounts=[marker])
+        hang = sh(
+            prepared,
+            "dd if=/dev/zero of=/big bs=1M count=8; touch /cache/started; sleep 600",
+            mounts=[marker],
+        )
         await engine.solver.result(hang)
 
 

@@ -131,8 +131,10 @@ def wait_until_serving(
         if info is not None and health_ok(info):
             return info
         if time.monotonic() > deadline:
-            pytest.fail(f"`dirk engine` did not serve within {ENGINE_START_S:.0f} s:\n"
-                        f"{log_tail(log)}", False)
+            pytest.fail(
+                f"`dirk engine` did not serve within {ENGINE_START_S:.0f} s:\n{log_tail(log)}",
+                False,
+            )
         time.sleep(0.05)
 
 
@@ -159,14 +161,17 @@ def stop_detached(pid: int, state_dir: Path) -> float:
     while pid_running(pid):
         if time.monotonic() - started > ENGINE_STOP_S:
             os.kill(pid, signal.SIGKILL)
-            pytest.fail(f"the engine (pid {pid}) ignored SIGTERM for {ENGINE_STOP_S:.0f} s; "
-                        f"killed it\n{log_tail(log)}")
+            pytest.fail(
+                f"the engine (pid {pid}) ignored SIGTERM for {ENGINE_STOP_S:.0f} s; "
+                f"killed it\n{log_tail(log)}"
+            )
         time.sleep(0.02)
     took = time.monotonic() - started
     check_clean_stop(state_dir, log)
     if "engine stopped" not in log_tail(log, 500):
-        pytest.fail(f"the engine (pid {pid}) exited without logging its clean stop:\n"
-                    f"{log_tail(log)}")
+        pytest.fail(
+            f"the engine (pid {pid}) exited without logging its clean stop:\n{log_tail(log)}"
+        )
     return took
 
 
@@ -202,8 +207,9 @@ def foreground_engine() -> Iterator[RunningEngine]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-            pytest.fail(f"`dirk engine` ignored SIGTERM for {ENGINE_STOP_S:.0f} s:\n"
-                        f"{log_tail(log)}")
+            pytest.fail(
+                f"`dirk engine` ignored SIGTERM for {ENGINE_STOP_S:.0f} s:\n{log_tail(log)}"
+            )
     if code != 0:
         pytest.fail(f"`dirk engine` exited with {code} after SIGTERM:\n{log_tail(log)}")
     check_clean_stop(state, log)

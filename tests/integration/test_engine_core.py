@@ -121,7 +121,9 @@ async def test_cache_volume_persists_across_runs_and_engines(
         async with Engine(state) as engine:
             root, _ = await image(engine, busybox_ref)
             # A different command each time, so the exec itself is not a cache hit.
-            step = sh(root, f"echo x >> /cache/n; wc -l < /cache/n # run {expected}", mounts=[volume])
+            step = sh(
+                root, f"echo x >> /cache/n; wc -l < /cache/n # run {expected}", mounts=[volume]
+            )
             assert (await stdout(engine, step)).strip() == expected
 
 
@@ -131,9 +133,7 @@ async def test_cache_volume_sharing_modes(engine: Engine, busybox_ref: str) -> N
     def overlap_probe(sharing: str, tag: str) -> object:
         mount = ExecMount("/cache", kind="cache", cache_id=f"vol-{sharing}", sharing=sharing)  # type: ignore[arg-type]
         # Each exec marks itself present, waits, and reports who else it saw.
-        script = (
-            f"touch /cache/{tag}; sleep 1; ls /cache | tr '\\n' ' '; rm /cache/{tag}"
-        )
+        script = f"touch /cache/{tag}; sleep 1; ls /cache | tr '\\n' ' '; rm /cache/{tag}"
         return sh(root, script, mounts=[mount])
 
     async def run_pair(sharing: str) -> list[str]:

@@ -3,9 +3,9 @@
 Start-up order matters to clients polling for us: lock the state directory (a second engine
 fails at once), bind both sockets, start the engine (while a thread imports the server and
 builds the schema: cold start is the longer of the two, not their sum), serve, and only then
-publish `engine.json`, so whoever reads it can connect. On SIGTERM/SIGINT: unpublish, stop accepting,
-end the sessions (their running queries are cancelled), close the engine, remove the socket.
-A second signal during shutdown exits at once; the next engine cleans up what is left.
+publish `engine.json`, so whoever reads it can connect. On SIGTERM/SIGINT: unpublish, stop
+accepting, end the sessions (their running queries are cancelled), close the engine, remove
+the socket. A second signal during shutdown exits at once; the next engine cleans up what is left.
 """
 
 from __future__ import annotations

@@ -19,8 +19,11 @@ def sha256_digest(data: bytes) -> str:
 
 def _split(digest: str) -> tuple[str, str]:
     algo, sep, hexpart = digest.partition(":")
-    if not sep or algo != "sha256" or len(hexpart) != 64 or not all(
-        c in "0123456789abcdef" for c in hexpart
+    if (
+        not sep
+        or algo != "sha256"
+        or len(hexpart) != 64
+        or not all(c in "0123456789abcdef" for c in hexpart)
     ):
         raise StateError(f"unsupported or malformed digest {digest!r}: expected sha256:<64 hex>")
     return algo, hexpart

@@ -88,9 +88,7 @@ class Database:
             rows = self._conn.execute("SELECT result FROM cache WHERE key = ?", (key,)).fetchall()
             if not rows:
                 return None
-            self._conn.execute(
-                "UPDATE cache SET last_used = ? WHERE key = ?", (time.time(), key)
-            )
+            self._conn.execute("UPDATE cache SET last_used = ? WHERE key = ?", (time.time(), key))
         result: dict[str, Any] = json.loads(rows[0][0])
         return result
 
