@@ -8,6 +8,8 @@ only what a test sets decides which engine the SDK uses.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
@@ -28,6 +30,8 @@ import pytest
 ENGINE_START_S = 20.0
 #: Seconds an engine gets to exit after SIGTERM.
 ENGINE_STOP_S = 30.0
+#: prctl(2) option: orphaned descendants are re-parented to this process instead of init.
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def clean_env(state_dir: Path | None = None, **extra: str) -> dict[str, str]:
@@ -152,27 +156,81 @@ def check_clean_stop(state_dir: Path, log: Path) -> None:
         pytest.fail(f"the engine did not stop cleanly: {'; '.join(problems)}\n{log_tail(log)}")
 
 
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """Makes this process the subreaper of its descendants for the block: an engine that a
+    program under test starts detached becomes our child when that program exits, so its exit
+    code can be read (`stop_detached`) instead of only seeing it disappear."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        pytest.fail(f"prctl(PR_SET_CHILD_SUBREAPER) failed: errno {ctypes.get_errno()}", False)
+    try:
+        yield
+    finally:
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_exit(pid: int, timeout: float) -> int | None:
+    """Waits for `pid` to exit; its exit code when it is our child (then it is reaped)."""
+    adopted = _parent_of(pid) == os.getpid()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if adopted:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return os.waitstatus_to_exitcode(status)
+        elif not pid_running(pid):
+            return None
+        time.sleep(0.02)
+    raise TimeoutError(pid)
+
+
 def stop_detached(pid: int, state_dir: Path) -> float:
-    """SIGTERMs an engine this test did not start as a child (the SDK started it detached);
-    returns the seconds it took to exit and checks it exited cleanly."""
+    """SIGTERMs an engine the SDK started detached; returns the seconds it took to exit and
+    checks that it exited cleanly (exit code 0 when it was adopted, see `adopting_orphans`)."""
     log = state_dir / "engine.log"
     started = time.monotonic()
     os.kill(pid, signal.SIGTERM)
-    while pid_running(pid):
-        if time.monotonic() - started > ENGINE_STOP_S:
-            os.kill(pid, signal.SIGKILL)
-            pytest.fail(
-                f"the engine (pid {pid}) ignored SIGTERM for {ENGINE_STOP_S:.0f} s; "
-                f"killed it\n{log_tail(log)}"
-            )
-        time.sleep(0.02)
+    try:
+        code = wait_exit(pid, ENGINE_STOP_S)
+    except TimeoutError:
+        os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError, ChildProcessError):
+            wait_exit(pid, 5)
+        pytest.fail(
+            f"the engine (pid {pid}) ignored SIGTERM for {ENGINE_STOP_S:.0f} s; "
+            f"killed it\n{log_tail(log)}"
+        )
     took = time.monotonic() - started
+    if code not in (0, None):
+        pytest.fail(f"the engine (pid {pid}) exited with {code} after SIGTERM:\n{log_tail(log)}")
     check_clean_stop(state_dir, log)
     if "engine stopped" not in log_tail(log, 500):
         pytest.fail(
             f"the engine (pid {pid}) exited without logging its clean stop:\n{log_tail(log)}"
         )
     return took
+
+
+def stop_leftover(state_dir: Path) -> None:
+    """Teardown: stops (and reaps) whatever engine a failed test left on `state_dir`, then
+    deletes the state dir."""
+    info = read_engine_json(state_dir)
+    if info is not None and pid_running(int(info["pid"])):
+        pid = int(info["pid"])
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError, ChildProcessError):
+            wait_exit(pid, ENGINE_STOP_S)
+    remove_state(state_dir)
 
 
 def remove_state(state_dir: Path) -> None:

@@ -65,6 +65,13 @@ def layer_tar(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+async def _trickle(data: bytes) -> AsyncIterator[bytes]:
+    """A blob served slowly: 64 KiB every 10 ms."""
+    for i in range(0, len(data), 65536):
+        await anyio.sleep(0.01)
+        yield data[i : i + 65536]
+
+
 class FakeRegistry:
     """A distribution-API registry in a MockTransport handler; records every request."""
 
@@ -77,6 +84,7 @@ class FakeRegistry:
         self.tokens: set[str] = set()
         self.requests: list[httpx.Request] = []
         self.corrupt: set[str] = set()
+        self.slow: set[str] = set()
 
     # --- content ----------------------------------------------------------------------------
 
@@ -174,6 +182,8 @@ class FakeRegistry:
             data = self.blobs[rest]
             if rest in self.corrupt:
                 data = data[:-1] + bytes([data[-1] ^ 1])
+            if rest in self.slow:
+                return httpx.Response(200, content=_trickle(data))
             return httpx.Response(200, content=data)
         return httpx.Response(404, json={"errors": [{"code": "BLOB_UNKNOWN", "message": "x"}]})
 
@@ -416,6 +426,22 @@ async def test_stored_blob_is_unpacked_without_downloading(
     (second,) = (await store.unpack(image)).layers
     assert second != first and (layout.layers / second / "f").read_bytes() == b"kept"
     assert fake.requests == []
+
+
+async def test_cancelled_pull_leaves_nothing_behind(
+    fake: FakeRegistry, store: ImageStore, layout: StateLayout
+) -> None:
+    fake.image("slow", "1", [{"big": os.urandom(4_000_000)}])
+    image = await store.resolve(f"{HOST}/slow:1")
+    fake.slow.add(image.layers[0].digest)
+    with anyio.move_on_after(0.2) as scope:
+        await store.unpack(image)
+    assert scope.cancelled_caught
+    assert list(layout.tmp.iterdir()) == [] and list(layout.layers.iterdir()) == []
+    assert not store.blobs.has(image.layers[0].digest)
+    fake.slow.clear()
+    snapshot = await store.unpack(image)  # the layer's lock was released
+    assert (layout.layers / snapshot.layers[0] / "big").stat().st_size == 4_000_000
 
 
 # --- layer sharing -------------------------------------------------------------------------------

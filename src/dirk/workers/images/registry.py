@@ -65,16 +65,26 @@ class RegistryClient:
         self._insecure = frozenset(insecure_registries)
         self._auth: dict[tuple[str, str], str] = {}
         self._auth_locks: dict[tuple[str, str], anyio.Lock] = {}
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            timeout=_TIMEOUT,
-            follow_redirects=True,
-            headers={"User-Agent": USER_AGENT},
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+        # Proxy variables apply to remote registries only: this machine is never behind a proxy.
+        self._remote, self._local = (
+            httpx.AsyncClient(
+                transport=transport,
+                trust_env=trust_env,
+                timeout=_TIMEOUT,
+                follow_redirects=True,
+                headers={"User-Agent": USER_AGENT},
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
+            )
+            for trust_env in (True, False)
         )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._remote.aclose()
+        await self._local.aclose()
+
+    def _client_for(self, url: str) -> httpx.AsyncClient:
+        host = httpx.URL(url).host
+        return self._local if is_loopback(host) else self._remote
 
     def base_url(self, registry: str) -> str:
         scheme = "http" if is_loopback(registry) or registry in self._insecure else "https"
@@ -172,9 +182,10 @@ class RegistryClient:
     ) -> httpx.Response:
         if auth is not None:
             headers = {**headers, "Authorization": auth}
-        request = self._client.build_request("GET", url, headers=headers)
+        client = self._client_for(url)
+        request = client.build_request("GET", url, headers=headers)
         try:
-            return await self._client.send(request, stream=True)
+            return await client.send(request, stream=True)
         except httpx.TransportError as exc:
             raise _unreachable(ref.registry, exc) from None
 
@@ -212,7 +223,7 @@ class RegistryClient:
         creds = self.docker_config.credentials(ref.registry)
         auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         try:
-            r = await self._client.get(realm, params=params, auth=auth)
+            r = await self._client_for(realm).get(realm, params=params, auth=auth)
         except httpx.TransportError as exc:
             host = httpx.URL(realm).host or realm
             raise _unreachable(host, exc, f"(the token service of {ref.registry})") from None

@@ -205,8 +205,8 @@ class ImageStore:
             async with self._client.open_blob(ref, layer.digest) as response:
                 chunks = response.aiter_bytes()
                 head = await _read_head(chunks, 4)
-                read_fd, write_fd = make_pipe()
                 with self.blobs.writer(layer.digest) as writer:
+                    read_fd, write_fd = make_pipe()  # the extraction task closes read_fd
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_extract_task, read_fd, sniff(head), tmp, what, errors)
                         try:
@@ -226,7 +226,8 @@ class ImageStore:
             await anyio.to_thread.run_sync(self.layers.adopt, tmp, layer_id, layer.digest)
             return layer_id
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, tmp, True)
             raise
 
 

@@ -1,0 +1,174 @@
+"""Failures a user meets with the dirk SDK: each ends quickly with a dirk error naming the problem.
+
+Against a real engine (one per module): a wrong session token, malformed or invalid GraphQL sent
+raw, an image that does not exist, an engine address where nothing listens.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import dirk
+from dirk.errors import ClientConnectionError, ExecError, QueryError, SessionAuthError
+from tests.integration.sdk_engine import RunningEngine, foreground_engine
+
+pytestmark = [pytest.mark.integration]
+
+#: No error path may take longer than this (the registry and the engine are local).
+QUICK_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[RunningEngine]:
+    yield from foreground_engine()
+
+
+@pytest.fixture
+def bare_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No DIRK_* or DAGGER_* variable: each test sets the ones it is about."""
+    for name in list(os.environ):
+        if name.startswith(("DIRK_", "DAGGER_")):
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.fixture(scope="module")
+def token(engine: RunningEngine) -> str:
+    """A session opened the way the SDK does: POST /sessions on the unix socket."""
+    transport = httpx.HTTPTransport(uds=str(engine.info["socket"]))
+    with httpx.Client(transport=transport, base_url="http://engine", trust_env=False) as http:
+        response = http.post("/sessions", json={"workdir": "/tmp", "labels": {}})
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
+def post_query(engine: RunningEngine, auth: tuple[str, str], **kwargs: Any) -> httpx.Response:
+    with httpx.Client(trust_env=False, timeout=QUICK_S) as http:
+        return http.post(f"http://127.0.0.1:{engine.port}/query", auth=auth, **kwargs)
+
+
+def graphql_error(response: httpx.Response) -> str:
+    """The first error message of a JSON GraphQL error answer (checked to be one)."""
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    body = response.json()
+    assert body["data"] is None, body
+    message = str(body["errors"][0]["message"])
+    assert "Traceback" not in response.text
+    return message
+
+
+def test_wrong_token_gets_session_auth_error(
+    engine: RunningEngine, bare_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    response = post_query(engine, ("not-a-session", ""), json={"query": "{ version }"})
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+    assert "session token" in graphql_error(response)
+
+    # What a program sees when it is handed a session that does not exist (or has ended).
+    bare_env.setenv("DAGGER_SESSION_PORT", str(engine.port))
+    bare_env.setenv("DAGGER_SESSION_TOKEN", "not-a-session")
+    started = time.monotonic()
+    config = dirk.Config(workdir=tmp_path)
+    with pytest.raises(SessionAuthError) as caught, dirk.Connection(config) as client:
+        client.version()
+    assert time.monotonic() - started < QUICK_S
+    assert f"127.0.0.1:{engine.port}" in str(caught.value)
+    assert "token" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "expected"),
+    [
+        pytest.param({"json": {"query": "{ container { from("}}, "Syntax Error", id="syntax"),
+        pytest.param({"json": {"query": "{ nope }"}}, "Cannot query field 'nope'", id="field"),
+        pytest.param(
+            {"json": {"query": "{ container { from(address: 5) { id } } }"}},
+            "String cannot represent a non string value: 5",
+            id="argument-type",
+        ),
+        pytest.param(
+            {"json": {"query": '{ container { withExec(args: ["true"], bogus: 1) { id } } }'}},
+            "Unknown argument 'bogus'",
+            id="argument-name",
+        ),
+        pytest.param(
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            "not JSON",
+            id="body",
+        ),
+        pytest.param({"json": {"variables": {}}}, "query", id="no-query"),
+    ],
+)
+def test_bad_requests_get_a_json_graphql_error(
+    engine: RunningEngine, token: str, request_kwargs: dict[str, Any], expected: str
+) -> None:
+    started = time.monotonic()
+    response = post_query(engine, (token, ""), **request_kwargs)
+    assert time.monotonic() - started < QUICK_S
+    assert response.status_code in (200, 400)
+    assert expected in graphql_error(response)
+    # The session is still usable afterwards.
+    assert post_query(engine, (token, ""), json={"query": "{ version }"}).json()["data"]
+
+
+def test_unknown_image_gets_a_query_error_naming_it(
+    engine: RunningEngine, bare_env: pytest.MonkeyPatch, registry: str, tmp_path: Path
+) -> None:
+    missing = f"{registry}/no-such-image-{uuid.uuid4().hex[:8]}:latest"
+    started = time.monotonic()
+    with dirk.Connection(dirk.Config(engine=engine.socket_url, workdir=tmp_path)) as client:
+        with pytest.raises(QueryError) as caught:
+            client.container().from_(missing).with_exec(["true"]).stdout()
+        assert not isinstance(caught.value, ExecError)
+        assert missing in str(caught.value)
+
+        with pytest.raises(QueryError) as bad:
+            client.container().from_("Not A Reference!").with_exec(["true"]).stdout()
+        assert "Not A Reference!" in str(bad.value)
+    assert time.monotonic() - started < QUICK_S
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("scheme", ["http", "unix"])
+def test_engine_address_where_nothing_listens_gets_client_connection_error(
+    bare_env: pytest.MonkeyPatch, tmp_path: Path, scheme: str
+) -> None:
+    if scheme == "http":
+        where = f"127.0.0.1:{_closed_port()}"
+        bare_env.setenv("DIRK_ENGINE", f"http://{where}")
+    else:
+        where = str(tmp_path / "engine.sock")
+        bare_env.setenv("DIRK_ENGINE", f"unix://{where}")
+    started = time.monotonic()
+    config = dirk.Config(workdir=tmp_path)
+    with pytest.raises(ClientConnectionError) as caught, dirk.Connection(config) as client:
+        client.version()
+    assert time.monotonic() - started < QUICK_S
+    assert where in str(caught.value)
+    assert "DIRK_ENGINE" in str(caught.value)  # the fix: unset it or start that engine
+
+
+def test_objects_used_after_the_connection_closed_fail_clearly(
+    engine: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    with dirk.Connection(dirk.Config(engine=engine.socket_url, workdir=tmp_path)) as client:
+        ctr = client.container().from_(busybox_ref).with_exec(["echo", "hi"])
+        assert ctr.stdout() == "hi\n"
+    with pytest.raises(ClientConnectionError, match="closed"):
+        ctr.stdout()
