@@ -5,6 +5,7 @@ make bench      (or .venv/bin/python bench/run.py)
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,12 +21,13 @@ BENCHES = [
 
 def main() -> int:
     failed = 0
+    env = {**os.environ, "TMPDIR": os.environ.get("TMPDIR", "/var/tmp")}
     for title, args in BENCHES:
         script = HERE / args[0]
         if not script.exists():
             continue
         print(f"== {title}", flush=True)
-        code = subprocess.call([sys.executable, str(script), *args[1:]])
+        code = subprocess.call([sys.executable, str(script), *args[1:]], env=env)
         if code:
             print(f"   (failed with exit code {code})")
             failed += 1

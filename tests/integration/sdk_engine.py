@@ -170,7 +170,8 @@ def adopting_orphans() -> Iterator[None]:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
 
 
-def _parent_of(pid: int) -> int | None:
+def parent_of(pid: int) -> int | None:
+    """The parent pid of `pid`, from /proc; None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -180,7 +181,7 @@ def _parent_of(pid: int) -> int | None:
 
 def wait_exit(pid: int, timeout: float) -> int | None:
     """Waits for `pid` to exit; its exit code when it is our child (then it is reaped)."""
-    adopted = _parent_of(pid) == os.getpid()
+    adopted = parent_of(pid) == os.getpid()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if adopted:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import dirk
@@ -210,3 +212,26 @@ def test_log_output_has_one_line_per_query_with_its_duration(
         "dirk: container.from.withEnvVariable.withExec.withExec.sync failed: ExecError",
     ]
     assert secret_value not in log.getvalue(), "argument values must never be logged"
+
+
+@pytest.mark.anyio
+async def test_async_leaves_run_concurrently(
+    engine: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    nonce = uuid.uuid4().hex[:8]
+    results: dict[int, str] = {}
+    async with dirk.Connection(config(engine, tmp_path)) as client:
+        base = client.container().from_(busybox_ref)
+        await base.sync()  # the pull is not what this test times
+
+        async def run(i: int) -> None:
+            step = base.with_exec(["sh", "-c", f"sleep 0.5; echo {nonce}-{i}"])
+            results[i] = await step.stdout()
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as group:
+            for i in range(4):
+                group.start_soon(run, i)
+        took = time.monotonic() - started
+    assert results == {i: f"{nonce}-{i}\n" for i in range(4)}
+    assert took < 1.5, f"4 execs of 0.5 s took {took:.2f} s: they did not run at once"

@@ -24,6 +24,7 @@ from tests.integration.sdk_engine import (
     log_tail,
     mounts_under,
     new_state_dir,
+    parent_of,
     pid_running,
     read_engine_json,
     require_root,
@@ -115,6 +116,7 @@ def test_first_program_starts_the_engine_and_the_next_reuses_it(
     assert info is not None, f"no engine.json after the first program:\n{os.listdir(state)}"
     pid = int(info["pid"])
     assert pid_running(pid), "the engine the first program started died with it"
+    assert parent_of(pid) == os.getpid()  # adopted: its exit code is checked at the end
     assert (state / "engine.sock").exists()
 
     second = run_program(state, busybox_ref, nonce, tmp_path)

@@ -69,6 +69,7 @@ class Connection:
                 f"dirk: session open on {session.control or session.query_address} "
                 f"({elapsed:.0f} ms)\n"
             )
+            self.config.log_output.flush()  # a file log shows it before a long first query
         return Executor(self._transport, self.config.log_output)
 
     async def _close(self) -> None:

@@ -9,6 +9,7 @@ committed, so a crash at any point leaves a cache that is smaller, never wrong.
 
 from __future__ import annotations
 
+import base64
 import os
 import time
 from collections.abc import Callable
@@ -52,6 +53,8 @@ from dirk.workers.snapshots.snapshotter import ActiveMount, FileInfo, Snapshotte
 
 #: How many results of this engine's life stay in memory (each is small: layer ids + output).
 MEMO_LIMIT = 20_000
+#: Exec outputs up to this size are stored in the cache row itself, larger ones as blobs.
+INLINE_OUTPUT_LIMIT = 64 * 1024
 
 
 @attrs.frozen
@@ -239,7 +242,10 @@ class Solver:
     async def _load_or_compute(self, op: Op, key: str, local: dict[Op, str]) -> OpResult:
         stored = self._db.cache_get(key)
         if stored is not None:
-            loaded = self._decode(key, stored)
+            try:
+                loaded = self._decode(key, stored)
+            except (KeyError, TypeError, ValueError):
+                loaded = None  # a row of another format: recompute it
             if loaded is not None:
                 self.counters.cache_hits += 1
                 self._emit(StepEvent("cached", key, op.describe()))
@@ -441,9 +447,22 @@ class Solver:
         encoded: dict[str, Any] = {"outputs": [list(s.layers) for s in result.outputs]}
         if result.exec is not None:
             encoded["exit_code"] = result.exec.exit_code
-            encoded["stdout"] = self._blobs.put_bytes(result.exec.stdout)
-            encoded["stderr"] = self._blobs.put_bytes(result.exec.stderr)
+            encoded["stdout"] = self._store_output(result.exec.stdout)
+            encoded["stderr"] = self._store_output(result.exec.stderr)
         return encoded
+
+    def _store_output(self, data: bytes) -> dict[str, str]:
+        # Small outputs (the usual case) live in the cache row: no file to create per step.
+        if len(data) <= INLINE_OUTPUT_LIMIT:
+            return {"inline": base64.b64encode(data).decode()}
+        return {"blob": self._blobs.put_bytes(data)}
+
+    def _load_output(self, stored: dict[str, str]) -> bytes | None:
+        if "inline" in stored:
+            return base64.b64decode(stored["inline"])
+        if not self._blobs.has(stored["blob"]):
+            return None
+        return self._blobs.get_bytes(stored["blob"])
 
     def _decode(self, key: str, stored: dict[str, Any]) -> OpResult | None:
         outputs = tuple(Snapshot(tuple(layers)) for layers in stored["outputs"])
@@ -452,13 +471,11 @@ class Solver:
                 return None
         outcome = None
         if "exit_code" in stored:
-            if not (self._blobs.has(stored["stdout"]) and self._blobs.has(stored["stderr"])):
+            stdout = self._load_output(stored["stdout"])
+            stderr = self._load_output(stored["stderr"])
+            if stdout is None or stderr is None:
                 return None
-            outcome = ExecOutcome(
-                stored["exit_code"],
-                self._blobs.get_bytes(stored["stdout"]),
-                self._blobs.get_bytes(stored["stderr"]),
-            )
+            outcome = ExecOutcome(stored["exit_code"], stdout, stderr)
         return OpResult(key, outputs, outcome, cached=True)
 
     def _emit(self, event: StepEvent) -> None:

@@ -163,7 +163,7 @@ async def health(address: EngineAddress, timeout: float = CONTROL_TIMEOUT) -> st
         try:
             response = await http.get("/health")
         except httpx.TransportError as exc:
-            raise _unreachable(address, exc) from exc
+            raise _unreachable(address, exc) from None
     body = _json_body(response, address)
     _raise_errors(body, response, address)
     return str(body.get("version", "")) if isinstance(body, Mapping) else ""
@@ -183,7 +183,7 @@ async def create_session(
                 "/sessions", json={"workdir": workdir, "labels": dict(labels)}
             )
         except httpx.TransportError as exc:
-            raise _unreachable(address, exc) from exc
+            raise _unreachable(address, exc) from None
     if response.status_code == 401:
         hint = (
             "set DIRK_ENGINE_TOKEN to the engine's admin_token (in its engine.json)"
@@ -209,7 +209,7 @@ async def delete_session(address: EngineAddress, token: str) -> None:
         try:
             response = await http.delete(f"/sessions/{token}")
         except httpx.TransportError as exc:
-            raise _unreachable(address, exc) from exc
+            raise _unreachable(address, exc) from None
     _raise_auth(response, address, "session token")
     if response.status_code >= 400:
         _raise_errors(_json_body(response, address), response, address)
@@ -253,13 +253,13 @@ class GraphQLClient:
             response = await self._http.post("/query", json=payload)
         except httpx.TimeoutException as exc:
             if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise _unreachable(self.address, exc) from exc
+                raise _unreachable(self.address, exc) from None
             raise QueryTimeoutError(
                 f"the query did not finish within {self.timeout} s (Config.timeout); raise or "
                 "unset the timeout for long pipelines"
             ) from exc
         except httpx.TransportError as exc:
-            raise _unreachable(self.address, exc) from exc
+            raise _unreachable(self.address, exc) from None
         _raise_auth(response, self.address, "session token")
         body = _json_body(response, self.address)
         _raise_errors(body, response, self.address)

@@ -237,7 +237,7 @@ class Executor:
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
             if ns is not None:
-                self._pool.release(ns)
+                self._pool.release(ns, reuse=not spec.privileged)
 
     async def _new_netns(self) -> Netns:
         """A namespace made now (the pool is empty); released even if we are cancelled

@@ -229,10 +229,18 @@ class NetnsPool:
             self._cond.notify()
             return ns
 
-    def release(self, ns: Netns) -> None:
-        """Hand a used namespace back for removal (it is never reused)."""
+    def release(self, ns: Netns, reuse: bool = False) -> None:
+        """Hand a used namespace back: kept for the next container when `reuse` (its container
+        had no CAP_NET_ADMIN, so it could not change the namespace's addresses, routes or
+        firewall, and all its processes are gone), else removed.
+
+        Reuse keeps two `ip` processes per container off a busy machine's cores, as
+        BuildKit's namespace pool does."""
         with self._cond:
-            self._released.append(ns.name)
+            if reuse and not self._closed and len(self._ready) < self.size:
+                self._ready.append(ns)
+            else:
+                self._released.append(ns.name)
             self._cond.notify()
 
     def _work(self) -> None:
