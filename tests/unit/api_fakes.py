@@ -90,6 +90,9 @@ class FakeSolver:
     async def solve(self, ref: Ref) -> Any:
         return (await self.result(ref.op)).outputs[ref.output]
 
+    async def solve_all(self, refs: Any) -> list[Any]:
+        return [await self.solve(ref) for ref in refs]
+
     async def read_file(self, ref: Ref, path: str, limit: int | None = None) -> bytes:
         return self.files[path]
 

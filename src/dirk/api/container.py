@@ -8,10 +8,9 @@ writable bind mounts, so the next exec sees what this one wrote. Only leaves (`s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-import anyio
 import attrs
 
 from dirk.api.container_ops import (
@@ -186,32 +185,8 @@ async def container_sync(ctx: RequestContext, parent: Handle | None, args: Args)
         source = m.directory.ref if m.directory else m.file.ref if m.file else None
         if source is not None:
             refs.append(source)
-    await solve_all(ctx, list(dict.fromkeys(refs)))
+    await ctx.solver.solve_all(refs)
     return format_id(parent.type_name, parent.ident)
-
-
-async def solve_all(ctx: RequestContext, refs: Sequence[Ref]) -> None:
-    """Solve `refs` concurrently; the first failure is raised as itself (an `ExecError` stays an
-    `ExecError`, not an exception group)."""
-    if len(refs) == 1:
-        await ctx.solver.solve(refs[0])
-        return
-    try:
-        async with anyio.create_task_group() as tg:
-            for ref in refs:
-                tg.start_soon(ctx.solver.solve, ref)
-    except BaseExceptionGroup as group:
-        raise _first_error(group) from None
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    cancelled = anyio.get_cancelled_exc_class()
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return _first_error(exc)
-        if not isinstance(exc, cancelled):
-            return exc
-    return group.exceptions[0]
 
 
 # --- configuration -----------------------------------------------------------------------------

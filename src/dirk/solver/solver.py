@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +153,25 @@ class Solver:
 
     async def solve(self, ref: Ref) -> Snapshot:
         return (await self.result(ref.op)).outputs[ref.output]
+
+    async def solve_all(self, refs: Sequence[Ref]) -> list[Snapshot]:
+        """Solve `refs` concurrently; the first failure is raised as itself (an `ExecError`
+        stays an `ExecError`, not an exception group)."""
+        results: dict[Ref, Snapshot] = {}
+
+        async def solve_one(ref: Ref) -> None:
+            results[ref] = await self.solve(ref)
+
+        if len(refs) == 1:
+            await solve_one(refs[0])
+        else:
+            try:
+                async with anyio.create_task_group() as tg:
+                    for ref in dict.fromkeys(refs):
+                        tg.start_soon(solve_one, ref)
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+        return [results[ref] for ref in refs]
 
     async def resolve_image(self, reference: str, platform: str = "linux/amd64") -> ResolvedImage:
         """Ask the registry what `reference` is now (tag -> digest, config); pulls no layers."""

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import anyio
 
-from dirk.errors import CommandNotFoundError, ExecutorError
+from dirk.errors import CommandNotFoundError, ExecutorError, InvalidArgumentError
 from dirk.state.layout import StateLayout
 from dirk.workers.executor import network
 from dirk.workers.executor.hostfiles import hosts_file, read_host_resolv_conf
 from dirk.workers.executor.network import Netns, NetnsPool
 from dirk.workers.executor.process import Child
-from dirk.workers.executor.rootpath import resolve_in_root
 from dirk.workers.executor.runtime import (
     KNOWN_RUNTIMES,
     Runtime,
@@ -49,6 +48,7 @@ from dirk.workers.executor.spec import (
 )
 from dirk.workers.executor.spec import stub_paths as _stub_paths
 from dirk.workers.executor.users import resolve_user_in_rootfs
+from dirk.workers.snapshots.fileops import resolve_in_root
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ class Executor:
             return False
         try:
             return resolve_in_root(rootfs, CA_BUNDLE_PATH).is_file()
-        except OSError:
+        except (OSError, InvalidArgumentError):  # unreadable, or a symlink loop in the image
             return False
 
     async def _run_container(

@@ -12,8 +12,8 @@ from pathlib import Path
 import attrs
 
 from dirk.errors import ExecutorError
-from dirk.workers.executor.rootpath import resolve_in_root
 from dirk.workers.executor.spec import ResolvedUser
+from dirk.workers.snapshots.fileops import resolve_in_root
 
 
 @attrs.frozen
