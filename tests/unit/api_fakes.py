@@ -100,6 +100,13 @@ class FakeSolver:
         prefix = path.rstrip("/") + "/"
         return sorted({p[len(prefix) :].split("/")[0] for p in self.files if p.startswith(prefix)})
 
+    async def list_entries(self, ref: Ref, path: str) -> list[tuple[str, str]]:
+        entries = []
+        for name in await self.list_dir(ref, path):
+            info = await self.stat(ref, path.rstrip("/") + "/" + name)
+            entries.append((name, info.kind if info is not None else "other"))
+        return entries
+
     async def stat(self, ref: Ref, path: str) -> FakeInfo | None:
         if path in self.files:
             return FakeInfo("file", len(self.files[path]))

@@ -191,12 +191,8 @@ async def directory_without_directory(
 async def list_entries(ctx: RequestContext, d: Directory, path: str | None) -> list[str]:
     """The sorted names in `path` of `d`; directories end with "/" as in Dagger >= 0.13."""
     full = inside(d.subdir, path or ".")
-    names = await ctx.solver.list_dir(d.ref, full)
-    entries = []
-    for name in sorted(names):
-        info = await ctx.solver.stat(d.ref, posixpath.join(full, name))
-        entries.append(name + "/" if info is not None and info.kind == "dir" else name)
-    return entries
+    entries = await ctx.solver.list_entries(d.ref, full)
+    return [name + "/" if kind == "dir" else name for name, kind in entries]
 
 
 @leaf("Directory", "entries")

@@ -187,6 +187,12 @@ class Solver:
         snapshot = await self.solve(ref)
         return await anyio.to_thread.run_sync(self._snap.list_dir, snapshot, path)
 
+    async def list_entries(self, ref: Ref, path: str) -> list[tuple[str, str]]:
+        """(name, kind) of each entry in directory `path`; kind is file, dir, symlink or other."""
+        snapshot = await self.solve(ref)
+        entries = await anyio.to_thread.run_sync(self._snap.list_entries, snapshot, path)
+        return [(name, str(kind)) for name, kind in entries]
+
     async def stat(self, ref: Ref, path: str) -> FileInfo | None:
         snapshot = await self.solve(ref)
         return await anyio.to_thread.run_sync(self._snap.stat, snapshot, path)

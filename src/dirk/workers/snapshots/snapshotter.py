@@ -262,16 +262,30 @@ class Snapshotter:
 
     def list_dir(self, snapshot: Snapshot, path: str) -> list[str]:
         """The sorted names in directory `path` (symlinks followed)."""
+        entry = self._directory(snapshot, path)
+        return [] if entry is None else self._view(snapshot).names(entry)
+
+    def list_entries(self, snapshot: Snapshot, path: str) -> list[tuple[str, Kind]]:
+        """The sorted names in directory `path` with the kind of each (symlinks not followed),
+        in one pass over the layers."""
+        entry = self._directory(snapshot, path)
+        if entry is None:
+            return []
+        children = self._view(snapshot).children(entry)
+        return sorted((name, _kind(child.st.st_mode)) for name, child in children)
+
+    def _directory(self, snapshot: Snapshot, path: str) -> Entry | None:
+        """The directory entry at `path`; None for the root of an empty snapshot."""
         if not snapshot.layers:
             if clean_path(path):
                 raise SnapshotPathError(f"cannot list {path}: the directory is empty, no such path")
-            return []
+            return None
         shown, entry = self._entry(snapshot, path, True)
         if entry is None:
             raise SnapshotPathError(f"cannot list {path}: no such directory ({shown})")
         if not entry.is_dir:
             raise SnapshotPathError(f"cannot list {path}: it is a {_kind(entry.st.st_mode)}")
-        return self._view(snapshot).names(entry)
+        return entry
 
     def stat(self, snapshot: Snapshot, path: str) -> FileInfo | None:
         """What is at `path` (a symlink there is described, not followed); None if nothing."""
