@@ -227,6 +227,9 @@ class Solver:
         if volatile:
             local[op] = key
         else:
+            if len(self._keys) >= MEMO_LIMIT:
+                # Oldest first: keys hold operations (and inline file contents) alive.
+                self._keys.pop(next(iter(self._keys)))
             self._keys[op] = key
         return key, volatile
 
@@ -253,9 +256,7 @@ class Solver:
         try:
             result = await self._load_or_compute(op, key, local)
             flight.result = result
-            if len(self._memo) >= MEMO_LIMIT:
-                self._memo.pop(next(iter(self._memo)))
-            self._memo[key] = result
+            self._remember(key, result)
             return result
         except BaseException as exc:
             flight.error = exc
@@ -263,6 +264,15 @@ class Solver:
         finally:
             del self._inflight[key]
             flight.done.set()
+
+    def _remember(self, key: str, result: OpResult) -> None:
+        """Keep a result in memory, unless its output is large (the cache row has it)."""
+        if result.exec is not None:
+            if len(result.exec.stdout) + len(result.exec.stderr) > INLINE_OUTPUT_LIMIT:
+                return
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.pop(next(iter(self._memo)))
+        self._memo[key] = result
 
     async def _load_or_compute(self, op: Op, key: str, local: dict[Op, str]) -> OpResult:
         stored = self._db.cache_get(key)
