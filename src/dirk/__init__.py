@@ -5,6 +5,9 @@
     with dirk.Connection() as client:
         print(client.container().from_("alpine:3.20").with_exec(["echo", "hi"]).stdout())
 
+A helper that works in both modes takes and returns objects of the mode type variable:
+`def build(client: dirk.Client[dirk.M]) -> dirk.Container[dirk.M]`.
+
 The SDK is imported on first use, so the engine and the CLI (`python -m dirk ...`) do not pay
 for it.
 """
@@ -36,14 +39,15 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Secret as Secret
     from dirk.sdk.gen import Syncer as Syncer
     from dirk.sdk.modes import Async as Async
+    from dirk.sdk.modes import M as M
+    from dirk.sdk.modes import Mode as Mode
     from dirk.sdk.modes import Sync as Sync
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "Config": "dirk.sdk.config",
     "Connection": "dirk.sdk.connection",
-    "Async": "dirk.sdk.modes",
-    "Sync": "dirk.sdk.modes",
+    **{name: "dirk.sdk.modes" for name in ("Async", "M", "Mode", "Sync")},
     **{
         name: "dirk.sdk.gen"
         for name in (

@@ -3,6 +3,7 @@ cache) driven with graphql-core directly, the way the wire server does it, minus
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
 from dirk.engine import Engine
-from dirk.engine.sessions import Session
+from dirk.engine.sessions import Session, SessionRegistry
 from dirk.errors import ExecError
 from dirk.wire.errors import format_error
 
@@ -44,9 +45,9 @@ def workdir(tmp_path: Path) -> Path:
 class Client:
     """One session, querying the schema the way the wire server does."""
 
-    def __init__(self, engine: Engine, workdir: Path) -> None:
+    def __init__(self, engine: Engine, workdir: Path, session: Session | None = None) -> None:
         self.engine = engine
-        self.session = Session("token", workdir, {}, time.time())
+        self.session = session or Session("token", workdir, {}, time.time())
 
     async def run(self, query: str, **variables: Any) -> ExecutionResult:
         context = RequestContext(engine=self.engine, session=self.session)
@@ -317,3 +318,37 @@ async def test_sync_of_a_failing_exec_raises_the_exec_error(
     assert result.errors is not None
     assert isinstance(result.errors[0].original_error, ExecError)
     assert format_error(result.errors[0])["extensions"]["exitCode"] == 9
+
+
+async def test_ending_a_session_cancels_its_exec_but_another_waiting_on_it_gets_it(
+    engine: Engine, workdir: Path, busybox_ref: str
+) -> None:
+    registry = SessionRegistry()
+    first = Client(engine, workdir, registry.create(workdir, {}))
+    second = Client(engine, workdir, registry.create(workdir, {}))
+    query = (
+        "query($image: String!) { container { from(address: $image) {"
+        ' withExec(args: ["sh", "-c", "sleep 1; echo done"]) { stdout } } } }'
+    )
+    solver = engine.solver
+    running = asyncio.create_task(first.run(query, image=busybox_ref))
+    first.session.track(running)
+    with anyio.fail_after(30):
+        while solver.counters.execs < 1:  # the first session's exec is running
+            await anyio.sleep(0.01)
+    waiting = asyncio.create_task(second.data(query, image=busybox_ref))
+    with anyio.fail_after(5):
+        while solver.counters.joined < 1:  # the second session waits for that run
+            await anyio.sleep(0.01)
+    await registry.end(first.session.token)
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    data = await waiting
+    assert last(data["container"], "from")["withExec"]["stdout"] == "done\n"
+    assert solver.counters.execs == 2, "the waiting session ran the exec again itself"
+    overlays = [
+        line
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if " - overlay " in line and str(engine.layout.run) in line
+    ]
+    assert overlays == [], "the cancelled exec left its overlays mounted"

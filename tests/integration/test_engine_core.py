@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,10 +14,12 @@ from dirk.engine import Engine
 from dirk.errors import (
     CommandNotFoundError,
     ExecError,
+    ExecutorError,
     ImageNotFoundError,
     RegistryUnreachableError,
 )
-from dirk.solver.ops import Copy, Exec, ExecMount, HostDirectory, MkFile, Ref
+from dirk.solver.ops import Copy, Exec, ExecMount, HostDirectory, MkFile, Ref, Scratch
+from dirk.state.db import Database
 
 from .engine_helpers import image, sh, stdout
 
@@ -299,3 +302,85 @@ async def test_sigkill_mid_run_leaves_a_usable_cache(tmp_path: Path, busybox_ref
         assert engine.solver.counters.execs == 0
         assert engine.solver.counters.cache_hits >= 1
         assert await stdout(engine, sh(prepared, "cat /b /a")) == "b\na\na\n"
+
+
+def _overlays_under(path: Path) -> list[str]:
+    return [
+        line
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if " - overlay " in line and str(path) in line
+    ]
+
+
+async def test_cancelled_exec_releases_its_mounts(engine: Engine, busybox_ref: str) -> None:
+    root, _ = await image(engine, busybox_ref)
+    data = Ref(MkFile(root, "/d/x", b"x\n"))
+    await engine.solver.solve(data)  # pulled and written before the clock starts
+    mounts = [
+        ExecMount("/mnt/rw", source=data, source_path="/d"),
+        ExecMount("/mnt/ro", source=data, source_path="/d", readonly=True),
+    ]
+    with anyio.move_on_after(1.0) as scope:
+        await engine.solver.result(sh(root, "sleep 30", mounts=mounts))
+    assert scope.cancelled_caught
+    assert _overlays_under(engine.layout.run) == [], "a cancelled exec left overlays mounted"
+
+
+async def test_cache_entries_naming_lost_layers_or_garbage_are_recomputed(
+    tmp_path: Path, busybox_ref: str
+) -> None:
+    state = tmp_path / "state"
+
+    def step(root: Ref) -> Exec:
+        return sh(root, "echo kept > /f; echo out")
+
+    async with Engine(state) as engine:
+        root, _ = await image(engine, busybox_ref)
+        result = await engine.solver.result(step(root))
+        lost = result.outputs[0].layers[-1]
+    shutil.rmtree(state / "l" / lost)  # e.g. deleted by hand
+    async with Engine(state) as engine:
+        root, _ = await image(engine, busybox_ref)
+        assert await stdout(engine, step(root)) == "out\n"
+        assert await engine.solver.read_file(Ref(step(root)), "/f") == b"kept\n"
+        assert engine.solver.counters.execs == 1
+    db = Database(state / "dirk.db")
+    db.execute("UPDATE cache SET result = ?", ("{not json",))
+    db.close()
+    async with Engine(state) as engine:
+        root, _ = await image(engine, busybox_ref)
+        assert await stdout(engine, step(root)) == "out\n"
+        assert engine.solver.counters.execs == 1
+
+
+async def test_a_chain_of_hundreds_of_steps_solves(engine: Engine) -> None:
+    def chain() -> Ref:
+        ref = Ref(Scratch())
+        for i in range(400):
+            ref = Ref(MkFile(ref, f"/f{i}", b"%d" % i))
+        return ref
+
+    assert await engine.solver.read_file(chain(), "/f399") == b"399"
+    # The same chain built again (as another session would): known, nothing runs again.
+    executed = engine.solver.counters.executed
+    assert await engine.solver.read_file(chain(), "/f0") == b"0"
+    assert engine.solver.counters.executed == executed
+
+
+async def test_a_failed_start_closes_what_it_opened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+
+    def open_state_files() -> list[str]:
+        fds = Path("/proc/self/fd")
+        targets = []
+        for fd in fds.iterdir():
+            try:
+                targets.append(str(fd.readlink()))
+            except OSError:
+                continue
+        return [t for t in targets if t.startswith(str(state))]
+
+    with pytest.raises(ExecutorError, match="no-such-runtime"):
+        async with Engine(state, runtime="no-such-runtime"):
+            pass
+    assert open_state_files() == [], "the database stays open after a failed start"

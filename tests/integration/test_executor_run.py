@@ -359,6 +359,69 @@ async def test_concurrent_containers_get_distinct_addresses(
     assert all(a.startswith("10.89.") and a.endswith("/16") for a in addresses)
 
 
+async def test_no_ipv6_on_eth0_or_the_bridge(executor: Executor, rootfs: Path) -> None:
+    # With IPv6 there, a container with CAP_NET_RAW could hand its peers and the host addresses
+    # and routes by router advertisements.
+    result = await sh(
+        executor, rootfs, "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ip -6 addr show eth0"
+    )
+    assert result.stdout == b"1\n", result.stdout
+    assert Path(f"/proc/sys/net/ipv6/conf/{network.BRIDGE}/disable_ipv6").read_text() == "1\n"
+
+
+_ADDRESS = "ip -o -4 addr show eth0 | awk '{print $4}'"
+
+
+async def test_steps_in_a_row_reuse_namespaces_only_when_left_clean(
+    executor: Executor, rootfs: Path
+) -> None:
+    seen = [(await sh(executor, rootfs, _ADDRESS)).stdout for _ in range(8)]
+    assert len(set(seen)) <= 5, "each step got a new namespace: none was reused"
+    # The server side closes first: its port stays in TIME_WAIT after the container ended.
+    linger = f"nc -l -p 8080 -e true & sleep 0.2; nc 127.0.0.1 8080 </dev/null; {_ADDRESS}"
+    lingered = [(await sh(executor, rootfs, linger)).stdout for _ in range(3)]
+    assert len(set(lingered)) == 3
+    after = [(await sh(executor, rootfs, _ADDRESS)).stdout for _ in range(3)]
+    assert not set(after) & set(lingered), "a namespace with lingering sockets was reused"
+
+
+_TIME_WAIT = """
+import socket
+server = socket.create_server(("127.0.0.1", 8080))
+client = socket.create_connection(("127.0.0.1", 8080))
+conn, _ = server.accept()
+conn.close()  # the server closes first: its port 8080 stays in TIME_WAIT for a minute
+client.recv(1)
+client.close()
+"""
+
+
+def test_a_namespace_with_lingering_sockets_is_not_reused() -> None:
+    tag = f"t{os.getpid() % 100:02d}"
+    network.setup_host_network()
+    ns = network.create_netns(f"dirk-{tag}-1", f"dk{tag}1")
+    try:
+        assert network.reusable(ns.name)
+        subprocess.run(
+            ["ip", "netns", "exec", ns.name, sys.executable, "-c", _TIME_WAIT], check=True
+        )
+        assert not network.reusable(ns.name), "the next container could not bind port 8080"
+    finally:
+        network.remove_netns(ns.name)
+    assert _wait_until(lambda: _ours(tag) == ([], [])), _ours(tag)
+
+
+def test_a_namespace_released_after_close_is_removed() -> None:
+    tag = f"u{os.getpid() % 100:02d}"
+    network.setup_host_network()
+    pool = network.NetnsPool(tag, size=1)
+    pool.start()
+    ns = pool.create()
+    pool.close()
+    pool.release(ns, reuse=True)  # a container that outlived the engine's shutdown
+    assert _wait_until(lambda: _ours(tag) == ([], [])), _ours(tag)
+
+
 # --- cleanup ----------------------------------------------------------------------------------
 
 

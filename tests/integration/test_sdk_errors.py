@@ -1,16 +1,19 @@
 """Failures a user meets with the dirk SDK: each ends quickly with a dirk error naming the problem.
 
 Against a real engine (one per module): a wrong session token, malformed or invalid GraphQL sent
-raw, an image that does not exist, an engine address where nothing listens.
+raw, an image that does not exist, an engine address where nothing listens, Ctrl-C.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ import pytest
 
 import dirk
 from dirk.errors import ClientConnectionError, ExecError, QueryError, SessionAuthError
-from tests.integration.sdk_engine import RunningEngine, foreground_engine
+from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine
 
 pytestmark = [pytest.mark.integration]
 
@@ -172,3 +175,63 @@ def test_objects_used_after_the_connection_closed_fail_clearly(
         assert ctr.stdout() == "hi\n"
     with pytest.raises(ClientConnectionError, match="closed"):
         ctr.stdout()
+
+
+#: A plain script whose pipeline runs for a minute: the user presses Ctrl-C during it.
+LONG_PROGRAM = """
+import sys
+import dirk
+
+with dirk.Connection(dirk.Config(engine=sys.argv[1])) as client:
+    ctr = client.container().from_(sys.argv[2])
+    ctr = ctr.with_exec(["sh", "-c", "sleep 60; echo " + sys.argv[3]])
+    print("started", flush=True)
+    ctr.stdout()
+"""
+
+
+def _command_running(text: str) -> bool:
+    """Whether a process of this host has `text` in its command line."""
+    needle = text.encode()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    if needle in f.read().replace(b"\0", b" "):
+                        return True
+            except OSError:
+                continue
+    return False
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {seconds:g} s", False)
+        time.sleep(0.05)
+
+
+def test_ctrl_c_ends_the_program_and_its_container_at_once(
+    engine: RunningEngine, busybox_ref: str
+) -> None:
+    command = f"sleep 60; echo {uuid.uuid4().hex}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LONG_PROGRAM, engine.socket_url, busybox_ref, command.split()[-1]],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "started\n"
+        _wait_for(lambda: _command_running(command), 20, "the container's command did not start")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=QUICK_S)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGINT, stderr
+    assert time.monotonic() - started < QUICK_S
+    assert stderr.rstrip().endswith("KeyboardInterrupt")
+    _wait_for(lambda: not _command_running(command), QUICK_S, "the engine kept the command running")

@@ -21,6 +21,7 @@ from dirk.workers.snapshots.hostdir import import_host_path
 from dirk.workers.snapshots.layers import LayerStore, Snapshot
 from dirk.workers.snapshots.layerview import OPAQUE_XATTR, is_whiteout
 from dirk.workers.snapshots.snapshotter import Snapshotter
+from dirk.workers.syscalls import mounts_under
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +31,7 @@ def layout(tmp_path: Path) -> Iterator[StateLayout]:
     assert os.geteuid() == 0, "overlayfs mounts need root: run the integration tests as root"
     layout = StateLayout(tmp_path / "s").ensure()
     yield layout
-    for point in overlay.mounts_under(layout.root):
+    for point in mounts_under(layout.root):
         overlay.detach(point)
 
 
@@ -364,7 +365,7 @@ def test_cleanup_after_a_killed_engine(layout: StateLayout, layers: LayerStore) 
     merged = Path(proc.stdout.readline().strip())
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert len(overlay.mounts_under(layout.run / "m")) == 2
+    assert len(mounts_under(layout.run / "m")) == 2
     assert (merged / "half-done").exists()
     # Keep the stale mount busy, as a leftover process would.
     holder = os.open(merged, os.O_RDONLY | os.O_DIRECTORY)
@@ -374,7 +375,7 @@ def test_cleanup_after_a_killed_engine(layout: StateLayout, layers: LayerStore) 
         elapsed = time.perf_counter() - started
     finally:
         os.close(holder)
-    assert overlay.mounts_under(layout.run / "m") == []
+    assert mounts_under(layout.run / "m") == []
     assert sorted(os.listdir(layout.run / "m")) == ["e", "t"]
     assert os.listdir(layout.run / "m/t") == []
     assert elapsed < 2

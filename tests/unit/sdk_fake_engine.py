@@ -11,6 +11,7 @@ import base64
 import json
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from graphql import (
@@ -44,10 +45,32 @@ class FakeEngine:
         self.errors = errors or {}
         self.queries: list[str] = []
         self.ids = 0
+        #: Sessions opened (workdir, labels), "closed" when one ended, "transport closed" when a
+        #: connection's HTTP client was closed.
         self.opened: list[Any] = []
+        #: Seconds every answer (and opening a session) takes, like a long pipeline would.
+        self.delay = 0.0
+        self.open_delay = 0.0
+        #: Queries whose caller went away (cancelled) before the answer.
+        self.abandoned = 0
 
-    def transport(self) -> httpx.MockTransport:
-        return httpx.MockTransport(self.handle)
+    def transport(self) -> httpx.AsyncBaseTransport:
+        fake = self
+
+        class Transport(httpx.MockTransport):
+            async def aclose(self) -> None:
+                fake.opened.append("transport closed")
+
+        return Transport(self.handle_slowly)
+
+    async def handle_slowly(self, request: httpx.Request) -> httpx.Response:
+        if self.delay:
+            try:
+                await anyio.sleep(self.delay)
+            except anyio.get_cancelled_exc_class():
+                self.abandoned += 1
+                raise
+        return self.handle(request)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         expected = "Basic " + base64.b64encode(f"{TOKEN}:".encode()).decode()
@@ -116,10 +139,12 @@ def use_fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     )
 
     async def open_session(workdir: Any, labels: Any, **_: Any) -> SessionInfo:
+        await anyio.sleep(fake.open_delay)
         fake.opened.append((workdir, labels))
         return SessionInfo(TOKEN, 1234, EngineAddress("http://fake-engine"), control=None)
 
     async def close_session(info: SessionInfo) -> None:
+        await anyio.sleep(0)  # a request to the engine: cancellable like one
         fake.opened.append("closed")
 
     monkeypatch.setattr(connection_module, "open_session", open_session)

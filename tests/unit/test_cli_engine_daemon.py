@@ -7,10 +7,13 @@ import socket
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import attrs
 import pytest
 
+from dirk.engine import daemon as daemon_module
 from dirk.engine.daemon import serve
 from dirk.errors import EngineAlreadyRunningError, StateError
 
@@ -91,3 +94,44 @@ async def test_busy_port_is_a_clear_error(daemon: Daemon) -> None:
         port = taken.getsockname()[1]
         with pytest.raises(StateError, match=rf"cannot listen on 127.0.0.1:{port}.*--port"):
             await daemon.start(port)
+
+
+async def test_too_long_socket_path_is_a_clear_error_and_frees_the_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bound: list[socket.socket] = []
+    bind_tcp = daemon_module._bind_tcp
+
+    def record(port: int) -> socket.socket:
+        bound.append(bind_tcp(port))
+        return bound[-1]
+
+    monkeypatch.setattr(daemon_module, "_bind_tcp", record)
+    deep = Daemon(tmp_path / ("d" * 120))
+    with pytest.raises(StateError, match=r"limited to 107 bytes.*shorter --state-dir"):
+        await deep.start()
+    assert deep.engines == []
+    assert bound[0].fileno() == -1  # the TCP listener was closed, not leaked
+
+
+async def test_engine_that_fails_to_start_closes_its_sockets(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "state")
+    components = daemon.components()
+
+    def broken_engine(root: Path) -> Any:
+        raise StateError("cannot open the database")
+
+    broken = attrs.evolve(components, make_engine=broken_engine)
+    with pytest.raises(StateError, match="database"):
+        await serve(daemon.root, 0, components=broken, stop=daemon.stop)
+    assert not (daemon.root / "engine.sock").exists()
+    assert not (daemon.root / "engine.json").exists()
+
+
+async def test_signal_during_start_up_stops_without_serving(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "state")
+    daemon.stop.set()  # SIGTERM arrived while the engine was starting
+    await serve(daemon.root, 0, components=daemon.components(), stop=daemon.stop)
+    assert daemon.engines[0].events == ["start", "aclose"]
+    assert not (daemon.root / "engine.json").exists()
+    assert not (daemon.root / "engine.sock").exists()

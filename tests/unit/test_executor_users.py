@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,17 @@ def test_missing_files_allow_numeric_users_only(tmp_path: Path) -> None:
     assert resolve_user_in_rootfs(tmp_path, "5:6") == ResolvedUser(5, 6, (), "/")
     with pytest.raises(ExecutorError):
         resolve_user_in_rootfs(tmp_path, "root")
+
+
+def test_a_fifo_or_directory_for_passwd_reads_as_missing(tmp_path: Path) -> None:
+    # A step can leave a FIFO there; opening it for reading would block the engine's loop.
+    (tmp_path / "etc").mkdir()
+    os.mkfifo(tmp_path / "etc/passwd")
+    (tmp_path / "etc/group").mkdir()
+    found: list[ResolvedUser] = []
+    worker = threading.Thread(
+        target=lambda: found.append(resolve_user_in_rootfs(tmp_path, "7")), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=5)
+    assert found == [ResolvedUser(7, 0, (), "/")], "resolving the user blocked on a FIFO"

@@ -82,6 +82,7 @@ class FakeRegistry:
         self.users = {"alice": "s3cret"}
         self.anonymous_tokens = True
         self.tokens: set[str] = set()
+        self.issued = 0
         self.requests: list[httpx.Request] = []
         self.corrupt: set[str] = set()
         self.slow: set[str] = set()
@@ -216,7 +217,8 @@ class FakeRegistry:
             return httpx.Response(401, json={"details": "login required"})
         assert request.url.params["service"] == HOST
         assert request.url.params["scope"].startswith("repository:")
-        token = f"tok-{user}-{len(self.tokens)}"
+        self.issued += 1
+        token = f"tok-{user}-{self.issued}"
         self.tokens.add(token)
         return httpx.Response(200, json={"token": token, "expires_in": 300})
 
@@ -544,6 +546,44 @@ async def test_credential_helper_is_named_when_no_static_credentials(
     write_config(docker_config, {"auths": {}, "credsStore": "desktop"})
     with pytest.raises(RegistryAuthError, match="docker-credential-desktop"):
         await store.resolve(f"{HOST}/b:1")
+
+
+async def test_layers_asking_for_credentials_at_once_log_in_once(
+    fake: FakeRegistry, store: ImageStore
+) -> None:
+    fake.auth = "bearer"
+    layers = [{f"f{i}": b"x" * 100_000} for i in range(4)]
+    fake.image("many", "1", layers)
+    image = await store.resolve(f"{HOST}/many:1")
+    fake.tokens.clear()  # the token expired: every layer download is refused at once
+    fake.requests.clear()
+    await store.unpack(image)
+    assert len([r for r in fake.requests if r.url.host == "auth.test"]) == 1
+
+
+async def test_basic_auth_for_layers_asking_at_once(
+    fake: FakeRegistry, layout: StateLayout, store: ImageStore, docker_config: Path
+) -> None:
+    fake.auth = "basic"
+    layers = [{f"f{i}": b"x" * 100_000} for i in range(4)]
+    digest = fake.image("many", "1", layers)
+    write_config(docker_config, {"auths": {HOST: {"username": "alice", "password": "s3cret"}}})
+    await store.resolve(f"{HOST}/many@{digest}")
+    # Another engine run: the pinned image resolves from the store, so the first requests that
+    # meet the registry's challenge are the layer downloads, all at once.
+    db = Database(layout.db_path)
+    again = ImageStore(
+        BlobStore(layout.blobs, layout.tmp),
+        LayerStore(layout, db),
+        docker_config=docker_config,
+        transport=httpx.MockTransport(fake.handler),
+    )
+    try:
+        snapshot = await again.unpack(await again.resolve(f"{HOST}/many@{digest}"))
+    finally:
+        await again.aclose()
+        db.close()
+    assert len(snapshot.layers) == 4
 
 
 # --- transport -----------------------------------------------------------------------------------

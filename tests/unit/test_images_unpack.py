@@ -210,6 +210,13 @@ def test_hardlink_to_missing_target_is_an_error(dest: Path) -> None:
         unpack(make_tar(entry("l", tarfile.LNKTYPE, linkname="missing")), dest)
 
 
+def test_a_failing_entry_is_named_in_an_image_error(dest: Path) -> None:
+    with pytest.raises(ImageError, match=r"layer sha256:test: cannot unpack entry 'l'.*"):
+        unpack(
+            make_tar(entry("d", tarfile.DIRTYPE), entry("l", tarfile.LNKTYPE, linkname="d")), dest
+        )
+
+
 def test_empty_blob_and_empty_tar_are_empty_layers(dest: Path) -> None:
     unpack(b"", dest)
     unpack(b"\0" * 1024, dest)

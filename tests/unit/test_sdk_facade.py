@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import signal
+import threading
+import time
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -12,6 +16,8 @@ from dirk.errors import ClientConnectionError, ExecError
 
 from .sdk_fake_engine import FakeEngine, use_fake_engine
 
+#: What leaving a connection's block does: the session ends, then its HTTP client closes.
+ENDED = ["closed", "transport closed"]
 ECHO = '{ container { from(address: "alpine") { withExec(args: ["echo", "hi"]) { stdout } } } }'
 
 
@@ -29,7 +35,7 @@ def test_async_leaf_returns_awaitable_value(engine: FakeEngine) -> None:
 
     assert anyio.run(main) == "hi\n"
     assert engine.queries == [ECHO]
-    assert engine.opened[-1] == "closed"
+    assert engine.opened[-2:] == ENDED
 
 
 def test_sync_leaf_blocks_and_returns_value(engine: FakeEngine) -> None:
@@ -38,7 +44,7 @@ def test_sync_leaf_blocks_and_returns_value(engine: FakeEngine) -> None:
         assert ctr.stdout() == "hi\n"
         assert ctr.exit_code() == 0
     assert engine.queries[0] == ECHO
-    assert engine.opened[-1] == "closed"
+    assert engine.opened[-2:] == ENDED
 
 
 def test_objects_are_immutable_and_shareable(engine: FakeEngine) -> None:
@@ -163,3 +169,61 @@ def test_object_loaded_from_an_id_is_passed_without_asking_its_id(engine: FakeEn
 def test_config_rejects_a_non_positive_timeout() -> None:
     with pytest.raises(ValueError, match="timeout must be a positive number"):
         dirk.Config(timeout=0)
+
+
+# --- leaving a block early: Ctrl-C, cancellation, failures -----------------------------------
+
+
+@pytest.fixture
+def ctrl_c_soon() -> Iterator[None]:
+    """Delivers SIGINT to the main thread 0.2 s into the test, as Ctrl-C at a terminal does."""
+    timer = threading.Timer(
+        0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT)
+    )
+    timer.start()
+    yield
+    timer.cancel()
+
+
+def test_ctrl_c_during_a_sync_query_abandons_it_and_ends_the_session(
+    engine: FakeEngine, ctrl_c_soon: None
+) -> None:
+    engine.delay = 30  # a long pipeline
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), dirk.Connection() as client:
+        client.container().from_("alpine").with_exec(["sleep", "30"]).stdout()
+    assert time.monotonic() - started < 5
+    assert engine.abandoned == 1  # the query does not go on in the background
+    assert engine.opened[-2:] == ENDED
+
+
+def test_ctrl_c_while_connecting_returns_at_once(engine: FakeEngine, ctrl_c_soon: None) -> None:
+    engine.open_delay = 30  # e.g. an engine being started
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), dirk.Connection():
+        pass
+    assert time.monotonic() - started < 5
+
+
+def test_cancelled_async_block_still_ends_the_session(engine: FakeEngine) -> None:
+    async def main() -> None:
+        with anyio.move_on_after(0.1):
+            async with dirk.Connection() as client:
+                await client.container().from_("alpine").with_exec(["true"]).sync()
+                await anyio.sleep(30)
+
+    anyio.run(main)
+    assert engine.opened[-2:] == ENDED
+
+
+def test_failure_right_after_opening_ends_the_session(engine: FakeEngine) -> None:
+    class FullDisk(io.StringIO):
+        def write(self, text: str) -> int:
+            raise OSError(28, "No space left on device")
+
+    with (
+        pytest.raises(OSError, match="No space"),
+        dirk.Connection(dirk.Config(log_output=FullDisk())),
+    ):
+        pass
+    assert engine.opened[-2:] == ENDED

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -269,3 +271,25 @@ def test_joined_session_is_used_and_never_ended() -> None:
     info = anyio.run(main)
     assert (info.token, info.port, info.control) == ("tok", 4455, None)
     assert info.query_address == EngineAddress("http://127.0.0.1:4455")
+
+
+def test_waiting_for_another_program_starting_the_engine_can_be_cancelled(
+    state_dir: Path,
+) -> None:
+    def spawn(state_dir: Path) -> FakeProcess:
+        raise AssertionError("the lock is held by another program: must not start an engine")
+
+    async def main() -> None:
+        with anyio.move_on_after(0.2):
+            await ensure_local_engine(state_dir, spawn=spawn, is_root=lambda: True)
+
+    with open(state_dir / "engine.lock", "w") as held:  # another program is starting one
+        fcntl.flock(held, fcntl.LOCK_EX)
+        release = threading.Timer(5, fcntl.flock, (held, fcntl.LOCK_UN))  # never hang the suite
+        release.start()
+        started = time.monotonic()
+        try:
+            anyio.run(main)
+        finally:
+            release.cancel()
+        assert time.monotonic() - started < 2  # Ctrl-C (a cancellation) stops the wait

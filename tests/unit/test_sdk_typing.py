@@ -17,9 +17,14 @@ import dirk
 from dirk import Async, Sync
 
 
+def base(client: dirk.Client[dirk.M]) -> dirk.Container[dirk.M]:  # for both modes
+    return client.container().from_("alpine").with_env_variable("CI", "1")
+
+
 async def async_use() -> None:
     async with dirk.Connection(dirk.Config(timeout=60)) as client:
         assert_type(client, dirk.Client[Async])
+        assert_type(base(client), dirk.Container[Async])
         ctr = client.container().from_("alpine").with_exec(["echo", "hi"])
         assert_type(ctr, dirk.Container[Async])
         pending = assert_type(ctr.stdout(), Coroutine[Any, Any, str])
@@ -41,6 +46,7 @@ async def async_use() -> None:
 def sync_use() -> None:
     with dirk.Connection() as client:
         assert_type(client, dirk.Client[Sync])
+        assert_type(base(client).stdout(), str)
         ctr = client.container().from_("alpine").with_exec(["echo", "hi"])
         assert_type(ctr.stdout(), str)
         code: int = ctr.exit_code()

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
+
+import anyio.to_thread
 
 from dirk.api.context import RequestContext
 from dirk.api.directory import gitignore_unsupported
@@ -13,6 +16,8 @@ from dirk.api.registry import Args, builds
 from dirk.api.values import Directory, File, Handle, Host
 from dirk.errors import HostPathError
 from dirk.solver.ops import HostDirectory, HostFile, Ref
+
+HostKind = Literal["directory", "file"]
 
 
 def host_path(workdir: Path, path: str) -> Path:
@@ -28,16 +33,27 @@ async def query_host(ctx: RequestContext, parent: Handle | None, args: Args) -> 
     return Host()
 
 
+async def _checked(ctx: RequestContext, raw: str, kind: HostKind) -> Path:
+    """The host path `raw` names, checked to be a `kind` (in a thread: the session's working
+    directory may be on a slow or network filesystem)."""
+    path = host_path(ctx.workdir, raw)
+    is_kind = path.is_dir if kind == "directory" else path.is_file
+    found, exists = await anyio.to_thread.run_sync(lambda: (is_kind(), path.exists()))
+    if not found:
+        what = "does not exist"
+        if exists:
+            what = "is not a directory" if kind == "directory" else "is not a regular file"
+        raise HostPathError(
+            f"host {kind} {path} {what} (asked for {raw!r}, relative to the session's "
+            f"working directory {ctx.workdir})"
+        )
+    return path
+
+
 @builds("Host", "directory")
 async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args) -> Directory:
     gitignore_unsupported(args)
-    path = host_path(ctx.workdir, args["path"])
-    if not path.is_dir():
-        what = "is not a directory" if path.exists() else "does not exist"
-        raise HostPathError(
-            f"host directory {path} {what} (asked for {args['path']!r}, relative to the "
-            f"session's working directory {ctx.workdir})"
-        )
+    path = await _checked(ctx, args["path"], "directory")
     op = HostDirectory(
         str(path), include=tuple(args["include"] or ()), exclude=tuple(args["exclude"] or ())
     )
@@ -46,11 +62,5 @@ async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args)
 
 @builds("Host", "file")
 async def host_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
-    path = host_path(ctx.workdir, args["path"])
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        raise HostPathError(
-            f"host file {path} {what} (asked for {args['path']!r}, relative to the "
-            f"session's working directory {ctx.workdir})"
-        )
+    path = await _checked(ctx, args["path"], "file")
     return File(Ref(HostFile(str(path))), "/" + path.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import dirk
@@ -9,6 +10,7 @@ from dirk.api.context import RequestContext
 
 if TYPE_CHECKING:
     from dirk.api.context import Info
+from dirk.api.ids import format_id
 from dirk.api.registry import Args, leaf
 from dirk.api.values import Handle
 
@@ -24,7 +26,7 @@ async def node(_source: Any, info: Info, /, **args: Any) -> Handle:
     return ctx.table.load(args["id"])
 
 
-def loader(type_name: str) -> Any:
+def loader(type_name: str) -> Callable[..., Awaitable[Handle]]:
     """The resolver of `Query.load<Type>FromID(id:)`."""
 
     async def load(_source: Any, info: Info, /, **args: Any) -> Handle:
@@ -36,6 +38,4 @@ def loader(type_name: str) -> Any:
 
 def object_id(source: Handle, _info: Info, /, **_args: Any) -> str:
     """The `id` of every object: made from its call identity, so computing it runs nothing."""
-    from dirk.api.ids import format_id
-
     return format_id(source.type_name, source.ident)

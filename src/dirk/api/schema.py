@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import graphql
 from graphql import (
     GraphQLField,
+    GraphQLFieldResolver,
     GraphQLInterfaceType,
     GraphQLNamedType,
     GraphQLObjectType,
@@ -44,7 +45,7 @@ from dirk.api.values import Handle
 from dirk.errors import InvalidArgumentError, NotSupportedError
 from dirk.schema import load_sdl
 
-Resolver = Any
+Resolver = GraphQLFieldResolver
 _LOAD_FROM_ID = re.compile(r"^load([A-Za-z]+)FromID$")
 
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import anyio
 import attrs
 
 from dirk.api.ids import format_id, parse_id
 from dirk.api.values import Handle
 from dirk.errors import UnknownIDError
+from dirk.solver.flights import Flights
 from dirk.workers.images.config import ResolvedImage
 
 #: The key of the table in `session.state`.
@@ -33,16 +34,10 @@ class SessionLike(Protocol):
     """What the API needs of a session: where host paths resolve, and a place for its state."""
 
     @property
-    def workdir(self) -> Any: ...
+    def workdir(self) -> Path: ...
 
     @property
     def state(self) -> dict[str, Any]: ...
-
-
-@attrs.define
-class _Flight:
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    error: BaseException | None = None
 
 
 @attrs.define(eq=False)
@@ -53,7 +48,7 @@ class SessionTable:
     secret_values: dict[str, str] = attrs.field(factory=dict)
     #: Keys the identities of secrets, so an ID says nothing about the value.
     secret_key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32))
-    _flights: dict[tuple[int, Hashable], _Flight] = attrs.field(factory=dict)
+    _flights: Flights = attrs.field(factory=Flights)
 
     @classmethod
     def of(cls, session: SessionLike) -> SessionTable:
@@ -88,26 +83,12 @@ class SessionTable:
         computation, and a failure is not remembered (the next call tries again)."""
         if key in store:
             return store[key]  # type: ignore[no-any-return]
-        flight_key = (id(store), key)
-        while (flight := self._flights.get(flight_key)) is not None:
-            await flight.done.wait()
-            if key in store:
-                return store[key]  # type: ignore[no-any-return]
-            if flight.error is not None and not isinstance(
-                flight.error, anyio.get_cancelled_exc_class()
-            ):
-                raise flight.error
-        flight = _Flight()
-        self._flights[flight_key] = flight
-        try:
+
+        async def make_and_keep() -> T:
             value = await make()
             if limit is not None and len(store) >= limit:
                 store.pop(next(iter(store)))
             store[key] = value
             return value
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._flights[flight_key]
-            flight.done.set()
+
+        return await self._flights.run((id(store), key), make_and_keep)

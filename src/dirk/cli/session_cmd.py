@@ -4,7 +4,9 @@
 one JSON line `{"port": N, "session_token": "..."}` and holds the session open until its stdin
 closes (the Python SDK closes it) or SIGTERM/SIGINT (the TS SDK sends SIGTERM); then it ends the
 session and exits 0. `dirk run` gives a command the same session through DAGGER_SESSION_PORT and
-DAGGER_SESSION_TOKEN, as `dagger run` does.
+DAGGER_SESSION_TOKEN, as `dagger run` does. Both reach the engine exactly as a dirk SDK program
+would (`dirk.sdk.provision`): the session of an enclosing `dirk run`, DIRK_ENGINE, or the local
+engine, started when it is not running.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dirk.cli.logs import setup_logging
 from dirk.errors import DirkError
+
+if TYPE_CHECKING:  # imported when a session opens: `dirk --help` stays fast
+    from dirk.sdk.provision import SessionInfo
 
 log = logging.getLogger("dirk.cli")
 
@@ -94,7 +100,7 @@ def session(
 
 
 async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
-    from dirk.cli.provisioning import open_session
+    from dirk.sdk.provision import open_session
 
     end = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -108,10 +114,17 @@ async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
         _watch_stdin_eof(loop, end)
         await end.wait()
     finally:
-        try:
-            await opened.close()
-        except DirkError as exc:  # the engine is gone: so is the session
-            log.warning("could not end the session: %s", exc)
+        await _end_session(opened)
+
+
+async def _end_session(opened: SessionInfo) -> None:
+    """Ends a session this command opened (a joined one stays: it belongs to its opener)."""
+    from dirk.sdk.provision import close_session
+
+    try:
+        await close_session(opened)
+    except DirkError as exc:  # the engine is gone: so is the session
+        log.warning("could not end the session: %s", exc)
 
 
 def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> None:
@@ -148,7 +161,7 @@ def run(
 
 
 async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequence[str]) -> int:
-    from dirk.cli.provisioning import open_session
+    from dirk.sdk.provision import open_session
 
     opened = await open_session(workdir, labels)
     try:
@@ -168,10 +181,7 @@ async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequen
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
     finally:
-        try:
-            await opened.close()
-        except DirkError as exc:
-            log.warning("could not end the session: %s", exc)
+        await _end_session(opened)
     return 128 - code if code < 0 else code
 
 

@@ -46,15 +46,17 @@ SCALARS = {
     "Void": ("None", "as_none"),
 }
 #: Names of dirk.sdk.runtime a generated module may use besides ObjectBase and register.
-RUNTIME_HELPERS: tuple[str, ...] = (
+RUNTIME_HELPERS = (
     "REQUIRED",
     "as_bool",
     "as_enum",
     "as_float",
     "as_int",
     "as_list",
+    "as_none",
+    "as_optional",
+    "as_str",
 )
-RUNTIME_HELPERS += ("as_none", "as_optional", "as_str")
 
 
 def snake(name: str) -> str:

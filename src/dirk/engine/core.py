@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 
@@ -41,8 +42,7 @@ class Engine:
         self._insecure = tuple(insecure_registries)
         self._solver: Solver | None = None
         self._executor: Executor | None = None
-        self._images: ImageStore | None = None
-        self._db: Database | None = None
+        self._closing = AsyncExitStack()
 
     @property
     def solver(self) -> Solver:
@@ -58,25 +58,33 @@ class Engine:
         return self._executor.runtime
 
     async def start(self) -> None:
-        layout = self.layout.ensure()
-        self._db = db = Database(layout.db_path)
-        blobs = BlobStore(layout.blobs, layout.tmp)
-        layers = LayerStore(layout, db)
-        self.snapshotter = snapshotter = Snapshotter(layout, layers)
-        await anyio.to_thread.run_sync(self._recover, snapshotter, layers)
-        self._executor = Executor(layout, self._runtime)
-        await self._executor.start()
-        self._images = ImageStore(blobs, layers, insecure_registries=self._insecure)
-        self._solver = Solver(
-            db=db,
-            blobs=blobs,
-            layers=layers,
-            snapshotter=snapshotter,
-            images=self._images,
-            executor=self._executor,
-            volumes=CacheVolumes(layout.volumes),
-            max_parallel=self._max_parallel,
-        )
+        """Open the state, recover what a previous engine left, start the workers. If any of
+        it fails, what was already opened is closed again."""
+        async with AsyncExitStack() as stack:
+            layout = self.layout.ensure()
+            db = Database(layout.db_path)
+            stack.callback(db.close)
+            blobs = BlobStore(layout.blobs, layout.tmp)
+            layers = LayerStore(layout, db)
+            self.snapshotter = snapshotter = Snapshotter(layout, layers)
+            await anyio.to_thread.run_sync(self._recover, snapshotter, layers)
+            executor = Executor(layout, self._runtime)
+            await executor.start()
+            stack.push_async_callback(executor.aclose)
+            images = ImageStore(blobs, layers, insecure_registries=self._insecure)
+            stack.push_async_callback(images.aclose)
+            self._solver = Solver(
+                db=db,
+                blobs=blobs,
+                layers=layers,
+                snapshotter=snapshotter,
+                images=images,
+                executor=executor,
+                volumes=CacheVolumes(layout.volumes),
+                max_parallel=self._max_parallel,
+            )
+            self._executor = executor
+            self._closing = stack.pop_all()
 
     def _recover(self, snapshotter: Snapshotter, layers: LayerStore) -> None:
         snapshotter.cleanup_stale()
@@ -88,13 +96,10 @@ class Engine:
         layers.collect_garbage()
 
     async def aclose(self) -> None:
-        if self._images is not None:
-            await self._images.aclose()
-        if self._executor is not None:
-            await self._executor.aclose()
-        if self._db is not None:
-            self._db.close()
+        """Close the workers and the database, each even if closing another fails."""
         self._solver = None
+        self._executor = None
+        await self._closing.aclose()
 
     async def __aenter__(self) -> Engine:
         await self.start()

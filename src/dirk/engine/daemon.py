@@ -41,6 +41,8 @@ SOCKET_NAME = "engine.sock"
 #: Held (flock) by the running engine and holding its pid. Not `engine.lock`: clients hold that
 #: one while they start an engine.
 PID_LOCK = "engine.pid"
+#: sockaddr_un holds 108 bytes, the path's terminating NUL included.
+MAX_SOCKET_PATH = 107
 #: How long in-flight requests get to answer once their sessions were ended at shutdown.
 SHUTDOWN_GRACE_S = 5.0
 
@@ -124,26 +126,26 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
     info_path = root / ENGINE_JSON
     sock_path = root / SOCKET_NAME
     info_path.unlink(missing_ok=True)  # left by an engine that was killed
-    tcp = _bind_tcp(port)
-    unix = _bind_unix(sock_path)
-    engine = components.make_engine(root)
-    try:
-        # The engine's start-up waits mostly on subprocesses and the disk: import the server and
-        # build the schema in a thread meanwhile (cold start is the sum of both otherwise).
-        starting = asyncio.ensure_future(engine.start())
+    with contextlib.ExitStack() as sockets:  # closed however start-up or serving ends
+        tcp = sockets.enter_context(_bind_tcp(port))
+        unix = sockets.enter_context(_bind_unix(sock_path))
+        sockets.callback(sock_path.unlink, missing_ok=True)
+        engine = components.make_engine(root)
         try:
-            schema = await asyncio.to_thread(_load_server, components)
+            # The engine's start-up waits mostly on subprocesses and the disk: import the server
+            # and build the schema in a thread meanwhile (cold start is the sum of both otherwise).
+            starting = asyncio.ensure_future(engine.start())
+            try:
+                schema = await asyncio.to_thread(_load_server, components)
+            finally:
+                await starting
+            if not stop.is_set():  # a signal while starting: never publish an engine that stops
+                await _serve_started(engine, schema, components, tcp, unix, info_path, stop)
         finally:
-            await starting
-        await _serve_started(engine, schema, components, tcp, unix, info_path, stop)
-    finally:
-        try:
-            await engine.aclose()
-        finally:
-            tcp.close()
-            unix.close()
-            sock_path.unlink(missing_ok=True)
-            log.info("engine stopped")
+            try:
+                await engine.aclose()
+            finally:
+                log.info("engine stopped")
 
 
 def _load_server(components: Components) -> GraphQLSchema:
@@ -235,6 +237,11 @@ def _bind_tcp(port: int) -> socket.socket:
 
 def _bind_unix(path: Path) -> socket.socket:
     """Bound and chmod 0600 before listening, so nobody else can ever connect."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise StateError(
+            f"cannot create the engine socket {path}: unix socket paths are limited to "
+            f"{MAX_SOCKET_PATH} bytes, so use a shorter --state-dir (or DIRK_STATE_DIR)"
+        )
     path.unlink(missing_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -243,8 +250,8 @@ def _bind_unix(path: Path) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise StateError(
-            f"cannot create the engine socket {path} ({exc}): unix socket paths are limited to "
-            "107 bytes, so use a shorter --state-dir (or DIRK_STATE_DIR)"
+            f"cannot create the engine socket {path} ({exc.strerror}): check that the state "
+            "directory is writable and on a filesystem that supports sockets"
         ) from exc
     return sock
 

@@ -3,6 +3,9 @@
 Both modes share one async implementation. `async with` runs it on the caller's event loop and
 leaf methods return coroutines. `with` starts an event loop in a helper thread (an anyio
 blocking portal) and every leaf call blocks on it, so the same objects work in plain scripts.
+
+However a block is left (an exception, Ctrl-C, a cancelled task), the session is ended and its
+HTTP client closed: the engine must not keep evaluating for a program that is gone.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 
+import anyio
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -57,30 +61,37 @@ class Connection:
         workdir = Path(self.config.workdir) if self.config.workdir is not None else Path.cwd()
         session = await open_session(workdir, session_labels(), engine=self.config.engine)
         self._session = session
-        self._transport = GraphQLClient(
-            session.query_address,
-            session.token,
-            timeout=self.config.timeout,
-            transport=self._http_transport,
-        )
-        if self.config.log_output is not None:
-            elapsed = (time.monotonic() - started) * 1000
-            self.config.log_output.write(
-                f"dirk: session open on {session.control or session.query_address} "
-                f"({elapsed:.0f} ms)\n"
+        try:
+            self._transport = GraphQLClient(
+                session.query_address,
+                session.token,
+                timeout=self.config.timeout,
+                transport=self._http_transport,
             )
-            self.config.log_output.flush()  # a file log shows it before a long first query
+            if self.config.log_output is not None:
+                elapsed = (time.monotonic() - started) * 1000
+                self.config.log_output.write(
+                    f"dirk: session open on {session.control or session.query_address} "
+                    f"({elapsed:.0f} ms)\n"
+                )
+                self.config.log_output.flush()  # a file log shows it before a long first query
+        except BaseException:
+            await self._close()  # no block will be left to do it
+            raise
         return Executor(self._transport, self.config.log_output)
 
     async def _close(self) -> None:
+        """Ends the session and closes the HTTP client, even in a cancelled task (a timeout or
+        Ctrl-C around the block): each control request has its own timeout."""
         transport, session = self._transport, self._session
         self._transport = self._session = None
-        try:
-            if session is not None:
-                await close_session(session)
-        finally:
-            if transport is not None:
-                await transport.aclose()
+        with anyio.CancelScope(shield=True):
+            try:
+                if session is not None:
+                    await close_session(session)
+            finally:
+                if transport is not None:
+                    await transport.aclose()
 
     async def __aenter__(self) -> Client[Async]:
         return Client(Runner(await self._open()))
@@ -96,10 +107,13 @@ class Connection:
     def __enter__(self) -> Client[Sync]:
         portal_cm = start_blocking_portal()
         portal = portal_cm.__enter__()
+        opening = portal.start_task_soon(self._open)
         try:
-            executor = portal.call(self._open)
-        except BaseException:
-            portal_cm.__exit__(None, None, None)
+            executor = opening.result()
+        except BaseException as exc:
+            # Ctrl-C while connecting (an engine starting takes seconds): stop waiting for it.
+            opening.cancel()
+            portal_cm.__exit__(type(exc), exc, exc.__traceback__)
             raise
         self._portal_cm, self._portal = portal_cm, portal
         return Client(Runner(executor, portal))

@@ -24,6 +24,8 @@ class Transport(Protocol):
 
 
 class Executor:
+    """One connection's query runner: renders a chain, sends it, extracts and logs the answer."""
+
     def __init__(self, transport: Transport, log_output: TextIO | None = None) -> None:
         self.transport = transport
         self.log_output = log_output

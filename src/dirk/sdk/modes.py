@@ -25,5 +25,6 @@ class Sync(Mode):
     """Leaf methods block and return the value: `container.stdout()`."""
 
 
-#: The mode a generated class is parameterised with.
+#: The mode a generated class is parameterised with; also what helpers written for both modes
+#: use: `def base(client: dirk.Client[dirk.M]) -> dirk.Container[dirk.M]`.
 M = TypeVar("M", bound=Mode)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
-import anyio.to_thread
 import attrs
 
 from dirk.errors import ClientConnectionError, ProvisionError
@@ -205,10 +204,18 @@ async def running_engine(state_dir: Path) -> EngineAddress | None:
 
 @contextlib.asynccontextmanager
 async def _start_lock(path: Path) -> AsyncIterator[None]:
-    """Holds `engine.lock` (flock): one program at a time decides whether to start an engine."""
+    """Holds `engine.lock` (flock): one program at a time decides whether to start an engine.
+
+    Polled rather than waited for in a thread, so that a program interrupted while another
+    one starts the engine (Ctrl-C) stops waiting at once."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        await anyio.to_thread.run_sync(fcntl.flock, fd, fcntl.LOCK_EX)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await anyio.sleep(POLL_INTERVAL)
         yield
     finally:
         os.close(fd)  # closing releases the lock

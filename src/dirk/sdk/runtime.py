@@ -18,6 +18,7 @@ import anyio
 from dirk.errors import ClientConnectionError, InvalidArgumentError
 from dirk.sdk.modes import M
 from dirk.sdk.query import Args, Call
+from dirk.wire.client import CLOSED_MESSAGE
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
@@ -55,7 +56,8 @@ def class_for(name: str) -> type[ObjectBase[Any]]:
 
 class Runner:
     """Runs leaf calls in the connection's mode: returns the coroutine (async mode) or runs it
-    on the portal's event loop thread and returns its value (sync mode)."""
+    on the portal's event loop thread and returns its value (sync mode); a sync call that is
+    interrupted (Ctrl-C) cancels its coroutine."""
 
     def __init__(self, executor: Executor, portal: BlockingPortal | None = None) -> None:
         self.executor = executor
@@ -64,12 +66,14 @@ class Runner:
     def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> Coroutine[Any, Any, T] | T:
         if self.portal is None:
             return fn()
-        if self.executor.closed:
-            raise ClientConnectionError(
-                "the connection to the dirk engine is closed: use dirk objects only inside "
-                "the `with dirk.Connection(...)` block that created them"
-            )
-        result: T = self.portal.call(fn)
+        if self.executor.closed:  # checked here: the portal is gone too
+            raise ClientConnectionError(CLOSED_MESSAGE)
+        running = self.portal.start_task_soon(fn)
+        try:
+            result: T = running.result()
+        except BaseException:
+            running.cancel()  # Ctrl-C: the query must not go on in the background
+            raise
         return result
 
     async def execute(self, chain: tuple[Call, ...], subfields: Sequence[str] = ()) -> Any:

@@ -16,6 +16,7 @@ inputs' keys; never from host paths or times, and never from secret values.
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 import attrs
@@ -27,12 +28,31 @@ MountKind = Literal["bind", "cache", "tmpfs"]
 Expect = Literal["SUCCESS", "FAILURE", "ANY"]
 
 
-@attrs.frozen(cache_hash=True)
+@attrs.frozen(eq=False)
 class Ref:
-    """One output of one operation."""
+    """One output of one operation.
+
+    Refs point at one shared instance per distinct operation (hashed once, when first seen),
+    so hashing or comparing an operation stops at its inputs instead of walking the whole
+    chain of steps below it: a chain a few hundred steps long would need more stack than
+    Python allows, and every dictionary lookup would walk it.
+    """
 
     op: Op
     output: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        shared = _SHARED.setdefault((type(self.op), attrs.astuple(self.op, recurse=False)), self.op)
+        if shared is not self.op:
+            object.__setattr__(self, "op", shared)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Ref):
+            return NotImplemented
+        return self.output == other.output and (self.op is other.op or self.op == other.op)
+
+    def __hash__(self) -> int:
+        return hash((self.op, self.output))
 
 
 @attrs.frozen(cache_hash=True)
@@ -236,3 +256,9 @@ class Copy:
 
 
 Op = Scratch | ImagePull | HostDirectory | HostFile | Exec | MkFile | MkDir | Remove | Copy
+
+#: The instance of each distinct operation that Refs point at (see `Ref`), by its type and
+#: field values (which never hold the operation itself, so an unused one is dropped).
+_SHARED: weakref.WeakValueDictionary[tuple[type, tuple[object, ...]], Op] = (
+    weakref.WeakValueDictionary()
+)

@@ -12,17 +12,19 @@ from __future__ import annotations
 import base64
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn, TypeVar
 
 import anyio
 import anyio.to_thread
 import attrs
 
-from dirk.errors import OUTPUT_TAIL_BYTES, DirkError, ExecError, SolveError
+from dirk.errors import OUTPUT_TAIL_BYTES, DirkError, ExecError, SolveError, StateError
+from dirk.solver.flights import Flights
 from dirk.solver.keys import cache_key
+from dirk.solver.mounts import StepMounts
 from dirk.solver.ops import (
     Copy,
     Exec,
@@ -56,6 +58,8 @@ MEMO_LIMIT = 20_000
 #: Exec outputs up to this size are stored in the cache row itself, larger ones as blobs.
 INLINE_OUTPUT_LIMIT = 64 * 1024
 
+T = TypeVar("T")
+
 
 @attrs.frozen
 class ExecOutcome:
@@ -87,13 +91,6 @@ class StepEvent:
 
 
 EventSink = Callable[[StepEvent], None]
-
-
-@attrs.define
-class _Flight:
-    done: anyio.Event = attrs.field(factory=anyio.Event)
-    result: OpResult | None = None
-    error: BaseException | None = None
 
 
 @attrs.define
@@ -130,11 +127,9 @@ class Solver:
         self._limiter = anyio.CapacityLimiter(max_parallel or max(2, 2 * (os.cpu_count() or 1)))
         self._keys: dict[Op, str] = {}
         self._memo: dict[str, OpResult] = {}
-        self._inflight: dict[str, _Flight] = {}
+        self._flights = Flights()
         self._resolved: dict[str, ResolvedImage] = {}
         self._sinks: list[EventSink] = []
-        # Active mounts already turned into layers: their cleanup callbacks must not release.
-        self._committed: set[ActiveMount] = set()
         self.counters = _Counters()
 
     # --- public API -----------------------------------------------------------------------
@@ -170,7 +165,7 @@ class Solver:
                     for ref in dict.fromkeys(refs):
                         tg.start_soon(solve_one, ref)
             except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+                _raise_first_error(group)
         return [results[ref] for ref in refs]
 
     async def resolve_image(self, reference: str, platform: str = "linux/amd64") -> ResolvedImage:
@@ -241,66 +236,46 @@ class Solver:
         if memo is not None:
             self.counters.memo_hits += 1
             return memo
-        cancelled = anyio.get_cancelled_exc_class()
-        while (flight := self._inflight.get(key)) is not None:
+        if self._flights.running(key):
             self.counters.joined += 1
-            await flight.done.wait()
-            if flight.result is not None:
-                return flight.result
-            if not isinstance(flight.error, cancelled):
-                assert flight.error is not None
-                raise flight.error
-            # The caller that ran it was cancelled, not the work: run it ourselves.
-        flight = _Flight()
-        self._inflight[key] = flight
-        try:
-            result = await self._load_or_compute(op, key, local)
-            flight.result = result
+
+        async def run() -> OpResult:
+            result = await _in_child_task(lambda: self._load_or_compute(op, key, local))
             self._remember(key, result)
             return result
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            del self._inflight[key]
-            flight.done.set()
+
+        return await self._flights.run(key, run)
 
     def _remember(self, key: str, result: OpResult) -> None:
-        """Keep a result in memory, unless its output is large (the cache row has it)."""
-        if result.exec is not None:
-            if len(result.exec.stdout) + len(result.exec.stderr) > INLINE_OUTPUT_LIMIT:
-                return
+        """Keep a result in memory, unless its output is large (a blob file has it)."""
+        if _has_blob_output(result):
+            return
         if len(self._memo) >= MEMO_LIMIT:
             self._memo.pop(next(iter(self._memo)))
         self._memo[key] = result
 
     async def _load_or_compute(self, op: Op, key: str, local: dict[Op, str]) -> OpResult:
-        stored = self._db.cache_get(key)
-        if stored is not None:
-            try:
-                loaded = self._decode(key, stored)
-            except (KeyError, TypeError, ValueError):
-                loaded = None  # a row of another format: recompute it
-            if loaded is not None:
-                self.counters.cache_hits += 1
-                self._emit(StepEvent("cached", key, op.describe()))
-                return loaded
-            self._db.cache_delete(key)  # names a layer or blob that is gone: recompute
+        description = op.describe()
+        loaded = await self._load(key)
+        if loaded is not None:
+            self.counters.cache_hits += 1
+            self._emit(StepEvent("cached", key, description))
+            return loaded
         inputs = await self._solve_inputs(op, local)
         started = time.monotonic()
-        self._emit(StepEvent("start", key, op.describe()))
+        self._emit(StepEvent("start", key, description))
         try:
             async with self._limiter:
                 result = await self._compute(op, key, inputs)
-        except DirkError as exc:
-            self._emit(StepEvent("error", key, op.describe(), str(exc).encode()))
+        except BaseException as exc:
+            self._emit(StepEvent("error", key, description, str(exc).encode()))
+            if isinstance(exc, Exception) and not isinstance(exc, DirkError):
+                raise SolveError(description, exc) from exc
             raise
-        except Exception as exc:
-            self._emit(StepEvent("error", key, op.describe(), str(exc).encode()))
-            raise SolveError(op.describe(), exc) from exc
         self.counters.executed += 1
-        self._db.cache_put(key, self._encode(result))
-        self._emit(StepEvent("done", key, op.describe(), duration=time.monotonic() - started))
+        with anyio.CancelScope(shield=True):  # done work is worth keeping
+            await self._store(key, result)
+        self._emit(StepEvent("done", key, description, duration=time.monotonic() - started))
         return result
 
     async def _solve_inputs(self, op: Op, local: dict[Op, str]) -> dict[Ref, Snapshot]:
@@ -319,7 +294,7 @@ class Solver:
                     for input_op in ops:
                         tg.start_soon(solve_one, input_op)
             except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+                _raise_first_error(group)
         return {ref: results[ref.op].outputs[ref.output] for ref in refs}
 
     async def _compute(self, op: Op, key: str, inputs: dict[Ref, Snapshot]) -> OpResult:
@@ -380,11 +355,12 @@ class Solver:
 
     async def _exec(self, op: Exec, key: str, inputs: dict[Ref, Snapshot]) -> OpResult:
         async with AsyncExitStack() as stack:
-            root = await self._mount_rw(stack, inputs[op.root])
+            step = StepMounts(self._snap, stack)
+            root = await step.read_write(inputs[op.root])
             mounts: list[BindMount | TmpfsMount] = []
             writable: list[ActiveMount] = []
             for mount in op.mounts:
-                mounts.append(await self._prepare_mount(stack, mount, inputs, writable))
+                mounts.append(await self._prepare_mount(step, stack, mount, inputs, writable))
             spec = ContainerSpec(
                 args=op.args,
                 env=op.env,
@@ -415,32 +391,15 @@ class Solver:
             ):
                 if path:
                     await anyio.to_thread.run_sync(fileops.write_file, root.merged, path, data)
-            stubs = self._executor.stub_paths(spec)
-            outputs = [await self._commit(root, stubs)]
+            outputs = [await step.commit(root, self._executor.stub_paths(spec))]
             for active in writable:
-                outputs.append(await self._commit(active, ()))
+                outputs.append(await step.commit(active))
             outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr)
             return OpResult(key, tuple(outputs), outcome)
 
-    async def _mount_rw(self, stack: AsyncExitStack, snapshot: Snapshot) -> ActiveMount:
-        active = await anyio.to_thread.run_sync(self._snap.mount_rw, snapshot)
-        committed = self._committed
-
-        async def release() -> None:
-            if active not in committed:
-                await anyio.to_thread.run_sync(self._snap.release, active)
-            committed.discard(active)
-
-        stack.push_async_callback(release)
-        return active
-
-    async def _commit(self, active: ActiveMount, stubs: Any) -> Snapshot:
-        snapshot = await anyio.to_thread.run_sync(self._snap.commit, active, stubs)
-        self._committed.add(active)
-        return snapshot
-
     async def _prepare_mount(
         self,
+        step: StepMounts,
         stack: AsyncExitStack,
         mount: ExecMount,
         inputs: dict[Ref, Snapshot],
@@ -459,12 +418,10 @@ class Solver:
         assert mount.source is not None, "a bind mount needs a source"
         snapshot = inputs[mount.source]
         if mount.readonly:
-            view = await anyio.to_thread.run_sync(
-                stack.enter_context, self._snap.mount_ro(snapshot)
-            )
+            view = await step.read_only(snapshot)
             source = fileops.resolve_in_root(view, mount.source_path)
             return BindMount(source, mount.target, readonly=True)
-        active = await self._mount_rw(stack, snapshot)
+        active = await step.read_write(snapshot)
         writable.append(active)
         source = fileops.resolve_in_root(active.merged, mount.source_path)
         return BindMount(source, mount.target, readonly=False)
@@ -477,6 +434,40 @@ class Solver:
         return seed
 
     # --- persistence ----------------------------------------------------------------------
+
+    # SQLite reads and writes (indexed, no fsync in WAL mode) stay on the event loop: a thread
+    # round trip per step costs more than they do. Blob files go through a thread.
+
+    async def _load(self, key: str) -> OpResult | None:
+        """The stored result of `key`, if every layer and blob it names is still there; a row
+        naming something gone (or of another format) is dropped, so the work runs again."""
+        try:
+            stored = self._db.cache_get(key)
+        except ValueError:  # not JSON
+            self._db.cache_delete(key)
+            return None
+        if stored is None:
+            return None
+        if _names_blobs(stored):
+            return await anyio.to_thread.run_sync(self._decode_or_drop, key, stored)
+        return self._decode_or_drop(key, stored)
+
+    def _decode_or_drop(self, key: str, stored: dict[str, Any]) -> OpResult | None:
+        try:
+            loaded = self._decode(key, stored)
+        except (KeyError, TypeError, ValueError):
+            loaded = None
+        if loaded is None:
+            self._db.cache_delete(key)
+        return loaded
+
+    async def _store(self, key: str, result: OpResult) -> None:
+        """Written last, once every layer the result names is committed."""
+        if _has_blob_output(result):
+            encoded = await anyio.to_thread.run_sync(self._encode, result)
+        else:
+            encoded = self._encode(result)
+        self._db.cache_put(key, encoded)
 
     def _encode(self, result: OpResult) -> dict[str, Any]:
         encoded: dict[str, Any] = {"outputs": [list(s.layers) for s in result.outputs]}
@@ -495,9 +486,10 @@ class Solver:
     def _load_output(self, stored: dict[str, str]) -> bytes | None:
         if "inline" in stored:
             return base64.b64decode(stored["inline"])
-        if not self._blobs.has(stored["blob"]):
+        try:
+            return self._blobs.get_bytes(stored["blob"])
+        except StateError:  # gone, or not a digest
             return None
-        return self._blobs.get_bytes(stored["blob"])
 
     def _decode(self, key: str, stored: dict[str, Any]) -> OpResult | None:
         outputs = tuple(Snapshot(tuple(layers)) for layers in stored["outputs"])
@@ -518,6 +510,21 @@ class Solver:
             sink(event)
 
 
+def _has_blob_output(result: OpResult) -> bool:
+    """Whether an exec output is too large for the cache row (and for the memo)."""
+    outcome = result.exec
+    if outcome is None:
+        return False
+    return max(len(outcome.stdout), len(outcome.stderr)) > INLINE_OUTPUT_LIMIT
+
+
+def _names_blobs(stored: dict[str, Any]) -> bool:
+    """Whether a cache row keeps an exec output in a blob file (reading it is file I/O)."""
+    return any(
+        isinstance(stored.get(s), dict) and "blob" in stored[s] for s in ("stdout", "stderr")
+    )
+
+
 def _exit_code_expected(op: Exec, code: int) -> bool:
     if op.expect == "ANY":
         return True
@@ -530,9 +537,33 @@ def _tail(data: bytes) -> str:
     return data[-OUTPUT_TAIL_BYTES:].decode("utf-8", errors="replace")
 
 
+async def _in_child_task(work: Callable[[], Awaitable[T]]) -> T:
+    """`await work()` in a task of its own. An ended session stops its queries with a bare
+    `task.cancel()`, which interrupts even shielded waits (a container's kill, an unmount in
+    a thread); a task group turns it into a cancel-scope cancellation of the child, which the
+    shields hold against. It also keeps deep chains of steps off one task's stack."""
+    box: list[T] = []
+
+    async def run() -> None:
+        box.append(await work())
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+    except BaseExceptionGroup as group:
+        _raise_first_error(group)
+    return box[0]
+
+
+def _raise_first_error(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the error that matters in a task group's failure as itself (an `ExecError`
+    stays an `ExecError`), with its own cause: the first one that is not a cancellation
+    caused by it."""
+    error = _first_error(group)
+    raise error from error.__cause__
+
+
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error that matters in a task group's failure: the first one that is not a
-    cancellation caused by it."""
     cancelled = anyio.get_cancelled_exc_class()
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):

@@ -31,9 +31,14 @@ CONTROL_TIMEOUT = 10.0
 #: The SDK keeps this many connections per session open (the official SDKs use 100 too).
 MAX_CONNECTIONS = 100
 
+CLOSED_MESSAGE = (
+    "the connection to the dirk engine is closed: use dirk objects only inside "
+    "the `with dirk.Connection(...)` block that created them"
+)
+#: True wherever the address came from (Config.engine, DIRK_ENGINE, `dirk run`, engine.json).
 _HINT = (
-    "is the engine running? Unset DIRK_ENGINE to let the SDK start a local engine, "
-    "or start one with `dirk engine`"
+    "is the engine running? Without Config.engine or DIRK_ENGINE the SDK starts the local "
+    "engine itself; `dirk engine` starts one by hand"
 )
 
 
@@ -242,10 +247,7 @@ class GraphQLClient:
     ) -> dict[str, Any]:
         """The `data` of the answer; raises the mapped `dirk.errors` exception on errors."""
         if self.closed:
-            raise ClientConnectionError(
-                "the connection to the dirk engine is closed: use dirk objects only inside "
-                "the `with dirk.Connection(...)` block that created them"
-            )
+            raise ClientConnectionError(CLOSED_MESSAGE)
         payload: dict[str, Any] = {"query": query}
         if variables:
             payload["variables"] = dict(variables)

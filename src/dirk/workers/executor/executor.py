@@ -2,7 +2,7 @@
 
 The hot path of `run` is: resolve the user from the image's files, take a ready network
 namespace, write four small files and `config.json`, spawn `<runtime> run` in the foreground
-and pump its pipes, then remove the bundle and hand the namespace back for removal. The
+and pump its pipes, then remove the bundle and hand the namespace back (reused or removed). The
 runtime is the only subprocess; everything else happens in-process or in the background.
 """
 
@@ -49,6 +49,7 @@ from dirk.workers.executor.spec import (
 from dirk.workers.executor.spec import stub_paths as _stub_paths
 from dirk.workers.executor.users import resolve_user_in_rootfs
 from dirk.workers.snapshots.fileops import resolve_in_root
+from dirk.workers.syscalls import MNT_DETACH, is_mount_point, umount
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +59,6 @@ _KILL_GRACE = 10.0
 _MAX_NOFILE = 1 << 20
 #: Bundles hold a few KiB each; 64 MiB is thousands of concurrent containers.
 _BUNDLES_TMPFS = "mode=0700,size=64m,nosuid,nodev,noexec"
-
-
-def is_mount_point(path: Path) -> bool:
-    """Whether something is mounted exactly at `path` (by /proc/self/mountinfo)."""
-    target = str(path.absolute())
-    with open("/proc/self/mountinfo") as f:
-        return any(_unescape(line.split()[4]) == target for line in f)
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash as octal escapes."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
 
 
 def _bounding_capabilities() -> tuple[str, ...]:
@@ -190,7 +177,7 @@ class Executor:
             return
         await anyio.to_thread.run_sync(self._pool.close)
         if is_mount_point(self._bundles):
-            subprocess.run(["umount", "--lazy", str(self._bundles)], capture_output=True)
+            umount(self._bundles, MNT_DETACH)
         self._rt = None
 
     # --- running ---------------------------------------------------------------------------
@@ -216,6 +203,7 @@ class Executor:
         container_id = f"{self.tag}-{self._ids:x}-{secrets.token_hex(3)}"
         bundle = self._bundles / container_id
         ns: Netns | None = None
+        exited = False  # the runtime saw the container end: no process of it is left
         try:
             if spec.network:
                 ns = self._pool.take() or await self._new_netns()
@@ -233,11 +221,13 @@ class Executor:
             )
             with open(bundle / "config.json", "w") as f:
                 f.write(json.dumps(config))
-            return await self._run_container(rt, container_id, bundle, spec, on_output)
+            result = await self._run_container(rt, container_id, bundle, spec, on_output)
+            exited = True
+            return result
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
             if ns is not None:
-                self._pool.release(ns, reuse=not spec.privileged)
+                self._pool.release(ns, reuse=exited and not spec.privileged)
 
     async def _new_netns(self) -> Netns:
         """A namespace made now (the pool is empty); released even if we are cancelled

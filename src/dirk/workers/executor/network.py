@@ -3,10 +3,13 @@
 Each container with network gets a fresh namespace holding `eth0` (one end of a veth pair whose
 other end is a port of the bridge), an address in 10.89.0.0/16 (clear of eth0's 192.0.2.0/24,
 podman's 10.88.0.0/16 and the host resolver 10.255.255.53) and a default route via the bridge;
-nftables masquerades the subnet's outbound traffic. Making one costs about 6 ms with two
-`ip -batch` processes (pyroute2 measured 14 ms: its namespace code forks too), so a background
-thread keeps a few ready; a namespace serves one container and is then removed in-process
-(unmount + unlink, about 0.1 ms), the kernel freeing its veth pair.
+nftables masquerades the subnet's outbound traffic. eth0 has no IPv6: dirk routes IPv4 only,
+and IPv6 there would let any container with CAP_NET_RAW hand its peers addresses and routes by
+router advertisements (Docker's CVE-2020-13401); the bridge has none either, for the host's sake.
+Making one costs about 6 ms with two `ip -batch` processes (pyroute2 measured 14 ms: its
+namespace code forks too), so a background thread keeps a few ready. A used namespace is removed
+in-process (unmount + unlink, about 0.1 ms), the kernel freeing its veth pair, or kept for the
+next container if nothing of the last one is left in it (see `NetnsPool.release`).
 
 Several engines (one per state root) may share the host: each names its namespaces and veths
 after a tag of its state root, and a container's address is derived from the host-side veth's
@@ -16,20 +19,22 @@ interface index, unique among live interfaces, so no allocation state is shared.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import errno
 import itertools
 import os
 import secrets
+import socket
 import subprocess
 import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 
 from dirk.errors import ExecutorError
+from dirk.workers import syscalls
 
 BRIDGE = "dirk0"
 SUBNET = "10.89.0.0/16"
@@ -38,8 +43,13 @@ PREFIX_LEN = 16
 NFT_TABLE = "dirk"
 NETNS_DIR = Path("/run/netns")
 _SYS_NET = Path("/sys/class/net")
-_MNT_DETACH = 2
 _IP_TIMEOUT = 30
+#: Container addresses repeat every this many interface indexes (see `address_for`).
+_HOSTS = 65533
+#: A kernel without IPv6 has no such file, and nothing to disable.
+_IPV6_CONF = Path("/proc/sys/net/ipv6/conf")
+
+T = TypeVar("T")
 
 _NFT_RULES = f"""
 table ip {NFT_TABLE} {{}}
@@ -68,8 +78,26 @@ class Netns:
 
 def address_for(ifindex: int) -> str:
     """The container address for a host-side veth: 10.89.x.y, never .0.0, .0.1 or .255.255."""
-    host = 2 + ifindex % 65533
+    host = 2 + ifindex % _HOSTS
     return f"10.89.{host >> 8}.{host & 0xFF}"
+
+
+def same_address(ifindex: int) -> range:
+    """The lower interface indexes whose containers get the address of `ifindex`'s. Only a
+    namespace kept for reuse lives long enough for the host's indexes to grow that far."""
+    return range(ifindex - _HOSTS, 0, -_HOSTS)
+
+
+def _address_taken(ifindex: int) -> bool:
+    """Whether a port of the bridge (of any engine) already has the address of `ifindex`."""
+    for other in same_address(ifindex):
+        try:
+            master = os.readlink(_SYS_NET / socket.if_indextoname(other) / "master")
+        except OSError:
+            continue
+        if os.path.basename(master) == BRIDGE:
+            return True
+    return False
 
 
 def _ip(args: list[str], script: str) -> None:
@@ -122,32 +150,112 @@ def setup_host_network() -> None:
     forward = Path("/proc/sys/net/ipv4/ip_forward")
     if forward.read_text().strip() != "1":
         forward.write_text("1\n")
+    _disable_ipv6(BRIDGE)
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+def _disable_ipv6(interface: str) -> None:
+    """No IPv6 on `interface` (of the calling thread's network namespace); see the module doc.
+    Disabling also drops whatever addresses and routes advertisements had given it."""
+    with contextlib.suppress(FileNotFoundError):
+        (_IPV6_CONF / interface / "disable_ipv6").write_text("1\n")
+
+
+def in_netns(name: str, action: Callable[[], T]) -> T:
+    """Run `action` in a new thread that joined network namespace `name` (about 0.1 ms).
+
+    A thread's network namespace is its own, and it is what /proc/sys/net and
+    /proc/thread-self/net show; the thread ends there, so nothing else runs inside by mistake.
+    """
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fd = os.open(NETNS_DIR / name, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                syscalls.setns(fd, syscalls.CLONE_NEWNET)
+            finally:
+                os.close(fd)
+            outcome.append(action())
+        except BaseException as exc:  # raised again in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="dirk-netns-enter")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def socket_counts(sockstat: str) -> dict[str, int]:
+    """/proc/net/sockstat{,6} as {"TCP inuse": 0, "TCP tw": 0, "TCP6 inuse": 0, ...}."""
+    counts = {}
+    for line in sockstat.splitlines():
+        proto, _, rest = line.partition(":")
+        fields = rest.split()
+        for key, value in zip(fields[::2], fields[1::2], strict=False):
+            with contextlib.suppress(ValueError):
+                counts[f"{proto} {key}"] = int(value)
+    return counts
+
+
+def reusable(name: str) -> bool:
+    """Whether used namespace `name` can serve another container: no TCP socket of its last one
+    is left, not even in TIME_WAIT (that would keep the next one from binding the same port).
+    Clears its route cache on the way (path MTUs and redirects its traffic taught the kernel)."""
+    return in_netns(name, _settle)
+
+
+def _settle() -> bool:
+    """`reusable`, run inside the namespace."""
+    Path("/proc/sys/net/ipv4/route/flush").write_text("1\n")
+    counts: dict[str, int] = {}
+    for name in ("sockstat", "sockstat6"):
+        with contextlib.suppress(FileNotFoundError):
+            counts |= socket_counts(Path("/proc/thread-self/net", name).read_text())
+    return not any(counts.get(key) for key in ("TCP inuse", "TCP tw", "TCP6 inuse"))
 
 
 def remove_netns(name: str) -> None:
     """What `ip netns del` does, without a process: detach the namespace's mount, unlink it."""
     path = NETNS_DIR / name
-    if _libc.umount2(os.fsencode(path), _MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise OSError(err, os.strerror(err), str(path))
+    err = syscalls.umount(path, syscalls.MNT_DETACH)
+    if err not in (0, errno.EINVAL, errno.ENOENT):
+        raise OSError(err, os.strerror(err), str(path))
     path.unlink(missing_ok=True)
+
+
+def _add_veth(name: str, veth: str) -> str:
+    """The `ip -batch` lines putting eth0 of namespace `name` on the bridge as port `veth`."""
+    return (
+        f"link add {veth} type veth peer name eth0 netns {name}\n"
+        f"link set {veth} master {BRIDGE} up\n"
+    )
+
+
+def _ifindex(link: str) -> int:
+    return int((_SYS_NET / link / "ifindex").read_text())
 
 
 def create_netns(name: str, veth: str) -> Netns:
     """A namespace with `eth0` on the bridge, an address and a default route (about 6 ms)."""
     try:
-        _ip(
-            [],
-            f"netns add {name}\n"
-            f"link add {veth} type veth peer name eth0 netns {name}\n"
-            f"link set {veth} master {BRIDGE} up\n",
-        )
-        ifindex = int((_SYS_NET / veth / "ifindex").read_text())
+        _ip([], f"netns add {name}\n" + _add_veth(name, veth))
+        ifindex = _ifindex(veth)
+        tries = 0
+        while _address_taken(ifindex):  # rare (see `same_address`); a new veth, a new index
+            tries += 1
+            if tries > 8:
+                raise ExecutorError(
+                    f"no free container address for {veth}: the bridge {BRIDGE} has more than "
+                    f"{_HOSTS} ports, or ports whose addresses keep clashing; restart the engine"
+                )
+            _delete_link(veth)
+            _ip([], _add_veth(name, veth))
+            ifindex = _ifindex(veth)
         address = address_for(ifindex)
+        in_netns(name, lambda: _disable_ipv6("eth0"))
         _ip(
             ["-n", name],
             f"addr add {address}/{PREFIX_LEN} dev eth0\n"
@@ -155,11 +263,21 @@ def create_netns(name: str, veth: str) -> Netns:
             "link set lo up\n"
             f"route add default via {GATEWAY}\n",
         )
+    except OSError as exc:
+        _remove(name, veth)
+        raise ExecutorError(
+            f"setting up container network namespace {name} failed: {exc}; the engine needs "
+            "root with CAP_NET_ADMIN and CAP_SYS_ADMIN"
+        ) from exc
     except BaseException:
-        remove_netns(name)
-        _delete_link(veth)
+        _remove(name, veth)
         raise
     return Netns(name=name, veth=veth, address=address)
+
+
+def _remove(name: str, veth: str) -> None:
+    remove_netns(name)
+    _delete_link(veth)
 
 
 def _delete_link(name: str) -> None:
@@ -185,7 +303,7 @@ def remove_leftovers(tag: str) -> list[str]:
 
 
 class NetnsPool:
-    """Keeps `size` namespaces ready; a thread fills it and removes released ones.
+    """Keeps `size` namespaces ready; a thread fills it, and removes or recycles used ones.
 
     A thread rather than a task: it does blocking `ip` calls, and it does not tie the pool to
     the event loop or the task that started it.
@@ -196,9 +314,11 @@ class NetnsPool:
         self.size = size
         self._ready: deque[Netns] = deque()
         self._released: deque[str] = deque()
+        self._returned: deque[Netns] = deque()
         self._names = itertools.count(secrets.randbelow(1 << 24))
         self._cond = threading.Condition()
         self._closed = False
+        self._filling = True
         self._error: ExecutorError | None = None
         self._thread: threading.Thread | None = None
 
@@ -230,36 +350,65 @@ class NetnsPool:
             return ns
 
     def release(self, ns: Netns, reuse: bool = False) -> None:
-        """Hand a used namespace back: kept for the next container when `reuse` (its container
-        had no CAP_NET_ADMIN, so it could not change the namespace's addresses, routes or
-        firewall, and all its processes are gone), else removed.
+        """Hand a used namespace back, once every process of its container is gone.
 
-        Reuse keeps two `ip` processes per container off a busy machine's cores, as
-        BuildKit's namespace pool does."""
+        With `reuse` (its container had neither CAP_NET_ADMIN nor a writable /proc/sys, so it
+        could not change the namespace's addresses, routes, firewall or settings) the pool's
+        thread keeps it for the next container if `reusable` says so; else it is removed.
+        Reuse keeps two `ip` processes per step off a busy machine's cores, as BuildKit's
+        namespace pool does."""
         with self._cond:
-            if reuse and not self._closed and len(self._ready) < self.size:
-                self._ready.append(ns)
-            else:
-                self._released.append(ns.name)
-            self._cond.notify()
+            if not self._closed:
+                if reuse:
+                    self._returned.append(ns)
+                else:
+                    self._released.append(ns.name)
+                self._cond.notify()
+                return
+        with contextlib.suppress(OSError):  # no thread any more to do it
+            remove_netns(ns.name)
+
+    def _recycle(self, ns: Netns) -> bool:
+        """Whether `ns` went back to the ready ones (else the caller removes it)."""
+        try:
+            clean = reusable(ns.name)
+        except OSError:
+            return False
+        with self._cond:
+            if not clean or self._closed or len(self._ready) >= self.size:
+                return False
+            self._ready.append(ns)
+            return True
+
+    def _wants_more(self) -> bool:
+        """Whether the thread should make a namespace (the lock held). It starts once fewer than
+        half are ready and goes on up to `size`: while steps run one after another, each one's
+        namespace comes back for the next (see `release`) before the pool needs a new one."""
+        if self._closed or self._error is not None:
+            return False
+        if len(self._ready) < (self.size + 1) // 2:
+            self._filling = True
+        elif len(self._ready) >= self.size:
+            self._filling = False
+        return self._filling
 
     def _work(self) -> None:
         while True:
             with self._cond:
-                while (
-                    not self._closed
-                    and not self._released
-                    and (len(self._ready) >= self.size or self._error is not None)
-                ):
+                while not (self._closed or self._released or self._returned or self._wants_more()):
                     self._cond.wait()
                 if self._closed:
                     return
                 released = list(self._released)
+                returned = list(self._returned)
                 self._released.clear()
-                fill = len(self._ready) < self.size and self._error is None
+                self._returned.clear()
+            released += [ns.name for ns in returned if not self._recycle(ns)]
             for name in released:
                 with contextlib.suppress(OSError):
                     remove_netns(name)
+            with self._cond:
+                fill = self._wants_more()
             if fill:
                 try:
                     ns = self.create()
@@ -269,10 +418,12 @@ class NetnsPool:
                         self._error = exc
                     continue
                 with self._cond:
-                    if self._closed:
-                        remove_netns(ns.name)
-                        return
-                    self._ready.append(ns)
+                    if not self._closed:
+                        self._ready.append(ns)
+                        continue
+                with contextlib.suppress(OSError):
+                    remove_netns(ns.name)
+                return
 
     def close(self) -> None:
         """Stop the thread and remove every namespace it holds (blocking)."""
@@ -282,8 +433,9 @@ class NetnsPool:
         if self._thread is not None:
             self._thread.join(timeout=60)
         with self._cond:
-            names = [ns.name for ns in self._ready] + list(self._released)
+            names = [ns.name for ns in (*self._ready, *self._returned)] + list(self._released)
             self._ready.clear()
+            self._returned.clear()
             self._released.clear()
         for name in names:
             with contextlib.suppress(OSError):

@@ -12,6 +12,7 @@ from pathlib import Path
 import attrs
 
 from dirk.errors import ExecutorError
+from dirk.workers.syscalls import is_mount_point
 
 RUNTIME_ENV = "DIRK_RUNTIME"
 KNOWN_RUNTIMES = ("crun", "runc")
@@ -78,18 +79,13 @@ def _cgroup_v1_hybrid() -> bool:
     )
 
 
-def _hugetlb_mounted() -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == str(_HUGETLB) for line in f)
-
-
 def crun_problem() -> str | None:
     """Why crun cannot run containers on this host, after trying to fix it; None if it can.
 
     crun refuses cgroup v1 hybrid hosts unless the hugetlb controller is mounted as v1
     (see the machine notes); mounting it once per boot is harmless.
     """
-    if not _cgroup_v1_hybrid() or _hugetlb_mounted():
+    if not _cgroup_v1_hybrid() or is_mount_point(_HUGETLB):
         return None
     try:
         _HUGETLB.mkdir(exist_ok=True)

@@ -7,6 +7,8 @@ is allowed (gid 0, home /), a name it does not know is an error.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import attrs
@@ -96,11 +98,24 @@ def resolve_user(user: str, passwd: list[PasswdEntry], groups: list[GroupEntry])
     return ResolvedUser(uid=uid, gid=gid, additional_gids=tuple(additional), home=home)
 
 
+#: More than any real /etc/passwd or /etc/group; the rest is ignored.
+_MAX_READ = 16 * 1024 * 1024
+
+
 def _read(rootfs: Path, path: str) -> str:
+    """A regular file's text, or "" for anything else: a FIFO at /etc/passwd (a step can make
+    one) must not block the engine, which resolves users on its event loop."""
     try:
-        return resolve_in_root(rootfs, path).read_text(errors="replace")
+        fd = os.open(resolve_in_root(rootfs, path), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return ""
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return ""
+        return os.read(fd, min(st.st_size, _MAX_READ)).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
 def resolve_user_in_rootfs(rootfs: Path, user: str) -> ResolvedUser:

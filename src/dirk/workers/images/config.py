@@ -68,12 +68,17 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value)
 
 
-def parse_config_blob(data: bytes, where: str) -> dict[str, Any]:
-    """Decode an image config blob; `where` names it in the error."""
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """Decode a JSON document that must be an object; `what` names it in the error."""
     try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ImageError(f"the image config of {where} is not valid JSON ({exc})") from None
+        raise ImageError(f"{what} is not valid JSON ({exc})") from None
     if not isinstance(obj, dict):
-        raise ImageError(f"the image config of {where} is not a JSON object")
+        raise ImageError(f"{what} is not a JSON object")
     return obj
+
+
+def parse_config_blob(data: bytes, where: str) -> dict[str, Any]:
+    """Decode an image config blob; `where` names it in the error."""
+    return json_object(data, f"the image config of {where}")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import attrs
 
 from dirk.errors import ImageError, PlatformNotFoundError, UnsupportedMediaTypeError
-from dirk.workers.images.config import LayerDescriptor
+from dirk.workers.images.config import LayerDescriptor, json_object
 from dirk.workers.images.platform import Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -84,12 +83,7 @@ class Manifest:
 
 def media_type_of(body: bytes, content_type: str | None, where: str) -> tuple[str, dict[str, Any]]:
     """Decode a manifest body; its type comes from "mediaType", then Content-Type, then shape."""
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ImageError(f"the manifest of {where} is not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise ImageError(f"the manifest of {where} is not a JSON object")
+    obj = json_object(body, f"the manifest of {where}")
     media_type = obj.get("mediaType")
     if not isinstance(media_type, str) or not media_type:
         media_type = (content_type or "").split(";")[0].strip()

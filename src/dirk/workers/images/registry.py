@@ -155,14 +155,18 @@ class RegistryClient:
     ) -> AsyncIterator[httpx.Response]:
         url = f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
         key = (ref.registry, ref.repository)
-        response = await self._send(ref, url, headers, self._auth.get(key))
+        sent = self._auth.get(key)
+        response = await self._send(ref, url, headers, sent)
         if response.status_code == 401:
             challenge = response.headers.get("www-authenticate", "")
             await response.aclose()
             async with self._auth_locks.setdefault(key, anyio.Lock()):
-                stale = self._auth.get(key)
-                auth = await self._authenticate(ref, challenge, stale)
-                self._auth[key] = auth
+                auth = self._auth.get(key)
+                # Requests refused at once (a pull's layers) log in once: the others take the
+                # header it got, rather than a new token each or "refused" for the same one.
+                if auth is None or auth == sent:
+                    auth = await self._authenticate(ref, challenge, sent)
+                    self._auth[key] = auth
             response = await self._send(ref, url, headers, auth)
             if response.status_code == 401:
                 await response.aclose()
@@ -190,7 +194,8 @@ class RegistryClient:
             raise _unreachable(ref.registry, exc) from None
 
     async def _authenticate(self, ref: ImageReference, header: str, stale: str | None) -> str:
-        """The Authorization header value that answers the registry's challenge."""
+        """The Authorization header value that answers the registry's challenge to a request
+        that sent `stale`."""
         challenge = parse_challenge(header)
         creds = self.docker_config.credentials(ref.registry)
         if challenge is None or challenge.scheme not in ("bearer", "basic"):

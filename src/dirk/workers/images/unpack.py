@@ -23,13 +23,13 @@ import attrs
 from dirk.errors import ImageError
 from dirk.workers.images.decompress import ChunkSource
 from dirk.workers.images.tarstream import ForwardReader
+from dirk.workers.snapshots.fileops import NEW_FILE
+from dirk.workers.snapshots.layerview import OPAQUE_XATTR, OVERLAY_XATTR_PREFIX, is_whiteout
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 _PAX_XATTR = "SCHILY.xattr."
 _LIBARCHIVE_XATTR = "LIBARCHIVE.xattr."
-_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LayerPathError(ImageError):
@@ -78,7 +78,10 @@ def unpack_tar(source: ChunkSource, dest: Path, what: str) -> UnpackStats:
                 break
             archive.members.clear()  # type: ignore[attr-defined]  # nothing looks members up
         first = False
-        extractor.extract(member)
+        try:
+            extractor.extract(member)
+        except OSError as exc:  # a full disk, a hard link to a directory, ...
+            raise ImageError(f"{what}: cannot unpack entry {member.name!r}: {exc}") from exc
     extractor.finish()
     reader.drain()  # the end-of-archive padding, and the end of the compressed stream
     return extractor.stats
@@ -175,7 +178,7 @@ class _Extractor:
                 os.mkdir(path, 0o755)
             else:
                 if not stat.S_ISDIR(st.st_mode):
-                    if not _is_whiteout(st):
+                    if not is_whiteout(st):
                         raise LayerPathError(
                             f"{self.what}: entry {entry!r} lies below {cur!r}, which is not a "
                             f"directory in this layer ({_kind(st)}); refusing to write through it"
@@ -275,10 +278,10 @@ class _Extractor:
     def regular(self, rel: str, parent: str, m: tarfile.TarInfo) -> None:
         path = f"{self.root}/{rel}"
         try:
-            fd = os.open(path, _CREATE_FLAGS, 0o600)
+            fd = os.open(path, NEW_FILE, 0o600)
         except FileExistsError:
             self.remove(rel)
-            fd = os.open(path, _CREATE_FLAGS, 0o600)
+            fd = os.open(path, NEW_FILE, 0o600)
         try:
             if m.sparse is not None:
                 data = self.archive.extractfile(m)
@@ -348,7 +351,7 @@ class _Extractor:
                     continue
             else:
                 continue
-            if name.startswith("trusted.overlay."):
+            if name.startswith(OVERLAY_XATTR_PREFIX):
                 continue  # only whiteout entries may steer overlayfs
             try:
                 if isinstance(target, int):
@@ -365,10 +368,6 @@ class _Extractor:
         """Directory mtimes last: creating their entries changed them."""
         for path, mtime in reversed(self.dir_times):
             os.utime(path, (mtime, mtime), follow_symlinks=False)
-
-
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 def _kind(st: os.stat_result) -> str:

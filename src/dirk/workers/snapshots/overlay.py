@@ -6,18 +6,15 @@ flatten layers when a stack is too deep for one mount.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from dirk.errors import SnapshotError
+from dirk.workers import syscalls
 
-MS_RDONLY = 1
-MNT_DETACH = 2
 #: mount(2) copies one page of options; the string and its NUL must fit.
 MOUNT_DATA_LIMIT = 4095
 #: The kernel's limit on lower layers in one overlay (OVL_MAX_STACK).
@@ -26,18 +23,6 @@ KERNEL_MAX_LOWERS = 500
 #: Upper dirs must stay plain overlay layers, usable under any other stack: no redirects, no
 #: metadata-only copy-ups, no index tied to one set of lowers, whatever the module defaults.
 _PORTABLE = "index=off,metacopy=off,redirect_dir=off"
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = [
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-]
-_libc.mount.restype = ctypes.c_int
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
-_libc.umount2.restype = ctypes.c_int
 
 
 def _escape(path: Path) -> str:
@@ -76,10 +61,9 @@ def mount_overlay(target: Path, data: str, *, readonly: bool = False) -> None:
             f"overlay options are {len(data)} bytes, over the kernel's one-page limit: "
             "the snapshot must be flattened first"
         )
-    flags = MS_RDONLY if readonly else 0
-    rc = _libc.mount(b"overlay", os.fsencode(target), b"overlay", flags, data.encode())
-    if rc != 0:
-        err = ctypes.get_errno()
+    flags = syscalls.MS_RDONLY if readonly else 0
+    err = syscalls.mount("overlay", target, "overlay", flags, data)
+    if err:
         raise SnapshotError(
             f"could not mount overlayfs at {target}: {os.strerror(err)} (options: {data}). "
             "overlayfs needs root and all directories on one filesystem; `dmesg` says more"
@@ -91,12 +75,9 @@ def unmount(target: Path, *, retries: int = 20) -> None:
 
     Not mounted is fine: release and commit may both try.
     """
-    path = os.fsencode(target)
     for attempt in range(retries + 1):
-        if _libc.umount2(path, 0) == 0:
-            return
-        err = ctypes.get_errno()
-        if err in (errno.EINVAL, errno.ENOENT):
+        err = syscalls.umount(target)
+        if err in (0, errno.EINVAL, errno.ENOENT):
             return
         if err != errno.EBUSY:
             raise SnapshotError(f"could not unmount {target}: {os.strerror(err)}")
@@ -107,26 +88,6 @@ def unmount(target: Path, *, retries: int = 20) -> None:
 
 def detach(target: Path) -> None:
     """Lazy unmount: gone from the tree now, freed when its last user lets go."""
-    if _libc.umount2(os.fsencode(target), MNT_DETACH) != 0:
-        err = ctypes.get_errno()
-        if err not in (errno.EINVAL, errno.ENOENT):
-            raise SnapshotError(f"could not detach mount {target}: {os.strerror(err)}")
-
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def mounts_under(root: Path) -> list[Path]:
-    """Mount points at or below `root` in this mount namespace, deepest first."""
-    prefix = str(root).rstrip("/")
-    found: list[str] = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split(" ", 5)
-            if len(fields) < 5:
-                continue
-            point = _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    found.sort(key=lambda p: p.count("/"), reverse=True)
-    return [Path(p) for p in found]
+    err = syscalls.umount(target, syscalls.MNT_DETACH)
+    if err not in (0, errno.EINVAL, errno.ENOENT):
+        raise SnapshotError(f"could not detach mount {target}: {os.strerror(err)}")

@@ -15,14 +15,14 @@ import threading
 from pathlib import Path
 
 from dirk.errors import SnapshotError
-from dirk.workers.snapshots import overlay
+from dirk.workers.syscalls import mounts_under
 
 
 def remove_tree(path: Path) -> None:
     """rmtree that refuses to delete through a mount point."""
     if not os.path.lexists(path):
         return
-    if overlay.mounts_under(path):
+    if mounts_under(path):
         raise SnapshotError(f"refusing to delete {path}: something is still mounted below it")
     shutil.rmtree(path)
 

@@ -30,6 +30,7 @@ from dirk.workers.snapshots.layers import LayerStore, Snapshot, new_layer_id
 from dirk.workers.snapshots.layerview import Entry, LayerView, is_opaque
 from dirk.workers.snapshots.paths import clean_path, join
 from dirk.workers.snapshots.reaper import Reaper, remove_tree
+from dirk.workers.syscalls import mounts_under
 
 Kind = Literal["file", "dir", "symlink", "other"]
 
@@ -166,11 +167,11 @@ class Snapshotter:
         lowers = self._lower_dirs(snapshot)
         base = self._new_mount_dir()
         active = ActiveMount(snapshot, base / "m", base / "u", base / "w")
-        for path in (active.merged, active.upper, active.work):
-            path.mkdir()
-        os.chmod(active.upper, 0o755)  # the root directory of the tree, whatever the umask
-        data = overlay.options(lowers, active.upper, active.work, volatile=self._volatile)
         try:
+            for path in (active.merged, active.upper, active.work):
+                path.mkdir()
+            os.chmod(active.upper, 0o755)  # the root directory of the tree, whatever the umask
+            data = overlay.options(lowers, active.upper, active.work, volatile=self._volatile)
             overlay.mount_overlay(active.merged, data)
         except BaseException:
             shutil.rmtree(base, ignore_errors=True)
@@ -223,8 +224,8 @@ class Snapshotter:
             return
         base = self._new_mount_dir()
         merged = base / "m"
-        merged.mkdir()
         try:
+            merged.mkdir()
             overlay.mount_overlay(merged, overlay.options(lowers), readonly=True)
             yield merged
         finally:
@@ -309,9 +310,9 @@ class Snapshotter:
     def cleanup_stale(self) -> None:
         """Unmount and delete whatever a previous engine left under `run/m`. Call at start,
         before any mount of this engine exists."""
-        for point in overlay.mounts_under(self._root):
+        for point in mounts_under(self._root):
             overlay.detach(point)
-        left = overlay.mounts_under(self._root)
+        left = mounts_under(self._root)
         if left:
             raise SnapshotError(
                 f"could not unmount {', '.join(map(str, left))}: unmount them by hand "
