@@ -384,3 +384,32 @@ async def test_a_failed_start_closes_what_it_opened(tmp_path: Path) -> None:
         async with Engine(state, runtime="no-such-runtime"):
             pass
     assert open_state_files() == [], "the database stays open after a failed start"
+
+
+async def test_host_directory_filters_and_a_change_during_the_copy(
+    engine: Engine, busybox_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dirk.errors import HostPathError
+    from dirk.solver import solver as solver_module
+
+    src = tmp_path / "project"
+    (src / "pkg" / "sub").mkdir(parents=True)
+    (src / "pkg" / "sub" / "mod.py").write_text("print('hi')\n")
+    (src / "pkg" / "notes.txt").write_text("not copied\n")
+    (src / "build").mkdir()
+    (src / "build" / "out.py").write_text("excluded\n")
+    filtered = Ref(HostDirectory(str(src), include=("**/*.py",), exclude=("build/",)))
+    assert await engine.solver.read_file(filtered, "/pkg/sub/mod.py") == b"print('hi')\n"
+    assert await engine.solver.stat(filtered, "/pkg/notes.txt") is None
+    assert await engine.solver.stat(filtered, "/build/out.py") is None
+
+    real_import = solver_module.import_host_path
+
+    def import_after_an_edit(*args: object, **kwargs: object) -> object:
+        (src / "pkg" / "sub" / "mod.py").write_text("print('edited meanwhile')\n")
+        return real_import(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(solver_module, "import_host_path", import_after_an_edit)
+    (src / "pkg" / "sub" / "mod.py").write_text("print('second version')\n")
+    with pytest.raises(HostPathError, match="changed while the engine was copying it"):
+        await engine.solver.solve(Ref(HostDirectory(str(src))))

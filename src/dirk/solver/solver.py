@@ -21,7 +21,14 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from dirk.errors import OUTPUT_TAIL_BYTES, DirkError, ExecError, SolveError, StateError
+from dirk.errors import (
+    OUTPUT_TAIL_BYTES,
+    DirkError,
+    ExecError,
+    HostPathError,
+    SolveError,
+    StateError,
+)
 from dirk.solver.flights import Flights
 from dirk.solver.keys import cache_key
 from dirk.solver.mounts import StepMounts
@@ -306,20 +313,30 @@ class Solver:
                 pinned = ImageReference.parse(op.reference).with_digest(op.digest)
                 resolved = await self.resolve_image(str(pinned), op.platform)
             return OpResult(key, (await self._images.unpack(resolved),))
-        if isinstance(op, HostDirectory):
-            snapshot = await anyio.to_thread.run_sync(
-                lambda: import_host_path(Path(op.path), self._layers, op.include, op.exclude)
-            )
-            return OpResult(key, (snapshot,))
-        if isinstance(op, HostFile):
-            snapshot = await anyio.to_thread.run_sync(
-                lambda: import_host_path(Path(op.path), self._layers)
-            )
+        if isinstance(op, HostDirectory | HostFile):
+            snapshot = await anyio.to_thread.run_sync(self._import_host, op, key)
             return OpResult(key, (snapshot,))
         if isinstance(op, Exec):
             return await self._exec(op, key, inputs)
         snapshot = await anyio.to_thread.run_sync(self._file_op, op, inputs)
         return OpResult(key, (snapshot,))
+
+    def _import_host(self, op: HostDirectory | HostFile, key: str) -> Snapshot:
+        """Copy a host path into a layer, then check the copy is what the key was made from:
+        a file edited between hashing and copying must not be cached under the old key."""
+        path = Path(op.path)
+        if isinstance(op, HostDirectory):
+            snapshot = import_host_path(path, self._layers, op.include, op.exclude)
+            copied = self._layers.path(snapshot.layers[0])
+        else:
+            snapshot = import_host_path(path, self._layers)
+            copied = self._layers.path(snapshot.layers[0]) / path.name
+        if cache_key(attrs.evolve(op, digest=digest_host_path(copied)), []) != key:
+            raise HostPathError(
+                f"host path {op.path} changed while the engine was copying it; "
+                "run the pipeline again once nothing is writing to it"
+            )
+        return snapshot
 
     # --- file operations ------------------------------------------------------------------
 
