@@ -195,6 +195,19 @@ async def test_unexpected_resolver_exception_is_graphql_error_and_logged(
     assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
 
 
+async def test_a_bug_inside_a_step_is_logged_with_its_traceback(
+    client: Client,
+    auth: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="dirk.wire.server"):
+        status, body = await post(client, auth, {"query": "{ stepBug }"})
+    assert status == 200
+    assert body["errors"][0]["message"] == "exec make: 'missing'"
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.exc_info is not None and record.exc_info[0] is KeyError
+
+
 async def test_full_introspection_with_deprecated_args(
     client: Client, auth: dict[str, str]
 ) -> None:

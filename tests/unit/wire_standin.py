@@ -13,7 +13,7 @@ from aiohttp import web
 
 from dirk.engine.daemon import Components, serve
 from dirk.engine.sessions import Session, SessionRegistry
-from dirk.errors import ExecError, InvalidArgumentError
+from dirk.errors import ExecError, InvalidArgumentError, SolveError
 from dirk.wire.server import WireServer
 
 ADMIN_TOKEN = "admin-secret"
@@ -26,6 +26,7 @@ type Query {
   workdir: String!
   failExec(code: Int!, stdoutBytes: Int = 0, stderrBytes: Int = 0): String!
   boom: String
+  stepBug: String
   groupFail(exec: Boolean!): String
   sleep(seconds: Float!): Float!
   deprecatedArg(old: String @deprecated(reason: "use new"), new: String): String
@@ -80,6 +81,13 @@ def standin_schema(probe: Probe | None = None) -> graphql.GraphQLSchema:
     def boom(_: Any, info: graphql.GraphQLResolveInfo) -> str:
         raise ZeroDivisionError("the resolver divided by zero")
 
+    def step_bug(_: Any, info: graphql.GraphQLResolveInfo) -> str:
+        try:
+            {}["missing"]
+        except KeyError as bug:
+            raise SolveError("exec make", bug) from bug
+        return ""
+
     def workdir(_: Any, info: graphql.GraphQLResolveInfo) -> str:
         session: Session = info.context["session"]
         return str(session.workdir)
@@ -89,6 +97,7 @@ def standin_schema(probe: Probe | None = None) -> graphql.GraphQLSchema:
     fields["workdir"].resolve = workdir
     fields["failExec"].resolve = fail_exec
     fields["boom"].resolve = boom
+    fields["stepBug"].resolve = step_bug
     fields["groupFail"].resolve = group_fail
     fields["sleep"].resolve = sleep
     fields["deprecatedArg"].resolve = lambda _, info, **kw: kw.get("new") or kw.get("old")

@@ -139,6 +139,9 @@ class StartedEngine(Protocol):
     def terminate(self) -> None: ...
 
 
+#: Size past which the engine's log is rotated when the next engine starts.
+ENGINE_LOG_LIMIT = 16 * 1024 * 1024
+
 #: Engines this program started: kept referenced so they are not reaped as garbage.
 _STARTED: list[StartedEngine] = []
 
@@ -146,7 +149,12 @@ _STARTED: list[StartedEngine] = []
 def spawn_engine(state_dir: Path) -> StartedEngine:
     """Starts `python -m dirk engine` detached from this program (own session, output to
     `engine.log`), so it outlives the program and serves later ones."""
-    with open(state_dir / "engine.log", "ab") as log:
+    log_path = state_dir / "engine.log"
+    with contextlib.suppress(OSError):
+        if log_path.stat().st_size > ENGINE_LOG_LIMIT:
+            # One previous log is kept; the log never grows past about twice the limit.
+            os.replace(log_path, log_path.with_name("engine.log.1"))
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "dirk", "engine"],
             stdin=subprocess.DEVNULL,

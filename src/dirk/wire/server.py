@@ -33,7 +33,7 @@ from graphql import (
     validate,
 )
 
-from dirk.errors import DirkError
+from dirk.errors import DirkError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
 
 if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
@@ -226,11 +226,12 @@ def _dumps(value: Any) -> str:
 def _log_resolver_error(error: GraphQLError) -> None:
     """Failures dirk describes itself are logged in a line; anything else with its traceback."""
     original = error.original_error
-    unexpected = [
-        leaf
+    causes = [
+        # A SolveError wraps a bug in a step: its cause is what needs the traceback.
+        leaf.cause if isinstance(leaf, SolveError) else leaf
         for leaf in (leaves(original) if original is not None else [])
-        if not isinstance(leaf, DirkError | GraphQLError)
     ]
+    unexpected = [leaf for leaf in causes if not isinstance(leaf, DirkError | GraphQLError)]
     if not unexpected:
         log.info("query error at %s: %s", error.path, error.message)
     for leaf in unexpected:
