@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import httpx
 import pytest
+
+from dirk.engine import Engine
 
 REGISTRY = "127.0.0.1:5000"
 TEST_IMAGES = (("busybox", "latest"), ("python", "3.11"))
@@ -54,3 +59,10 @@ def busybox_ref(registry: str) -> str:
 @pytest.fixture(scope="session")
 def python_ref(registry: str) -> str:
     return f"{registry}/python:3.11"
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+    """A started engine on a state directory of its own."""
+    async with Engine(tmp_path / "state") as eng:
+        yield eng

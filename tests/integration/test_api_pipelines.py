@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,6 @@ from dirk.wire.errors import format_error
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 SCHEMA: GraphQLSchema = build_schema()
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with Engine(tmp_path / "state") as eng:
-        yield eng
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -24,17 +23,6 @@ from dirk.state.db import Database
 from .engine_helpers import image, sh, stdout
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
-    async with Engine(tmp_path / "state") as eng:
-        yield eng
 
 
 async def test_stdout_stderr_and_exit_code(engine: Engine, busybox_ref: str) -> None:

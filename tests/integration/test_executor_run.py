@@ -32,11 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 DOCKER_CAP_MASK = "00000000a80425fb"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert os.geteuid() == 0, "containers need root: run the integration tests as root"

@@ -28,11 +28,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def layout(tmp_path: Path) -> StateLayout:
     return StateLayout(tmp_path / "state").ensure()
 

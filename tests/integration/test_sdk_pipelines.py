@@ -34,11 +34,6 @@ def engine() -> Iterator[RunningEngine]:
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def workspace(tmp_path: Path) -> Path:
     """The program's working directory, holding the host directory `src/`."""
     (tmp_path / "src" / "sub").mkdir(parents=True)

@@ -20,11 +20,6 @@ BASE = 'container { from(address: "reg.local/busybox:1") { %s } }'
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def api(tmp_path: Path) -> Api:
     return Api(tmp_path)
 

@@ -23,11 +23,6 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     d = Daemon(tmp_path / "state")
     yield d

@@ -23,11 +23,6 @@ SDK_FLAGS = ["--label", "dagger.io/sdk.name:python", "--label", "dagger.io/sdk.v
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 async def daemon(tmp_path: Path) -> AsyncIterator[Daemon]:
     d = Daemon(tmp_path / "state")
     await d.start()

@@ -45,11 +45,6 @@ HOST = "registry.test"
 TOKEN_URL = "https://auth.test/token"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

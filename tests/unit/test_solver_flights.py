@@ -10,11 +10,6 @@ from dirk.solver.flights import Flights
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_identical_work_at_once_runs_once() -> None:
     flights = Flights()
     runs: list[str] = []

@@ -12,11 +12,6 @@ from dirk.solver.volumes import CacheVolumes, volume_dir_name
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_volume_names_are_safe_and_distinct() -> None:
     assert "/" not in volume_dir_name("../../etc")
     assert volume_dir_name("a/b") != volume_dir_name("a-b")

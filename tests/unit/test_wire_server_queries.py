@@ -24,11 +24,6 @@ Client = TestClient[web.Request, web.Application]
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def probe() -> Probe:
     return Probe()
 
