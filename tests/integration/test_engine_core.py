@@ -17,7 +17,7 @@ from dirk.errors import (
     ImageNotFoundError,
     RegistryUnreachableError,
 )
-from dirk.solver.ops import Copy, Exec, ExecMount, HostDirectory, MkFile, Ref, Scratch
+from dirk.solver.ops import Copy, Exec, ExecMount, HostDirectory, MkFile, Ref, Scratch, Sharing
 from dirk.state.db import Database
 
 from .engine_helpers import image, sh, stdout
@@ -121,17 +121,17 @@ async def test_cache_volume_persists_across_runs_and_engines(
 async def test_cache_volume_sharing_modes(engine: Engine, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
 
-    def overlap_probe(sharing: str, tag: str) -> object:
-        mount = ExecMount("/cache", kind="cache", cache_id=f"vol-{sharing}", sharing=sharing)  # type: ignore[arg-type]
+    def overlap_probe(sharing: Sharing, tag: str) -> Exec:
+        mount = ExecMount("/cache", kind="cache", cache_id=f"vol-{sharing}", sharing=sharing)
         # Each exec marks itself present, waits, and reports who else it saw.
         script = f"touch /cache/{tag}; sleep 1; ls /cache | tr '\\n' ' '; rm /cache/{tag}"
         return sh(root, script, mounts=[mount])
 
-    async def run_pair(sharing: str) -> list[str]:
+    async def run_pair(sharing: Sharing) -> list[str]:
         outs: list[str] = []
 
         async def one(tag: str) -> None:
-            outs.append(await stdout(engine, overlap_probe(sharing, tag)))  # type: ignore[arg-type]
+            outs.append(await stdout(engine, overlap_probe(sharing, tag)))
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(one, "a")
