@@ -208,6 +208,7 @@ class Executor:
             if spec.network:
                 ns = self._pool.take() or await self._new_netns()
             bundle.mkdir(parents=True)
+            _ensure_kernel_mountpoints(rootfs)
             files = self._write_files(bundle, rootfs, spec, ns)
             config = build_config(
                 spec,
@@ -332,3 +333,24 @@ class Executor:
     async def _delete(self, rt: Runtime, container_id: str) -> None:
         if (rt.root / container_id).exists():
             await anyio.run_process(rt.command("delete", "--force", container_id), check=False)
+
+
+_KERNEL_MOUNTPOINTS = ("proc", "sys", "dev")
+
+
+def _ensure_kernel_mountpoints(rootfs: Path) -> None:
+    """Create /proc, /sys and /dev in a root that lacks them, before the runtime does.
+
+    crun makes them with a plain mkdir that fails on EEXIST, so two containers started at
+    once on one root (a shared read-only root, or a test's) could fail with "cannot mkdir
+    `sys`: File exists". Creating them here, tolerating a racing peer, removes that race;
+    the result in the step's layer is the same as the runtime's.
+    """
+    for name in _KERNEL_MOUNTPOINTS:
+        path = rootfs / name
+        if os.path.lexists(path):
+            continue
+        try:
+            os.mkdir(path, 0o755)
+        except OSError:  # a racing peer made it, or a read-only root: the runtime decides
+            pass
