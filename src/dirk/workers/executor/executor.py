@@ -8,6 +8,7 @@ runtime is the only subprocess; everything else happens in-process or in the bac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -350,7 +351,6 @@ def _ensure_kernel_mountpoints(rootfs: Path) -> None:
         path = rootfs / name
         if os.path.lexists(path):
             continue
-        try:
+        # A racing peer made it, or the root is read-only: the runtime decides.
+        with contextlib.suppress(OSError):
             os.mkdir(path, 0o755)
-        except OSError:  # a racing peer made it, or a read-only root: the runtime decides
-            pass
