@@ -2,8 +2,8 @@
 
 Defaults follow Docker's, because pipelines written for Docker must behave the same here:
 Docker's capability set, masked and read-only /proc paths, /dev with devpts, shm and mqueue,
-read-only sysfs and cgroup, `noNewPrivileges` false. `privileged` lifts the capability and
-path restrictions only (no host devices).
+read-only sysfs and cgroup, `noNewPrivileges` false, and our own seccomp profile (seccomp.py).
+`privileged` lifts the capability, path and syscall restrictions only (no host devices).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import attrs
+
+from dirk.workers.executor.seccomp import default_profile
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -362,6 +364,7 @@ def build_config(
     if not spec.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
+        linux["seccomp"] = default_profile()
     return {
         "ociVersion": "1.0.2",
         "process": {
