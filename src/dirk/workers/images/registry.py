@@ -4,6 +4,8 @@ Authentication follows the registry's 401 challenge: `Bearer` (fetch a token fro
 sending basic credentials when we have some) or `Basic` (send credentials directly). The header
 that worked is kept per registry and repository, and renewed on the next 401.
 Plain HTTP is used only for loopback registries and those named as insecure.
+Requests are retried on transient failures (see `retry`); a blob whose connection breaks is
+resumed where it stopped, so its reader sees one unbroken stream.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from collections.abc import AsyncIterator, Iterable
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import httpx
@@ -27,6 +32,17 @@ from dirk.errors import (
 from dirk.workers.images.auth import Challenge, Credentials, DockerConfig, parse_challenge
 from dirk.workers.images.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
 from dirk.workers.images.reference import ImageReference
+from dirk.workers.images.retry import (
+    DEFAULT_RETRY,
+    RETRY_STATUSES,
+    Backoff,
+    RetryPolicy,
+    TransientError,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 USER_AGENT = "dirk/0.1"
 _TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=None)
@@ -59,12 +75,14 @@ class RegistryClient:
         *,
         insecure_registries: Iterable[str] = (),
         transport: httpx.AsyncBaseTransport | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self._config_path = docker_config
         self._config: DockerConfig | None = None
         self._insecure = frozenset(insecure_registries)
         self._auth: dict[tuple[str, str], str] = {}
         self._auth_locks: dict[tuple[str, str], anyio.Lock] = {}
+        self.retry = retry
         # Proxy variables apply to remote registries only: this machine is never behind a proxy.
         self._remote, self._local = (
             httpx.AsyncClient(
@@ -104,22 +122,23 @@ class RegistryClient:
         """The manifest or index that `target` (tag or digest) names: body, content type and
         the digest the registry claims for it (Docker-Content-Digest), if it sent one."""
         headers = {"Accept": MANIFEST_ACCEPT}
+        what = _what(target)
         try:
-            async with self._open(ref, f"manifests/{target}", headers, what=_what(target)) as r:
-                body = await _read_limited(r, MAX_MANIFEST_BYTES, f"the manifest of {ref}")
-                return body, r.headers.get("content-type"), r.headers.get("docker-content-digest")
+            body, got = await self._fetch(
+                ref, f"manifests/{target}", headers, what, MAX_MANIFEST_BYTES
+            )
         except ImageNotFoundError as exc:
             if target.startswith("sha256:") or "no repository" in str(exc):
                 raise
             raise await self._tag_not_found(ref, target) from None
+        return body, got.get("content-type"), got.get("docker-content-digest")
 
     async def _tag_not_found(self, ref: ImageReference, tag: str) -> ImageNotFoundError:
         """Registries answer MANIFEST_UNKNOWN for a missing repository too: the tag list tells
         the two apart, and names the tags there are."""
         try:
-            async with self._open(ref, "tags/list", {}, what="the tag list") as r:
-                await r.aread()
-                data = r.json()
+            body, _ = await self._fetch(ref, "tags/list", {}, "the tag list", MAX_MANIFEST_BYTES)
+            data = json.loads(body)
             tags = data.get("tags") if isinstance(data, dict) else None
         except ImageNotFoundError as exc:
             if "no repository" in str(exc):
@@ -138,25 +157,63 @@ class RegistryClient:
 
     async def get_blob(self, ref: ImageReference, digest: str, limit: int) -> bytes:
         """A small blob (an image config), read whole."""
-        async with self.open_blob(ref, digest) as r:
-            return await _read_limited(r, limit, f"blob {digest} of {ref.name}")
+        what = f"blob {digest}"
+        body, _ = await self._fetch(ref, f"blobs/{digest}", {}, what, limit)
+        return body
 
     @asynccontextmanager
-    async def open_blob(self, ref: ImageReference, digest: str) -> AsyncIterator[httpx.Response]:
-        """A streaming response for a blob; read it with `aiter_bytes`."""
-        async with self._open(ref, f"blobs/{digest}", {}, what=f"blob {digest}") as r:
-            yield r
+    async def open_blob(
+        self, ref: ImageReference, digest: str, size: int
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
+        """The bytes of a blob of `size` bytes, first to last, as one stream: a connection that
+        breaks midway is resumed (Range) or restarted, unseen by the reader. Verifying the digest
+        stays the reader's job."""
+        stream = BlobStream(self, ref, digest, size)
+        try:
+            await stream.open()
+            yield stream
+        finally:
+            await stream.aclose()
 
     # --- plumbing -------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _open(
-        self, ref: ImageReference, path: str, headers: dict[str, str], *, what: str
-    ) -> AsyncIterator[httpx.Response]:
-        url = f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
+    def url(self, ref: ImageReference, path: str) -> str:
+        return f"{self.base_url(ref.registry)}/v2/{ref.repository}/{path}"
+
+    async def retrying(self, attempt: Callable[[], Awaitable[T]], backoff: Backoff) -> T:
+        """`attempt()`, made again after each TransientError until `backoff` gives up."""
+        while True:
+            try:
+                return await attempt()
+            except TransientError as failure:
+                await backoff.failed(failure)
+
+    async def _fetch(
+        self, ref: ImageReference, path: str, headers: dict[str, str], what: str, limit: int
+    ) -> tuple[bytes, httpx.Headers]:
+        """A whole (small) document and its response headers, with retries."""
+
+        async def attempt() -> tuple[bytes, httpx.Headers]:
+            response = await self.open_once(ref, path, headers, what)
+            try:
+                body = await _read_limited(response, limit, f"{what} of {ref.name}")
+            except httpx.TransportError as exc:
+                raise _transient(ref, exc, what) from None
+            finally:
+                await response.aclose()
+            return body, response.headers
+
+        return await self.retrying(attempt, Backoff(self.retry))
+
+    async def open_once(
+        self, ref: ImageReference, path: str, headers: dict[str, str], what: str
+    ) -> httpx.Response:
+        """One GET, through the registry's auth challenge: a streaming response with a 2xx
+        status, which the caller closes. Raises TransientError for what a retry may cure."""
+        url = self.url(ref, path)
         key = (ref.registry, ref.repository)
         sent = self._auth.get(key)
-        response = await self._send(ref, url, headers, sent)
+        response = await self._send(ref, url, headers, sent, what)
         if response.status_code == 401:
             challenge = response.headers.get("www-authenticate", "")
             await response.aclose()
@@ -167,22 +224,25 @@ class RegistryClient:
                 if auth is None or auth == sent:
                     auth = await self._authenticate(ref, challenge, sent)
                     self._auth[key] = auth
-            response = await self._send(ref, url, headers, auth)
+            response = await self._send(ref, url, headers, auth, what)
             if response.status_code == 401:
                 await response.aclose()
                 raise self._refused(ref)
+        if response.status_code < 400:
+            return response
         try:
-            if response.status_code >= 400:
-                await response.aread()
-                raise self._http_error(ref, response, what)
-            yield response
+            await response.aread()
         except httpx.TransportError as exc:
-            raise _unreachable(ref.registry, exc, f"while downloading {what}") from None
+            raise _transient(ref, exc, what) from None
         finally:
             await response.aclose()
+        error = self._http_error(ref, response, what)
+        if response.status_code in RETRY_STATUSES:
+            raise TransientError(error, parse_retry_after(response.headers.get("retry-after")))
+        raise error
 
     async def _send(
-        self, ref: ImageReference, url: str, headers: dict[str, str], auth: str | None
+        self, ref: ImageReference, url: str, headers: dict[str, str], auth: str | None, what: str
     ) -> httpx.Response:
         if auth is not None:
             headers = {**headers, "Authorization": auth}
@@ -191,7 +251,7 @@ class RegistryClient:
         try:
             return await client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise _unreachable(ref.registry, exc) from None
+            raise _transient(ref, exc, what) from None
 
     async def _authenticate(self, ref: ImageReference, header: str, stale: str | None) -> str:
         """The Authorization header value that answers the registry's challenge to a request
@@ -227,11 +287,25 @@ class RegistryClient:
             params["service"] = challenge.get("service") or ""
         creds = self.docker_config.credentials(ref.registry)
         auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
-        try:
-            r = await self._client_for(realm).get(realm, params=params, auth=auth)
-        except httpx.TransportError as exc:
-            host = httpx.URL(realm).host or realm
-            raise _unreachable(host, exc, f"(the token service of {ref.registry})") from None
+        host = httpx.URL(realm).host or realm
+
+        async def attempt() -> httpx.Response:
+            try:
+                r = await self._client_for(realm).get(realm, params=params, auth=auth)
+            except httpx.TransportError as exc:
+                error = _unreachable(host, exc, f"(the token service of {ref.registry})")
+                raise TransientError(error) from None
+            if r.status_code in RETRY_STATUSES:
+                raise TransientError(
+                    RegistryAuthError(
+                        f"the token service {realm} of {ref.registry} answered HTTP "
+                        f"{r.status_code}: {r.text[:200]}"
+                    ),
+                    parse_retry_after(r.headers.get("retry-after")),
+                )
+            return r
+
+        r = await self.retrying(attempt, Backoff(self.retry))
         if r.status_code in (401, 403):
             if creds is None:
                 raise RegistryAuthError(
@@ -290,8 +364,8 @@ class RegistryClient:
             )
         if r.status_code == 429 or "TOOMANYREQUESTS" in codes:
             return ImageError(
-                f"registry {ref.registry} is rate-limiting us (HTTP 429) while fetching {what}; "
-                "wait and retry, or log in to raise the limit"
+                f"registry {ref.registry} is rate-limiting us (HTTP 429) while fetching {what} of "
+                f"{ref.name}; wait and retry, or log in to raise the limit"
             )
         return ImageError(
             f"registry {ref.registry} answered HTTP {r.status_code} for {what} of {ref.name}"
@@ -342,4 +416,113 @@ def _unreachable(registry: str, exc: httpx.TransportError, context: str = "") ->
             f"cannot connect to {where} ({reason}); check that the registry is running and that "
             f"the name {registry!r} is right"
         )
-    return RegistryUnreachableError(f"the connection to {where} failed ({reason}); retry")
+    return RegistryUnreachableError(
+        f"the connection to {where} failed ({reason}); check the network between this machine "
+        "and the registry"
+    )
+
+
+def _transient(ref: ImageReference, exc: httpx.TransportError, what: str) -> TransientError:
+    return TransientError(_unreachable(ref.registry, exc, f"while fetching {what} of {ref.name}"))
+
+
+_CONTENT_RANGE = re.compile(r"\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+def content_range_start(value: str | None) -> int | None:
+    """The first byte a 206 answer holds, from `Content-Range: bytes FIRST-LAST/TOTAL`."""
+    m = _CONTENT_RANGE.match(value or "")
+    return int(m.group(1)) if m else None
+
+
+class BlobStream:
+    """A blob's bytes across broken connections: after a break, the download goes on from the
+    byte reached, with a Range request when the registry honours it (206), else from a full
+    answer whose first bytes, already handed out, are skipped. The reader (hashing, piping
+    into the decompressor) never sees a break, so nothing it wrote needs undoing; the digest
+    check at its end covers every byte, whichever connection brought it."""
+
+    def __init__(self, client: RegistryClient, ref: ImageReference, digest: str, size: int):
+        self._client = client
+        self._ref = ref
+        self._digest = digest
+        self._size = size
+        self._what = f"blob {digest}"
+        self._backoff = Backoff(client.retry)
+        self._response: httpx.Response | None = None
+        self._chunks: AsyncIterator[bytes] | None = None
+        self._skip = 0
+        self._ranged = True  # False once the registry has botched a Range request
+        self.received = 0
+
+    async def open(self) -> None:
+        await self._client.retrying(self._connect, self._backoff)
+
+    async def aclose(self) -> None:
+        if self._response is not None:
+            await self._response.aclose()
+            self._response = None
+
+    def __aiter__(self) -> BlobStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            assert self._chunks is not None
+            try:
+                chunk = await self._chunks.__anext__()
+            # A clean end is the end, short or not: the digest check judges what came. Only a
+            # broken connection (httpx raises when fewer bytes than announced arrive) resumes.
+            except httpx.TransportError as exc:
+                if self.received >= self._size:
+                    raise StopAsyncIteration from None  # all there; the digest check decides
+                failure = _transient(self._ref, exc, self._what)
+            else:
+                if self._skip:
+                    dropped = min(self._skip, len(chunk))
+                    self._skip -= dropped
+                    chunk = chunk[dropped:]
+                if not chunk:
+                    continue
+                self.received += len(chunk)
+                self._backoff.progressed()
+                return chunk
+            await self.aclose()
+            await self._backoff.failed(failure)
+            await self.open()
+
+    async def _connect(self) -> None:
+        """One attempt at a connection delivering the blob from byte `received` on."""
+        await self.aclose()
+        headers = {"Accept-Encoding": "identity"}  # byte offsets must be those of the blob
+        if self.received and self._ranged:
+            headers["Range"] = f"bytes={self.received}-"
+        response = await self._client.open_once(
+            self._ref, f"blobs/{self._digest}", headers, self._what
+        )
+        if response.status_code == 206:
+            start = content_range_start(response.headers.get("content-range"))
+            if start != self.received:
+                await response.aclose()
+                self._ranged = False
+                raise TransientError(
+                    ImageError(
+                        f"registry {self._ref.registry} answered a request for {self._what} "
+                        f"from byte {self.received} with bytes from {start}"
+                    )
+                )
+            self._skip = 0
+        else:
+            self._skip = self.received
+        if self.received:
+            how = "resumed at byte" if self._skip == 0 else "restarted (no Range); skipping"
+            log.info(
+                "%s of %s: %s %d of %d",
+                self._what,
+                self._ref.name,
+                how,
+                self.received,
+                self._size,
+            )
+        self._response = response
+        self._chunks = response.aiter_bytes()

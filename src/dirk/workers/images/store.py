@@ -39,6 +39,7 @@ from dirk.workers.images.manifest import (
 from dirk.workers.images.platform import Platform
 from dirk.workers.images.reference import ImageReference
 from dirk.workers.images.registry import RegistryClient
+from dirk.workers.images.retry import DEFAULT_RETRY, RetryPolicy
 from dirk.workers.images.unpack import unpack_tar
 from dirk.workers.snapshots.layers import LayerStore, Snapshot, new_layer_id
 
@@ -59,15 +60,18 @@ class ImageStore:
         docker_config: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_concurrent_downloads: int = MAX_CONCURRENT_DOWNLOADS,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         """`transport` replaces the network (tests); `docker_config` defaults to Docker's own
-        (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`)."""
+        (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`); `retry` says how often and
+        how patiently a failed registry request is made again."""
         self.blobs = blobs
         self.layers = layers
         self._client = RegistryClient(
             docker_config or default_docker_config(),
             insecure_registries=insecure_registries,
             transport=transport,
+            retry=retry,
         )
         self._max_downloads = max_concurrent_downloads
         self._download_slots: anyio.Semaphore | None = None
@@ -202,8 +206,7 @@ class ImageStore:
         tmp.mkdir()
         errors: dict[str, Exception] = {}
         try:
-            async with self._client.open_blob(ref, layer.digest) as response:
-                chunks = response.aiter_bytes()
+            async with self._client.open_blob(ref, layer.digest, layer.size) as chunks:
                 head = await _read_head(chunks, 4)
                 with self.blobs.writer(layer.digest) as writer:
                     read_fd, write_fd = make_pipe()  # the extraction task closes read_fd
