@@ -6,7 +6,8 @@ closes (the Python SDK closes it) or SIGTERM/SIGINT (the TS SDK sends SIGTERM); 
 session and exits 0. `dirk run` gives a command the same session through DAGGER_SESSION_PORT and
 DAGGER_SESSION_TOKEN, as `dagger run` does. Both reach the engine exactly as a dirk SDK program
 would (`dirk.sdk.provision`): the session of an enclosing `dirk run`, DIRK_ENGINE, or the local
-engine, started when it is not running.
+engine, started when it is not running. Both hold the session they open attached: killed (even
+by SIGKILL), they leave no session running behind them.
 """
 
 from __future__ import annotations
@@ -21,15 +22,11 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from dirk.cli.logs import setup_logging
 from dirk.errors import DirkError
-
-if TYPE_CHECKING:  # imported when a session opens: `dirk --help` stays fast
-    from dirk.sdk.provision import SessionInfo
 
 log = logging.getLogger("dirk.cli")
 
@@ -100,31 +97,18 @@ def session(
 
 
 async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
-    from dirk.sdk.provision import open_session
+    from dirk.sdk.provision import held_session
 
     end = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in ENDING_SIGNALS:
         loop.add_signal_handler(signum, end.set)
-    opened = await open_session(workdir, labels)
-    try:
+    async with held_session(workdir, labels) as opened:
         line = json.dumps({"port": opened.port, "session_token": opened.token})
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
         _watch_stdin_eof(loop, end)
         await end.wait()
-    finally:
-        await _end_session(opened)
-
-
-async def _end_session(opened: SessionInfo) -> None:
-    """Ends a session this command opened (a joined one stays: it belongs to its opener)."""
-    from dirk.sdk.provision import close_session
-
-    try:
-        await close_session(opened)
-    except DirkError as exc:  # the engine is gone: so is the session
-        log.warning("could not end the session: %s", exc)
 
 
 def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> None:
@@ -161,10 +145,9 @@ def run(
 
 
 async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequence[str]) -> int:
-    from dirk.sdk.provision import open_session
+    from dirk.sdk.provision import held_session
 
-    opened = await open_session(workdir, labels)
-    try:
+    async with held_session(workdir, labels) as opened:
         env = {
             **os.environ,
             "DAGGER_SESSION_PORT": str(opened.port),
@@ -180,8 +163,6 @@ async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequen
         code = await proc.wait()
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
-    finally:
-        await _end_session(opened)
     return 128 - code if code < 0 else code
 
 

@@ -5,7 +5,9 @@ leaf methods return coroutines. `with` starts an event loop in a helper thread (
 blocking portal) and every leaf call blocks on it, so the same objects work in plain scripts.
 
 However a block is left (an exception, Ctrl-C, a cancelled task), the session is ended and its
-HTTP client closed: the engine must not keep evaluating for a program that is gone.
+HTTP client closed: the engine must not keep evaluating for a program that is gone. A program
+that cannot leave the block (SIGKILL) is covered by the session's attach connection: the engine
+ends the session when the kernel closes it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ from dirk.sdk.config import Config
 from dirk.sdk.executor import Executor
 from dirk.sdk.gen.client import Client
 from dirk.sdk.modes import Async, Sync
-from dirk.sdk.provision import SessionInfo, close_session, open_session
+from dirk.sdk.provision import SessionInfo, attach, close_session, open_session
 from dirk.sdk.runtime import Runner
-from dirk.wire.client import GraphQLClient
+from dirk.wire.client import GraphQLClient, SessionAttachment
 
 
 def session_labels() -> dict[str, str]:
@@ -50,6 +52,7 @@ class Connection:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config if config is not None else Config()
         self._session: SessionInfo | None = None
+        self._attachment: SessionAttachment | None = None
         self._transport: GraphQLClient | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
@@ -62,6 +65,7 @@ class Connection:
         session = await open_session(workdir, session_labels(), engine=self.config.engine)
         self._session = session
         try:
+            self._attachment = await attach(session)
             self._transport = GraphQLClient(
                 session.query_address,
                 session.token,
@@ -81,15 +85,18 @@ class Connection:
         return Executor(self._transport, self.config.log_output)
 
     async def _close(self) -> None:
-        """Ends the session and closes the HTTP client, even in a cancelled task (a timeout or
-        Ctrl-C around the block): each control request has its own timeout."""
-        transport, session = self._transport, self._session
-        self._transport = self._session = None
+        """Ends the session (DELETE, then the attach connection is dropped) and closes the
+        HTTP client, even in a cancelled task (a timeout or Ctrl-C around the block): each
+        control request has its own timeout."""
+        transport, session, attachment = self._transport, self._session, self._attachment
+        self._transport = self._session = self._attachment = None
         with anyio.CancelScope(shield=True):
             try:
                 if session is not None:
                     await close_session(session)
             finally:
+                if attachment is not None:
+                    attachment.close()
                 if transport is not None:
                     await transport.aclose()
 

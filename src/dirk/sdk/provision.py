@@ -9,6 +9,9 @@ The order follows the wire contract, with an explicit `Config.engine` first:
 4. the local engine of the state directory: reused when its `engine.json` names a live process
    that answers `/health` on the socket, started otherwise (`python -m dirk engine`, detached),
    under a file lock so that concurrent programs end up with one engine.
+
+A session this program opens is held attached (`attach`) until it is closed: if the program is
+killed (SIGKILL, OOM killer, a CI timeout), the engine ends the session and stops its work.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,9 +31,18 @@ from typing import Any, Protocol
 import anyio
 import attrs
 
-from dirk.errors import ClientConnectionError, ProvisionError
+from dirk.errors import ClientConnectionError, DirkError, ProvisionError
 from dirk.state.layout import STATE_DIR_ENV, default_state_dir
-from dirk.wire.client import EngineAddress, create_session, delete_session, health
+from dirk.wire.client import (
+    EngineAddress,
+    SessionAttachment,
+    attach_session,
+    create_session,
+    delete_session,
+    health,
+)
+
+log = logging.getLogger(__name__)
 
 SESSION_PORT_ENV = "DAGGER_SESSION_PORT"
 SESSION_TOKEN_ENV = "DAGGER_SESSION_TOKEN"
@@ -313,6 +326,14 @@ async def open_session(
     return SessionInfo(grant.token, grant.port, query, control=address)
 
 
+async def attach(info: SessionInfo) -> SessionAttachment | None:
+    """Holds a session this program opened attached, so that the engine ends it if the program
+    dies; None for a joined session (its opener holds it). Close it after `close_session`."""
+    if info.control is None:
+        return None
+    return await attach_session(info.control, info.token)
+
+
 async def close_session(info: SessionInfo) -> None:
     """Ends a session this program opened; nothing for a joined one. An engine that is
     already gone (or forgot the session) counts as ended."""
@@ -320,3 +341,30 @@ async def close_session(info: SessionInfo) -> None:
         return
     with contextlib.suppress(ClientConnectionError):
         await delete_session(info.control, info.token)
+
+
+@contextlib.asynccontextmanager
+async def held_session(
+    workdir: str | Path,
+    labels: Mapping[str, str],
+    *,
+    engine: str | None = None,
+    env: Mapping[str, str] | None = None,
+    state_dir: Path | None = None,
+) -> AsyncIterator[SessionInfo]:
+    """Opens (or joins) a session, holds it attached for the block, then ends it with DELETE
+    (even when the block is cancelled) before dropping the attach connection."""
+    info = await open_session(workdir, labels, engine=engine, env=env, state_dir=state_dir)
+    attachment: SessionAttachment | None = None
+    try:
+        attachment = await attach(info)
+        yield info
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await close_session(info)
+            except DirkError as exc:  # the session ends with the attach connection anyway
+                log.warning("could not end the session: %s", exc)
+            finally:
+                if attachment is not None:
+                    attachment.close()

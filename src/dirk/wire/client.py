@@ -4,15 +4,22 @@ Everything here follows the wire contract: session creation on the engine's unix
 TCP with the admin token), queries as `POST /query` with HTTP Basic auth (the session token as
 user name, empty password), and JSON error bodies mapped onto `dirk.errors`. Queries get no
 read timeout unless the caller sets one: an evaluation can legitimately run for a long time.
+The program that owns a session holds it attached (`SessionAttachment`), so that the engine ends
+the session when the program dies however it dies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+import socket
 import ssl
+import threading
 from collections.abc import Mapping
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 
@@ -30,6 +37,10 @@ CONNECT_TIMEOUT = 10.0
 CONTROL_TIMEOUT = 10.0
 #: The SDK keeps this many connections per session open (the official SDKs use 100 too).
 MAX_CONNECTIONS = 100
+#: The first line of an attach stream: the engine counts the attach before sending it.
+ATTACHED_LINE = '{"attached":true}'
+
+log = logging.getLogger(__name__)
 
 CLOSED_MESSAGE = (
     "the connection to the dirk engine is closed: use dirk objects only inside "
@@ -218,6 +229,142 @@ async def delete_session(address: EngineAddress, token: str) -> None:
     _raise_auth(response, address, "session token")
     if response.status_code >= 400:
         _raise_errors(_json_body(response, address), response, address)
+
+
+class SessionAttachment:
+    """Holds `GET /sessions/<token>/attach` open for as long as this program wants its session.
+
+    The connection lives in a daemon thread of its own, not in a task of the caller's event
+    loop: it needs nothing from the caller (no task group around the user's code, no loop that
+    must stay responsive), and it dies with the process, which is the point: when the kernel
+    closes the socket of a killed program, the engine ends the session. Create it with
+    `attach_session`; `close` it after `DELETE`. If the engine goes away first, the thread ends
+    quietly: the next query reports the engine's absence.
+    """
+
+    def __init__(self, address: EngineAddress, token: str) -> None:
+        self.address = address
+        self._token = token
+        self._ready = threading.Event()
+        self._error: ClientConnectionError | None = None
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._closing = False
+        self._thread = threading.Thread(
+            target=self._hold, name=f"dirk-attach-{token[:8]}", daemon=True
+        )
+
+    @property
+    def alive(self) -> bool:
+        """Whether the attach connection is open (False once the engine ended the stream)."""
+        return self._ready.is_set() and self._error is None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_attached(self, timeout: float) -> None:
+        """Blocks until the engine counted the attach; raises why it did not."""
+        if not self._ready.wait(timeout):
+            self.close()
+            raise ClientConnectionError(
+                f"the dirk engine at {self.address} did not confirm the session's attach "
+                f"connection within {timeout:g} s; is it overloaded or stuck? See its engine.log"
+            )
+        if self._error is not None:
+            raise self._error
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Drops the attach connection (the engine ends a session still alive whose last
+        attach this was) and waits up to `timeout` seconds for the thread to end."""
+        with self._lock:
+            self._closing = True
+            sock = self._socket
+        if sock is not None:
+            with contextlib.suppress(OSError):  # wakes the thread's read; it closes the socket
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _hold(self) -> None:
+        try:
+            self._attach_and_read()
+        except Exception as exc:  # never a traceback from a background thread
+            if not self._ready.is_set():
+                self._error = _unreachable(self.address, exc)
+            elif not self._closing:
+                log.debug("the attach connection to %s broke: %s", self.address, exc)
+        finally:
+            self._ready.set()
+
+    def _attach_and_read(self) -> None:
+        with (
+            _sync_http_client(self.address, self._token) as http,
+            http.stream("GET", f"/sessions/{self._token}/attach") as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                self._error = _attach_refused(response, self.address)
+                return
+            stream = response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            with self._lock:
+                self._socket = sock if isinstance(sock, socket.socket) else None
+                if self._closing:
+                    return
+            lines = response.iter_lines()
+            first = next(lines, None)
+            if first != ATTACHED_LINE:
+                self._error = ClientConnectionError(
+                    f"the server at {self.address} answered the session attach with "
+                    f"{first!r} instead of {ATTACHED_LINE}: is it a dirk engine?"
+                )
+                return
+            self._ready.set()
+            for _ in lines:  # heartbeats, until the engine ends the stream or `close`
+                pass
+        if not self._closing:
+            log.debug("the dirk engine at %s ended the session's attach stream", self.address)
+
+
+def _sync_http_client(address: EngineAddress, token: str) -> httpx.Client:
+    """The attach thread's own client: no read timeout (an idle stream is the normal case)."""
+    transport = httpx.HTTPTransport(
+        uds=address.uds, verify=_tls_context(address.base_url.startswith("https://"))
+    )
+    return httpx.Client(
+        base_url=address.base_url,
+        transport=transport,
+        timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=CONTROL_TIMEOUT, pool=None),
+        auth=httpx.BasicAuth(token, ""),
+        trust_env=False,
+    )
+
+
+def _attach_refused(response: httpx.Response, address: EngineAddress) -> ClientConnectionError:
+    if response.status_code == 401:
+        return SessionAuthError(
+            f"the dirk engine at {address} refused to attach to the session: it has ended "
+            "(engine restarted?) or the token is wrong; open a new dirk.Connection"
+        )
+    return ClientConnectionError(
+        f"the dirk engine at {address} answered HTTP {response.status_code} to the session "
+        f"attach: {response.text[:200]!r}; is the engine older than this SDK? Restart it"
+    )
+
+
+async def attach_session(
+    address: EngineAddress, token: str, timeout: float = CONTROL_TIMEOUT
+) -> SessionAttachment:
+    """`GET /sessions/<token>/attach`, held open until `close()`: from then on the engine ends
+    the session when this program dies. Returns once the engine counted the attach."""
+    attachment = SessionAttachment(address, token)
+    attachment.start()
+    try:
+        await anyio.to_thread.run_sync(attachment.wait_attached, timeout, abandon_on_cancel=True)
+    except BaseException:
+        attachment.close(timeout=0)
+        raise
+    return attachment
 
 
 class GraphQLClient:

@@ -1,9 +1,12 @@
 """The engine's HTTP front: health, sessions and GraphQL queries, every answer JSON.
 
-Routes (see the wire contract): `GET /health`; `POST /sessions` (unix socket, or TCP with the
-admin token); `DELETE /sessions/<token>`; `POST /query` with HTTP Basic auth, the session token
-as user name, exactly what the official Dagger SDKs send. A query runs for as long as its
-evaluation takes: nothing times out on this side, and one session may run many at once.
+Routes (see the wire contract): `GET /health`; `POST /sessions` and `GET /sessions` (the
+list, for operators and tests), both on the unix socket or over TCP with the admin token;
+`DELETE /sessions/<token>`; `GET /sessions/<token>/attach` (held open by the program that owns
+the session: when its last attach drops, the session ends); `POST /query` with HTTP Basic auth,
+the session token as user name, exactly what the official Dagger SDKs send. A query runs for as
+long as its evaluation takes: nothing times out on this side, and one session may run many at
+once.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
@@ -49,6 +53,16 @@ REALM = 'Basic realm="dirk"'
 MAX_BODY_BYTES = 512 * 1024 * 1024
 #: Parsed and validated documents kept, by query text (leaf queries repeat whole chains).
 DOCUMENT_CACHE_SIZE = 512
+#: Seconds between checks that an attached client is still connected. aiohttp tells a handler
+#: nothing when its peer goes away (unless handler cancellation is on), but the request's
+#: transport closes at once on the peer's FIN/RST, so a cheap check finds a killed client fast.
+ATTACH_POLL_S = 0.1
+#: Seconds between heartbeat lines on an attach stream: they keep proxies from closing an idle
+#: stream and make a peer that vanished without closing (a remote host lost) fail a write.
+ATTACH_HEARTBEAT_S = 5.0
+#: Milliseconds written heartbeats may stay unacknowledged before the kernel drops a TCP attach
+#: connection (TCP_USER_TIMEOUT), so a lost remote client is noticed in about half a minute.
+ATTACH_TCP_USER_TIMEOUT_MS = 30_000
 
 
 class WireServer:
@@ -77,7 +91,9 @@ class WireServer:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
         app.router.add_get("/health", self.health)
         app.router.add_post("/sessions", self.create_session)
+        app.router.add_get("/sessions", self.list_sessions)
         app.router.add_delete("/sessions/{token}", self.delete_session)
+        app.router.add_get("/sessions/{token}/attach", self.attach_session)
         app.router.add_post("/query", self.query)
         app.on_shutdown.append(self._end_sessions)
         return app
@@ -114,16 +130,76 @@ class WireServer:
         session = self.sessions.create(Path(workdir), labels)
         return web.json_response({"token": session.token, "port": self.port})
 
+    async def list_sessions(self, request: web.Request) -> web.Response:
+        """The live sessions, each named by its token's first 8 characters (never the token)."""
+        if not (_on_unix_socket(request) or self._is_admin(request)):
+            return _unauthorized(
+                "listing sessions over TCP needs the engine's admin token "
+                "(header `Authorization: Bearer <admin_token>`, from engine.json)",
+                realm='Bearer realm="dirk"',
+            )
+        return web.json_response(
+            {
+                "sessions": [
+                    {
+                        "id": s.token[:8],
+                        "workdir": str(s.workdir),
+                        "labels": s.labels,
+                        "created": s.created,
+                        "running": s.running,
+                        "attached": s.attached,
+                    }
+                    for s in self.sessions.all()
+                ]
+            }
+        )
+
     async def delete_session(self, request: web.Request) -> web.Response:
+        session = self._owned_session(request)
+        if session is None:
+            return _unauthorized("unknown session token: the session has ended or never existed")
+        await self.sessions.end(session.token)
+        return web.json_response({})
+
+    async def attach_session(self, request: web.Request) -> web.StreamResponse:
+        """Holds the session for as long as this request's connection lives.
+
+        Answers a stream of JSON lines: `{"attached":true}` at once, `{}` as a heartbeat, and
+        `{"ended":true}` when the session ends otherwise (DELETE, engine stopping). When the
+        connection drops and it was the session's last attach, the session ends.
+        """
+        session = self._owned_session(request)
+        if session is None:
+            return _unauthorized("unknown session token: the session has ended or never existed")
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"}
+        )
+        response.force_close()  # one attach per connection: it ends when its session does
+        await response.prepare(request)
+        _limit_unacknowledged_time(request)
+        self.sessions.attach(session)
+        try:
+            await response.write(b'{"attached":true}\n')
+            while await _wait_peer_or_end(request, session, ATTACH_HEARTBEAT_S):
+                await response.write(b"{}\n")
+            if session.ended:
+                await response.write(b'{"ended":true}\n')
+                await response.write_eof()
+        except ConnectionError:  # the client is gone: detaching below ends its session
+            pass
+        finally:
+            self.sessions.detach(session)
+        return response
+
+    def _owned_session(self, request: web.Request) -> Session | None:
+        """The session of the URL's token, if the request may act for it: its token as Basic
+        user name, or the admin token."""
         token = request.match_info["token"]
         owner = _basic_user(request)
         allowed = (owner is not None and hmac.compare_digest(owner, token)) or self._is_admin(
             request
         )
-        if not allowed or self.sessions.get(token) is None:
-            return _unauthorized("unknown session token: the session has ended or never existed")
-        await self.sessions.end(token)
-        return web.json_response({})
+        return self.sessions.get(token) if allowed else None
 
     async def query(self, request: web.Request) -> web.Response:
         token = _basic_user(request)
@@ -247,6 +323,36 @@ def _on_unix_socket(request: web.Request) -> bool:
     transport = request.transport
     sock = transport.get_extra_info("socket") if transport is not None else None
     return sock is not None and sock.family == socket.AF_UNIX
+
+
+def _peer_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _wait_peer_or_end(request: web.Request, session: Session, seconds: float) -> bool:
+    """Waits up to `seconds`; False as soon as the peer has gone or the session ended."""
+    deadline = time.monotonic() + seconds
+    while not _peer_gone(request) and not session.ended:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        try:
+            async with asyncio.timeout(min(left, ATTACH_POLL_S)):
+                await session.wait_ended()
+        except TimeoutError:
+            pass
+    return False
+
+
+def _limit_unacknowledged_time(request: web.Request) -> None:
+    """TCP_USER_TIMEOUT on a TCP attach: a peer that stops acknowledging is dropped."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, ATTACH_TCP_USER_TIMEOUT_MS)
 
 
 def _basic_user(request: web.Request) -> str | None:
