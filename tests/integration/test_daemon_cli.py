@@ -207,6 +207,19 @@ def test_run_forwards_sigterm_to_the_command(engine: dict[str, Any], state: Path
     assert proc.wait(30) == 128 + signal.SIGTERM
 
 
+def test_run_forwards_a_signal_sent_as_the_command_starts(
+    engine: dict[str, Any], state: Path
+) -> None:
+    # The command signals `dirk run` first thing: the handlers must already be in place.
+    result = subprocess.run(
+        [*DIRK, "run", "sh", "-c", "kill -TERM $PPID; exec sleep 60"],
+        env=_env(state),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr
+
+
 def test_run_reports_a_missing_command(engine: dict[str, Any], state: Path) -> None:
     result = subprocess.run(
         [*DIRK, "run", "--", "no-such-command-xyz"],

@@ -153,17 +153,43 @@ async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequen
             "DAGGER_SESSION_PORT": str(opened.port),
             "DAGGER_SESSION_TOKEN": opened.token,
         }
-        try:
-            proc = await asyncio.create_subprocess_exec(*command, env=env)
-        except OSError as exc:
-            raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+        # Handlers go in before the command starts: a signal in between would otherwise kill
+        # this process with its default action and leave the command running unsupervised.
+        relay = _SignalRelay()
         loop = asyncio.get_running_loop()
         for signum in FORWARDED_SIGNALS:
-            loop.add_signal_handler(signum, _forward, proc, signum)
-        code = await proc.wait()
-        for signum in FORWARDED_SIGNALS:
-            loop.remove_signal_handler(signum)
+            loop.add_signal_handler(signum, relay.receive, signum)
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(*command, env=env)
+            except OSError as exc:
+                raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+            relay.started(proc)
+            code = await proc.wait()
+        finally:
+            for signum in FORWARDED_SIGNALS:
+                loop.remove_signal_handler(signum)
     return 128 - code if code < 0 else code
+
+
+class _SignalRelay:
+    """Forwards signals to the command; those that come before it exists wait for it."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pending: list[int] = []
+
+    def receive(self, signum: int) -> None:
+        if self._proc is None:
+            self._pending.append(signum)
+        else:
+            _forward(self._proc, signum)
+
+    def started(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        for signum in self._pending:
+            _forward(proc, signum)
+        self._pending.clear()
 
 
 def _forward(proc: asyncio.subprocess.Process, signum: int) -> None:
