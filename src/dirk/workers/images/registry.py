@@ -83,26 +83,30 @@ class RegistryClient:
         self._auth: dict[tuple[str, str], str] = {}
         self._auth_locks: dict[tuple[str, str], anyio.Lock] = {}
         self.retry = retry
-        # Proxy variables apply to remote registries only: this machine is never behind a proxy.
-        self._remote, self._local = (
-            httpx.AsyncClient(
-                transport=transport,
-                trust_env=trust_env,
+        self._transport = transport
+        #: HTTP clients made on first use (each loads the CA bundle: ~30 ms an engine start
+        #: need not pay), by whether they talk to loopback registries.
+        self._clients: dict[bool, httpx.AsyncClient] = {}
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    def _client_for(self, url: str) -> httpx.AsyncClient:
+        local = is_loopback(httpx.URL(url).host)
+        client = self._clients.get(local)
+        if client is None:
+            # Proxy variables apply to remote registries only: loopback is never proxied.
+            client = self._clients[local] = httpx.AsyncClient(
+                transport=self._transport,
+                trust_env=not local,
                 timeout=_TIMEOUT,
                 follow_redirects=True,
                 headers={"User-Agent": USER_AGENT},
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             )
-            for trust_env in (True, False)
-        )
-
-    async def aclose(self) -> None:
-        await self._remote.aclose()
-        await self._local.aclose()
-
-    def _client_for(self, url: str) -> httpx.AsyncClient:
-        host = httpx.URL(url).host
-        return self._local if is_loopback(host) else self._remote
+        return client
 
     def base_url(self, registry: str) -> str:
         scheme = "http" if is_loopback(registry) or registry in self._insecure else "https"
