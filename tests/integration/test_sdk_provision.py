@@ -35,7 +35,8 @@ from tests.integration.sdk_engine import (
 
 pytestmark = pytest.mark.integration
 
-#: A user's program: one pipeline whose exec takes a second, so a cache hit is obvious.
+#: A user's program: one pipeline whose exec takes a second and prints a random token, so a
+#: cache hit shows both in the time and, whatever the machine's load, in an identical output.
 PROGRAM = """
 import json, sys, time
 import dirk
@@ -46,7 +47,7 @@ with dirk.Connection() as client:
         client.container()
         .from_(sys.argv[1])
         .with_env_variable("NONCE", sys.argv[2])
-        .with_exec(["sh", "-c", "sleep 1; echo built $NONCE"])
+        .with_exec(["sh", "-c", "sleep 1; echo built $NONCE $(cat /proc/sys/kernel/random/uuid)"])
         .stdout()
     )
 print(json.dumps({"out": out, "seconds": time.monotonic() - started}))
@@ -111,7 +112,7 @@ def test_first_program_starts_the_engine_and_the_next_reuses_it(
     assert not state.exists()
 
     first = run_program(state, busybox_ref, nonce, tmp_path)
-    assert first["out"] == f"built {nonce}\n"
+    assert first["out"].startswith(f"built {nonce} "), first
     info = read_engine_json(state)
     assert info is not None, f"no engine.json after the first program:\n{os.listdir(state)}"
     pid = int(info["pid"])
@@ -124,8 +125,9 @@ def test_first_program_starts_the_engine_and_the_next_reuses_it(
     again = read_engine_json(state)
     assert again is not None and int(again["pid"]) == pid, "the second program started an engine"
     assert engine_starts(state) == 1
-    # The exec sleeps 1 s: the second program's answer comes from the cache.
-    assert second["seconds"] < 1.0 < first["seconds"], (first, second)
+    # The same random token: the second program's answer came from the cache (the exec, which
+    # sleeps 1 s, ran once); its time is reported below, not asserted: CI machines may be loaded.
+    assert first["seconds"] > 1.0, first
 
     took = stop_detached(pid, state)
     print(
@@ -140,7 +142,8 @@ def test_two_programs_starting_at_once_share_one_engine(
     nonce = uuid.uuid4().hex[:12]
     procs = [start_program(state, busybox_ref, nonce, tmp_path) for _ in range(2)]
     results = [finish(proc, state) for proc in procs]
-    assert [r["out"] for r in results] == [f"built {nonce}\n"] * 2
+    outs = [r["out"] for r in results]
+    assert outs[0].startswith(f"built {nonce} ") and outs[1] == outs[0], outs  # one exec ran
     log = log_tail(state / "engine.log", 1_000_000)
     assert engine_starts(state) == 1, log
     assert "already running" not in log, log
@@ -162,9 +165,9 @@ def test_a_killed_engine_is_replaced_and_its_cache_survives(
     assert (state / "engine.json").exists()  # stale: the killed engine could not remove it
 
     second = run_program(state, busybox_ref, nonce, tmp_path)
-    assert second["out"] == first["out"]
+    # The same random token: the exec did not run again, its result came from the disk cache.
+    assert second["out"] == first["out"], "the cache did not survive the engine's restart"
     info = read_engine_json(state)
     assert info is not None and int(info["pid"]) != old_pid
-    assert second["seconds"] < 1.0, "the cache did not survive the engine's restart"
     stop_detached(int(info["pid"]), state)
     assert not mounts_under(state)
