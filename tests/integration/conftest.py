@@ -1,4 +1,5 @@
-"""Shared fixtures of the integration tests: the local registry and the test images in it.
+"""Shared fixtures of the integration tests: the local registry and the test images in it, and
+an executor (crun and runc) with an overlay root over a busybox tree for the executor tests.
 
 `make images` starts the registry (scripts/registry.sh) and pushes the images
 (scripts/build_test_images.py); a test that needs them fails, never skips, when they are missing.
@@ -6,13 +7,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import os
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from dirk.engine import Engine
+from dirk.state.layout import StateLayout
+from dirk.workers.executor.busybox import make_busybox_rootfs
+from dirk.workers.executor.executor import Executor
 
 REGISTRY = "127.0.0.1:5000"
 TEST_IMAGES = (("busybox", "latest"), ("python", "3.11"))
@@ -66,3 +72,47 @@ async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
     """A started engine on a state directory of its own."""
     async with Engine(tmp_path / "state") as eng:
         yield eng
+
+
+# --- the executor on its own ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    assert os.geteuid() == 0, "containers need root: run the integration tests as root"
+    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "tree")
+
+
+@pytest.fixture
+def overlay_root(busybox_tree: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(merged, upper) of an overlay over the busybox tree, unmounted afterwards."""
+    upper, work, merged = (tmp_path / n for n in ("upper", "work", "merged"))
+    for d in (upper, work, merged):
+        d.mkdir()
+    options = f"lowerdir={busybox_tree},upperdir={upper},workdir={work}"
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
+    try:
+        yield merged, upper
+    finally:
+        subprocess.run(["umount", "--lazy", str(merged)], check=True)
+
+
+@pytest.fixture
+def rootfs(overlay_root: tuple[Path, Path]) -> Path:
+    return overlay_root[0]
+
+
+@pytest.fixture(params=["crun", "runc"])
+def runtime(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def executor(runtime: str, tmp_path: Path) -> AsyncIterator[Executor]:
+    ex = Executor(StateLayout(tmp_path / "state").ensure(), runtime)
+    await ex.start()
+    assert ex.runtime == runtime
+    try:
+        yield ex
+    finally:
+        await ex.aclose()

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,50 +23,12 @@ import pytest
 from dirk.errors import CommandNotFoundError, ExecutorError
 from dirk.state.layout import StateLayout
 from dirk.workers.executor import network
-from dirk.workers.executor.busybox import make_busybox_rootfs
 from dirk.workers.executor.executor import Executor
 from dirk.workers.executor.spec import BindMount, ContainerSpec, ProcessResult, TmpfsMount
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 DOCKER_CAP_MASK = "00000000a80425fb"
-
-
-@pytest.fixture(scope="module")
-def busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert os.geteuid() == 0, "containers need root: run the integration tests as root"
-    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "tree")
-
-
-@pytest.fixture
-def overlay_root(busybox_tree: Path, tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """(merged, upper) of an overlay over the busybox tree, unmounted afterwards."""
-    upper, work, merged = (tmp_path / n for n in ("upper", "work", "merged"))
-    for d in (upper, work, merged):
-        d.mkdir()
-    options = f"lowerdir={busybox_tree},upperdir={upper},workdir={work}"
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
-    try:
-        yield merged, upper
-    finally:
-        subprocess.run(["umount", "--lazy", str(merged)], check=True)
-
-
-@pytest.fixture
-def rootfs(overlay_root: tuple[Path, Path]) -> Path:
-    return overlay_root[0]
-
-
-@pytest.fixture(params=["crun", "runc"])
-async def executor(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Executor]:
-    layout = StateLayout(tmp_path / "state").ensure()
-    ex = Executor(layout, request.param)
-    await ex.start()
-    assert ex.runtime == request.param
-    try:
-        yield ex
-    finally:
-        await ex.aclose()
 
 
 async def sh(ex: Executor, rootfs: Path, script: str, **kwargs: object) -> ProcessResult:

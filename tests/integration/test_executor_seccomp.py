@@ -9,58 +9,18 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import json
-import os
-import subprocess
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from dirk.engine import Engine
 from dirk.solver.ops import Exec
-from dirk.state.layout import StateLayout
-from dirk.workers.executor.busybox import make_busybox_rootfs
 from dirk.workers.executor.executor import Executor
 from dirk.workers.executor.spec import ContainerSpec, ProcessResult
 
 from .engine_helpers import image
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-@pytest.fixture(scope="module")
-def busybox_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    assert os.geteuid() == 0, "containers need root: run the integration tests as root"
-    return make_busybox_rootfs(tmp_path_factory.mktemp("busybox") / "tree")
-
-
-@pytest.fixture
-def rootfs(busybox_tree: Path, tmp_path: Path) -> Iterator[Path]:
-    upper, work, merged = (tmp_path / n for n in ("upper", "work", "merged"))
-    for d in (upper, work, merged):
-        d.mkdir()
-    options = f"lowerdir={busybox_tree},upperdir={upper},workdir={work}"
-    subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(merged)], check=True)
-    try:
-        yield merged
-    finally:
-        subprocess.run(["umount", "--lazy", str(merged)], check=True)
-
-
-@pytest.fixture(params=["crun", "runc"])
-def runtime(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-async def executor(runtime: str, tmp_path: Path) -> AsyncIterator[Executor]:
-    ex = Executor(StateLayout(tmp_path / "state").ensure(), runtime)
-    await ex.start()
-    assert ex.runtime == runtime
-    try:
-        yield ex
-    finally:
-        await ex.aclose()
 
 
 async def sh(ex: Executor, rootfs: Path, script: str, **kwargs: object) -> ProcessResult:
