@@ -143,7 +143,7 @@ def use_fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
         fake.opened.append((workdir, labels))
         return SessionInfo(TOKEN, 1234, EngineAddress("http://fake-engine"), control=None)
 
-    async def close_session(info: SessionInfo) -> None:
+    async def close_session(info: SessionInfo, attachment: object = None) -> None:
         await anyio.sleep(0)  # a request to the engine: cancellable like one
         fake.opened.append("closed")
 

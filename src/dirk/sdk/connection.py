@@ -93,10 +93,8 @@ class Connection:
         with anyio.CancelScope(shield=True):
             try:
                 if session is not None:
-                    await close_session(session)
+                    await close_session(session, attachment)
             finally:
-                if attachment is not None:
-                    attachment.close()
                 if transport is not None:
                     await transport.aclose()
 

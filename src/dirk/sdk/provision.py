@@ -328,19 +328,23 @@ async def open_session(
 
 async def attach(info: SessionInfo) -> SessionAttachment | None:
     """Holds a session this program opened attached, so that the engine ends it if the program
-    dies; None for a joined session (its opener holds it). Close it after `close_session`."""
+    dies; None for a joined session (its opener holds it). `close_session` drops it."""
     if info.control is None:
         return None
     return await attach_session(info.control, info.token)
 
 
-async def close_session(info: SessionInfo) -> None:
+async def close_session(info: SessionInfo, attachment: SessionAttachment | None = None) -> None:
     """Ends a session this program opened; nothing for a joined one. An engine that is
-    already gone (or forgot the session) counts as ended."""
-    if info.control is None:
-        return
-    with contextlib.suppress(ClientConnectionError):
-        await delete_session(info.control, info.token)
+    already gone (or forgot the session) counts as ended. DELETE comes first, so the engine
+    logs a deliberate end; the attach connection, if any, is dropped after it in any case."""
+    try:
+        if info.control is not None:
+            with contextlib.suppress(ClientConnectionError):
+                await delete_session(info.control, info.token)
+    finally:
+        if attachment is not None:
+            attachment.close()
 
 
 @contextlib.asynccontextmanager
@@ -362,9 +366,6 @@ async def held_session(
     finally:
         with anyio.CancelScope(shield=True):
             try:
-                await close_session(info)
+                await close_session(info, attachment)
             except DirkError as exc:  # the session ends with the attach connection anyway
                 log.warning("could not end the session: %s", exc)
-            finally:
-                if attachment is not None:
-                    attachment.close()
