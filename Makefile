@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := crun runc skopeo umoci mmdebstrap docker-registry busybox-static iproute2 \
-	nftables iptables uidmap zstd git ca-certificates isal pigz
+	nftables iptables uidmap zstd git ca-certificates isal pigz qemu-user-static binfmt-support
 STAMP := $(VENV)/.installed
 
 .PHONY: setup host images test lint unit demo bench codegen clean-state compat-tools

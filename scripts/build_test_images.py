@@ -2,11 +2,15 @@
 """Build the test images from Debian packages and push them to the local registry.
 
 Public container registries are out of reach here, so the tests pull these instead:
-  <registry>/busybox:latest  /bin/busybox from busybox-static, applet links, a few users
-  <registry>/python:3.11     mmdebstrap minbase bookworm + python3, pip, venv, git
-Each is one reproducible gzip layer in an OCI image layout cached under
-${XDG_CACHE_HOME:-~/.cache}/dirk/images/. A run rebuilds an image only when its inputs changed
-(recipe, this code, the busybox binary) and pushes it only when the registry lacks that digest.
+  <registry>/busybox:latest     /bin/busybox from busybox-static, applet links, a few users
+  <registry>/busybox:multiarch  an image index: that image for linux/amd64, and the same made
+                                from Debian's arm64 busybox-static for linux/arm64
+  <registry>/python:3.11        mmdebstrap minbase bookworm + python3, pip, venv, git
+Each image is one reproducible gzip layer in an OCI image layout cached under
+${XDG_CACHE_HOME:-~/.cache}/dirk/images/. The arm64 package is downloaded once (with apt, into
+a private package list: the host's apt configuration is not touched) and kept beside it. A run
+rebuilds an image only when its inputs changed (recipe, this code, the busybox binaries) and
+pushes it only when the registry lacks that digest.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from oci_image import (
     ImageConfig,
     LayerWriter,
     add_entries,
+    add_platform_index,
     copy_sorted,
     replace_dir,
     write_image,
@@ -73,6 +78,9 @@ ACCEPT = ", ".join(
 META = "dirk-build.json"
 
 
+Fill = Callable[[tarfile.TarFile, Path, int], str]
+
+
 @attrs.frozen
 class Recipe:
     name: str
@@ -81,7 +89,10 @@ class Recipe:
     #: What the image is made from, beyond this code; a change means a rebuild.
     inputs: Callable[[], dict[str, str]]
     #: Fills the layer; returns the history line for the config.
-    fill: Callable[[tarfile.TarFile, Path, int], str]
+    fill: Fill
+    #: When set, the image is an index of one image per platform ("os/arch", its fill), and
+    #: `fill` is unused.
+    platforms: tuple[tuple[str, Fill], ...] = ()
 
 
 @attrs.frozen
@@ -119,14 +130,89 @@ def busybox_inputs() -> dict[str, str]:
     return {"busybox": hashlib.sha256(BUSYBOX.read_bytes()).hexdigest()}
 
 
+def multiarch_inputs() -> dict[str, str]:
+    arm64 = hashlib.sha256(arm64_busybox_deb().read_bytes()).hexdigest()
+    return {**busybox_inputs(), "busybox-arm64-deb": arm64}
+
+
 def fill_busybox(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
     """A root made of one static binary: no package manager, no libraries."""
     if not BUSYBOX.is_file():
         raise SystemExit(f"{BUSYBOX} is missing: apt-get install busybox-static (or make setup)")
+    version = _package_version("busybox-static")
+    return _fill_busybox_root(tar, BUSYBOX, [str(BUSYBOX)], epoch, f"busybox-static {version}")
+
+
+def fill_busybox_arm64(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
+    """The same root from Debian's arm64 package; its applet list is read by running the
+    arm64 binary under QEMU user emulation."""
+    deb = arm64_busybox_deb()
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(workdir / "arm64")], check=True)
+    binary = workdir / "arm64" / "bin" / "busybox"
+    qemu = shutil.which("qemu-aarch64-static")
+    if qemu is None:
+        raise SystemExit("qemu-aarch64-static is missing: apt-get install qemu-user-static")
+    version = subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    created_by = f"busybox-static {version} (arm64)"
+    try:
+        return _fill_busybox_root(tar, binary, [qemu, str(binary)], epoch, created_by)
+    finally:
+        shutil.rmtree(workdir / "arm64", ignore_errors=True)
+
+
+#: Where downloaded packages of other architectures are kept (they change only with Debian).
+def debs_dir() -> Path:
+    return default_cache_dir().parent / "debs"
+
+
+def arm64_busybox_deb() -> Path:
+    """Debian's arm64 busybox-static package, downloaded once through a private package list
+    (no `dpkg --add-architecture` on the host)."""
+    target = debs_dir() / "busybox-static_arm64.deb"
+    if target.is_file():
+        return target
+    apt_dir = debs_dir() / "apt-arm64"
+    for sub in ("lists/partial", "cache/archives/partial"):
+        (apt_dir / sub).mkdir(parents=True, exist_ok=True)
+    options = [
+        "-q",
+        "-o", "APT::Architecture=arm64",
+        "-o", "APT::Architectures::=arm64",
+        "-o", f"Dir::State::Lists={apt_dir / 'lists'}",
+        "-o", f"Dir::Cache={apt_dir / 'cache'}",
+        "-o", "Dir::State::status=/dev/null",
+    ]  # fmt: skip
+    download = tempfile.mkdtemp(prefix=".download-", dir=debs_dir())
+    try:
+        for command in (["update"], ["download", "busybox-static"]):
+            result = subprocess.run(
+                ["apt-get", *options, *command],
+                cwd=download,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+            )
+            if result.returncode != 0:
+                raise SystemExit(
+                    f"apt-get {' '.join(command)} (arm64) failed; is the Debian mirror "
+                    f"reachable?\n{result.stderr.strip()}"
+                )
+        (deb,) = Path(download).glob("busybox-static_*_arm64.deb")
+        os.rename(deb, target)
+    finally:
+        shutil.rmtree(download, ignore_errors=True)
+    return target
+
+
+def _fill_busybox_root(
+    tar: tarfile.TarFile, busybox: Path, run: list[str], epoch: int, package: str
+) -> str:
     applets = subprocess.run(
-        [str(BUSYBOX), "--list"], check=True, capture_output=True, text=True
+        [*run, "--list"], check=True, capture_output=True, text=True
     ).stdout.split()
-    binary = BUSYBOX.read_bytes()
+    binary = busybox.read_bytes()
     files = {"etc/passwd": PASSWD.encode(), "etc/group": GROUP.encode()}
     entries: list[tuple[tarfile.TarInfo, bytes | None]] = [
         (_entry(name, tarfile.DIRTYPE, mode, epoch, uid=uid), None)
@@ -155,8 +241,7 @@ def fill_busybox(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
         for name, data in files.items()
     ]
     add_entries(tar, entries)
-    version = _package_version("busybox-static")
-    return f"busybox-static {version}: /bin/busybox with {len(applets) - 1} applet links"
+    return f"{package}: /bin/busybox with {len(applets) - 1} applet links"
 
 
 def _package_version(package: str) -> str:
@@ -235,6 +320,14 @@ RECIPES = {
         inputs=busybox_inputs,
         fill=fill_busybox,
     ),
+    "busybox-multiarch": Recipe(
+        name="busybox",
+        tag="multiarch",
+        config=ImageConfig(env=(PATH,), cmd=("sh",)),
+        inputs=multiarch_inputs,
+        fill=fill_busybox,
+        platforms=(("linux/amd64", fill_busybox), ("linux/arm64", fill_busybox_arm64)),
+    ),
     "python": Recipe(
         name="python",
         tag="3.11",
@@ -282,11 +375,10 @@ def build(recipe: Recipe, layout: Path, epoch: int, inputs: str) -> Image:
     layout.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".build-{layout.name}-", dir=layout.parent))
     try:
-        writer = LayerWriter(tmp)
-        with writer as tar:
-            created_by = recipe.fill(tar, tmp, epoch)
-        assert writer.layer is not None
-        image = write_image(tmp, recipe.tag, writer.layer, recipe.config, epoch, created_by)
+        if recipe.platforms:
+            image = _build_index(recipe, tmp, epoch)
+        else:
+            image = _build_image(recipe.fill, recipe.tag, recipe.config, tmp, epoch)
         meta = {"inputs": inputs, "digest": image.manifest.digest, "size": image.size}
         (tmp / META).write_text(json.dumps(meta, indent=2) + "\n")
         replace_dir(tmp, layout)
@@ -294,6 +386,26 @@ def build(recipe: Recipe, layout: Path, epoch: int, inputs: str) -> Image:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return attrs.evolve(image, layout=layout)
+
+
+def _build_image(fill: Fill, tag: str, config: ImageConfig, layout: Path, epoch: int) -> Image:
+    writer = LayerWriter(layout)
+    with writer as tar:
+        created_by = fill(tar, layout, epoch)
+    assert writer.layer is not None
+    return write_image(layout, tag, writer.layer, config, epoch, created_by)
+
+
+def _build_index(recipe: Recipe, layout: Path, epoch: int) -> Image:
+    """One image per platform in one layout, and an index tagged `recipe.tag` naming them."""
+    images = []
+    for platform, fill in recipe.platforms:
+        architecture = platform.split("/")[1]
+        config = attrs.evolve(recipe.config, architecture=architecture)
+        tag = f"{recipe.tag}-{architecture}"
+        images.append((_build_image(fill, tag, config, layout, epoch), platform))
+    index = add_platform_index(layout, recipe.tag, images)
+    return attrs.evolve(images[0][0], tag=recipe.tag, manifest=index, parts=[i for i, _ in images])
 
 
 # --- registry ------------------------------------------------------------------------------
@@ -337,7 +449,7 @@ def registry_size(registry: str, name: str, digest: str) -> int:
 def push(layout: Path, tag: str, reference: str) -> None:
     if shutil.which("skopeo") is None:
         raise SystemExit("skopeo is missing: apt-get install skopeo (or make setup)")
-    args = ["skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false"]
+    args = ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"]
     args += [f"oci:{layout}:{tag}", f"docker://{reference}"]
     result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:

@@ -54,21 +54,27 @@ class ImageConfig:
     env: tuple[str, ...]
     cmd: tuple[str, ...]
     working_dir: str = "/"
+    #: The OCI architecture the image's binaries are built for.
+    architecture: str = "amd64"
 
 
 @attrs.frozen
 class Image:
-    """A written OCI image layout with one tagged image."""
+    """A written OCI image layout with one tagged image (or an index of `parts`)."""
 
     layout: Path
     tag: str
     manifest: Blob
     config: Blob
     layer: Layer
+    #: For an index: the image of each platform (then `config` and `layer` are the first's).
+    parts: list[Image] = attrs.field(factory=list, eq=False)
 
     @property
     def size(self) -> int:
-        """Bytes a pull transfers: manifest, config and layer."""
+        """Bytes a pull of every platform transfers: manifests, configs and layers."""
+        if self.parts:
+            return self.manifest.size + sum(part.size for part in self.parts)
         return self.manifest.size + self.config.size + self.layer.blob.size
 
 
@@ -238,7 +244,7 @@ def write_image(
     """Write config, manifest, index.json and oci-layout next to an already written layer."""
     created = rfc3339(epoch)
     config_json = {
-        "architecture": "amd64",
+        "architecture": config.architecture,
         "os": "linux",
         "created": created,
         "config": {
@@ -257,14 +263,35 @@ def write_image(
         "layers": [layer.blob.descriptor()],
     }
     manifest_blob = write_blob(layout, canonical_json(manifest), MANIFEST_TYPE)
-    index = {
-        "schemaVersion": 2,
-        "mediaType": INDEX_TYPE,
-        "manifests": [{**manifest_blob.descriptor(), "annotations": {REF_NAME: tag}}],
-    }
-    (layout / "index.json").write_bytes(canonical_json(index))
+    _tag_in_layout(layout, tag, manifest_blob)
     (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     return Image(layout, tag, manifest_blob, config_blob, layer)
+
+
+def _tag_in_layout(layout: Path, tag: str, blob: Blob) -> None:
+    """Name `blob` as `tag` in the layout's index.json (a layout may hold several images)."""
+    index_file = layout / "index.json"
+    if index_file.exists():
+        index = json.loads(index_file.read_bytes())
+    else:
+        index = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": []}
+    index["manifests"].append({**blob.descriptor(), "annotations": {REF_NAME: tag}})
+    index_file.write_bytes(canonical_json(index))
+
+
+def add_platform_index(layout: Path, tag: str, images: Iterable[tuple[Image, str]]) -> Blob:
+    """Add to `layout` (which holds the blobs of every image) an image index `tag` naming each
+    image's manifest with its platform, `os/arch`: one reference, one image per platform."""
+    manifests = []
+    for image, platform in images:
+        os_name, architecture = platform.split("/")
+        entry = {**image.manifest.descriptor()}
+        entry["platform"] = {"os": os_name, "architecture": architecture}
+        manifests.append(entry)
+    body = {"schemaVersion": 2, "mediaType": INDEX_TYPE, "manifests": manifests}
+    index_blob = write_blob(layout, canonical_json(body), INDEX_TYPE)
+    _tag_in_layout(layout, tag, index_blob)
+    return index_blob
 
 
 def replace_dir(tmp: Path, final: Path) -> None:

@@ -15,3 +15,11 @@ fi
 # Containers reach the outside through the engine's bridge and NAT.
 sysctl -q -w net.ipv4.ip_forward=1
 modprobe overlay 2>/dev/null || true
+# Steps of other architectures run under QEMU user emulation: binfmt_misc with Debian's
+# qemu-user-static entries (registered with the F flag, so they work in every container).
+if [ -d /proc/sys/fs/binfmt_misc ] && [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc || true
+fi
+if command -v update-binfmts >/dev/null && [ -e /proc/sys/fs/binfmt_misc/register ]; then
+  [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+fi

@@ -21,7 +21,7 @@ from dirk.workers.executor.busybox import make_busybox_rootfs
 from dirk.workers.executor.executor import Executor
 
 REGISTRY = "127.0.0.1:5000"
-TEST_IMAGES = (("busybox", "latest"), ("python", "3.11"))
+TEST_IMAGES = (("busybox", "latest"), ("busybox", "multiarch"), ("python", "3.11"))
 MANIFEST_ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.manifest.v1+json",

@@ -35,7 +35,10 @@ def sha256(data: bytes) -> str:
 def pull(ref: str) -> tuple[str, dict[str, Any], dict[str, Any], tarfile.TarFile]:
     """Manifest digest, manifest, config and the unpacked layer, each checked against its digest."""
     registry, _, rest = ref.partition("/")
-    name, _, tag = rest.rpartition(":")
+    name, at, digest_ref = rest.partition("@")
+    tag = digest_ref if at else ""
+    if not at:
+        name, _, tag = rest.rpartition(":")
     with httpx.Client(base_url=f"http://{registry}/v2/{name}", trust_env=False, timeout=30) as c:
         response = c.get(f"/manifests/{tag}", headers={"Accept": MANIFEST_ACCEPT})
         response.raise_for_status()
@@ -122,6 +125,29 @@ def test_a_run_with_all_images_present_would_do_nothing_and_is_fast(registry: st
     )
     elapsed = time.monotonic() - started
     outcomes = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [o["status"] for o in outcomes] == ["present", "present"], result.stderr
+    assert [o["status"] for o in outcomes] == ["present"] * 3, result.stderr
     assert result.returncode == 0, result.stderr
     assert elapsed < 1.0, f"a run with nothing to do took {elapsed:.2f} s"
+
+
+def test_the_multiarch_index_names_busybox_for_amd64_and_arm64(
+    registry: str, busybox_ref: str
+) -> None:
+    """The amd64 entry is `busybox:latest` itself; the arm64 one holds an aarch64 binary."""
+    latest, *_ = pull(busybox_ref)
+    with httpx.Client(base_url=f"http://{registry}/v2/busybox", trust_env=False, timeout=30) as c:
+        response = c.get("/manifests/multiarch", headers={"Accept": MANIFEST_ACCEPT})
+        response.raise_for_status()
+        index = response.json()
+        platforms = {
+            f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"]
+            for m in index["manifests"]
+        }
+        assert platforms.keys() == {"linux/amd64", "linux/arm64"}
+        assert platforms["linux/amd64"] == latest
+    _, _, config, layer = pull(f"{registry}/busybox@{platforms['linux/arm64']}")
+    assert config["architecture"] == "arm64"
+    binary = layer.extractfile("bin/busybox")
+    assert binary is not None
+    header = binary.read(20)
+    assert header[:4] == b"\x7fELF" and header[18:20] == b"\xb7\x00", "not an aarch64 ELF"
