@@ -175,3 +175,9 @@ class UnknownIDError(InvalidArgumentError):
 
 class NotSupportedError(QueryError):
     """The pipeline uses a field or an argument that dirk does not implement yet."""
+
+
+class SecretError(InvalidArgumentError):
+    """A secret's value cannot be had: an unknown URI scheme, a variable or file that is
+    missing, a command that failed, or a value too large. The message names the secret (never
+    its value) and the fix."""

@@ -124,6 +124,7 @@ class FakeEngine:
 class FakeSession:
     workdir: Path
     state: dict[str, Any] = attrs.Factory(dict)
+    client_env: dict[str, str] = attrs.Factory(dict)
 
 
 _SCHEMA: GraphQLSchema | None = None

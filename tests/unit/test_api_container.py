@@ -297,23 +297,6 @@ async def test_unknown_and_wrong_type_ids_are_clear_errors(api: Api, tmp_path: P
     assert result.errors and "unknown ID" in result.errors[0].message
 
 
-async def test_secrets_stay_out_of_ids(api: Api) -> None:
-    data = await api.data(
-        '{ setSecret(name: "token", plaintext: "hunter2") { id name plaintext } }'
-    )
-    secret = data["setSecret"]
-    assert secret["name"] == "token" and secret["plaintext"] == "hunter2"
-    assert "hunter2" not in secret["id"]
-    ctr = await container_id(api, 'withExec(args: ["true"])')
-    result = await api.run(
-        "query($c: ID!, $s: ID!) { loadContainerFromID(id: $c) {"
-        ' withSecretVariable(name: "T", secret: $s) { id } } }',
-        c=ctr,
-        s=secret["id"],
-    )
-    assert result.errors and "not supported by dirk yet" in result.errors[0].message
-
-
 async def test_fields_without_a_resolver_say_so(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     import dirk.api.schema as schema_module
 

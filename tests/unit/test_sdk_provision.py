@@ -246,7 +246,9 @@ def test_session_on_local_engine_opens_and_ends(
     monkeypatch.setattr(provision, "spawn_engine", None)  # never called: the engine runs
 
     async def main() -> provision.SessionInfo:
-        info = await open_session("relative/dir", {"k": "v"}, env={}, state_dir=standin.state_dir)
+        info = await open_session(
+            "relative/dir", {"k": "v"}, env={"TOKEN": "t"}, state_dir=standin.state_dir
+        )
         await close_session(info)
         return info
 
@@ -255,7 +257,12 @@ def test_session_on_local_engine_opens_and_ends(
     assert info.query_address == EngineAddress("http://127.0.0.1:5555")
     posts = [r for r in standin.requests if r[0] == "POST"]
     assert posts[0][1] == "/sessions"
-    assert posts[0][3] == {"workdir": str(Path("relative/dir").resolve()), "labels": {"k": "v"}}
+    # the program's environment goes along, for env:// secrets
+    assert posts[0][3] == {
+        "workdir": str(Path("relative/dir").resolve()),
+        "labels": {"k": "v"},
+        "env": {"TOKEN": "t"},
+    }
     assert "authorization" not in {k.lower() for k in posts[0][2]}  # the socket needs none
     deletes = [r for r in standin.requests if r[0] == "DELETE"]
     assert deletes[0][1] == "/sessions/granted"

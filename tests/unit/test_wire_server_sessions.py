@@ -166,3 +166,21 @@ async def test_shutdown_ends_sessions_and_answers_running_queries(
         answer = await asyncio.wait_for(query, 5)
         assert "session ended" in (await answer.json())["errors"][0]["message"]
     assert len(server.sessions) == 0
+
+
+async def test_the_clients_environment_stays_in_the_sessions_memory(
+    client: Client, server: WireServer
+) -> None:
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {**NEW_SESSION, "env": {"API_TOKEN": "t0ps3cret"}}
+    resp = await client.post("/sessions", json=body, headers=admin)
+    assert resp.status == 200
+    token = (await resp.json())["token"]
+    session = server.sessions.get(token)
+    assert session is not None and session.client_env == {"API_TOKEN": "t0ps3cret"}
+    assert "t0ps3cret" not in repr(session)
+    listed = await client.get("/sessions", headers=admin)
+    assert "t0ps3cret" not in await listed.text()
+    resp = await client.post("/sessions", json={**NEW_SESSION, "env": ["x"]}, headers=admin)
+    assert resp.status == 400
+    assert '"env" must be an object' in (await resp.json())["errors"][0]["message"]

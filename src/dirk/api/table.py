@@ -1,5 +1,5 @@
 """The per-session table: every object handed out (so its ID loads for the session's life),
-memoised leaf results, pinned image references and secret values.
+memoised leaf results, pinned image references and the session's secrets (values in memory only).
 
 It lives in `session.state`, so ending the session drops it. Concurrent requests of one session
 asking for the same thing share one computation (clients evaluate arguments concurrently, and
@@ -8,14 +8,14 @@ re-send whole chains for every leaf).
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Awaitable, Callable, Hashable, MutableMapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import attrs
 
 from dirk.api.ids import format_id, parse_id
+from dirk.api.secret_store import SecretStore
 from dirk.api.values import Handle
 from dirk.errors import UnknownIDError
 from dirk.solver.flights import Flights
@@ -31,10 +31,14 @@ T = TypeVar("T")
 
 
 class SessionLike(Protocol):
-    """What the API needs of a session: where host paths resolve, and a place for its state."""
+    """What the API needs of a session: where host paths resolve, the environment its client
+    sent (for env:// secrets), and a place for its state."""
 
     @property
     def workdir(self) -> Path: ...
+
+    @property
+    def client_env(self) -> Mapping[str, str]: ...
 
     @property
     def state(self) -> dict[str, Any]: ...
@@ -42,19 +46,18 @@ class SessionLike(Protocol):
 
 @attrs.define(eq=False)
 class SessionTable:
+    secrets: SecretStore
     objects: dict[str, Handle] = attrs.field(factory=dict)
     leaves: dict[Hashable, Any] = attrs.field(factory=dict)
     images: dict[tuple[str, str], ResolvedImage] = attrs.field(factory=dict)
-    secret_values: dict[str, str] = attrs.field(factory=dict)
-    #: Keys the identities of secrets, so an ID says nothing about the value.
-    secret_key: bytes = attrs.field(factory=lambda: secrets.token_bytes(32))
     _flights: Flights = attrs.field(factory=Flights)
 
     @classmethod
     def of(cls, session: SessionLike) -> SessionTable:
         table = session.state.get(STATE_KEY)
         if not isinstance(table, SessionTable):
-            table = session.state[STATE_KEY] = cls()
+            secrets = SecretStore(session.client_env, session.workdir)
+            table = session.state[STATE_KEY] = cls(secrets)
         return table
 
     def add(self, handle: Handle) -> Handle:

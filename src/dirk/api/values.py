@@ -11,10 +11,10 @@ from typing import Literal
 
 import attrs
 
-from dirk.solver.ops import Exec, Ref, Sharing
+from dirk.solver.ops import Exec, Ref, SecretRef, Sharing
 
 Stream = Literal["stdout", "stderr"]
-MountSource = Literal["directory", "file", "cache", "tmpfs"]
+MountSource = Literal["directory", "file", "cache", "tmpfs", "secret"]
 
 
 @attrs.frozen
@@ -56,6 +56,9 @@ class Mount:
     readonly: bool = False
     sharing: Sharing = "SHARED"
     size: int = 0
+    secret: SecretRef | None = None
+    owner: str = ""
+    mode: int = 0o400
 
 
 @attrs.frozen
@@ -73,6 +76,8 @@ class Container:
     default_args: tuple[str, ...] = ()
     labels: tuple[tuple[str, str], ...] = ()
     exposed_ports: tuple[str, ...] = ()
+    #: Variables whose values are secrets: set for execs only, never in the image config.
+    secret_env: tuple[tuple[str, SecretRef], ...] = ()
     last_exec: Exec | None = None
 
 
@@ -83,9 +88,12 @@ class Host:
 
 @attrs.frozen
 class Secret:
-    """A secret's name; its value stays in the session's table, never in a value or an ID."""
+    """A secret's name, URI ("" for setSecret) and reference; its value stays in the session's
+    `SecretStore`, never in a value, an operation or an ID."""
 
     name: str
+    uri: str
+    ref: SecretRef
 
 
 @attrs.frozen

@@ -31,12 +31,14 @@ Cleanup = Callable[[], Awaitable[None]]
 @attrs.define(eq=False)
 class Session:
     """One client's session: its token, the host directory its relative paths resolve against,
-    its labels (SDK name and version), and the storage the API layer owns (IDs table, memo)."""
+    its labels (SDK name and version), the environment its client sent (read by env://
+    secrets; in memory only, never logged) and the storage the API layer owns (IDs, memo)."""
 
     token: str
     workdir: Path
     labels: dict[str, str]
     created: float
+    client_env: dict[str, str] = attrs.field(factory=dict, repr=False)
     state: dict[str, Any] = attrs.field(factory=dict)
     ended: bool = False
     #: Attach connections open now (see `SessionRegistry.attach`).
@@ -94,9 +96,17 @@ class SessionRegistry:
         #: Sessions being ended because their client went away (kept referenced until done).
         self._ending: set[asyncio.Task[None]] = set()
 
-    def create(self, workdir: Path, labels: Mapping[str, str]) -> Session:
+    def create(
+        self, workdir: Path, labels: Mapping[str, str], env: Mapping[str, str] | None = None
+    ) -> Session:
         token = secrets.token_urlsafe(32)
-        session = Session(token=token, workdir=workdir, labels=dict(labels), created=self._clock())
+        session = Session(
+            token=token,
+            workdir=workdir,
+            labels=dict(labels),
+            created=self._clock(),
+            client_env=dict(env or {}),
+        )
         self._sessions[token] = session
         log.info("session %s started (workdir %s, labels %s)", token[:8], workdir, session.labels)
         return session

@@ -310,8 +310,10 @@ async def open_session(
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
 ) -> SessionInfo:
-    """Opens (or joins) a session on the engine chosen by `plan`."""
-    chosen = plan(engine, os.environ if env is None else env, state_dir)
+    """Opens (or joins) a session on the engine chosen by `plan`. The session gets this
+    program's environment (`env`), which env:// secrets read."""
+    client_env = os.environ if env is None else env
+    chosen = plan(engine, client_env, state_dir)
     root = str(Path(workdir).resolve())
     if isinstance(chosen, JoinSession):
         local = EngineAddress(f"http://127.0.0.1:{chosen.port}")
@@ -320,7 +322,7 @@ async def open_session(
         address, admin_token = chosen.address, chosen.admin_token
     else:
         address, admin_token = await ensure_local_engine(chosen.state_dir), None
-    grant = await create_session(address, root, labels, admin_token)
+    grant = await create_session(address, root, labels, admin_token, env=client_env)
     # Queries of a session opened on the socket go over TCP, as the contract's port says.
     query = address if address.uds is None else EngineAddress(f"http://127.0.0.1:{grant.port}")
     return SessionInfo(grant.token, grant.port, query, control=address)

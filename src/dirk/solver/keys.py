@@ -2,7 +2,8 @@
 
 What a key covers is the contract of the whole cache: content, never where it came from. Host
 paths and image tags are left out (the content digest and manifest digest stand for them);
-file contents given inline are hashed; secret values never reach an operation at all.
+file contents given inline are hashed; secret values never reach an operation at all (a
+`SecretRef` counts by its name, URI or chosen cache key).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from dirk.solver.ops import HostDirectory, HostFile, ImagePull, Op, Ref
+from dirk.solver.ops import HostDirectory, HostFile, ImagePull, Op, Ref, SecretRef
 
 #: Bump when the meaning of an operation changes, so old cache entries stop matching.
 KEY_VERSION = 1
@@ -24,6 +25,8 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     HostDirectory: frozenset({"path"}),
     HostFile: frozenset({"path"}),
     ImagePull: frozenset({"reference"}),
+    # Which session's secret it is; the key covers the secret's name, never its value.
+    SecretRef: frozenset({"handle"}),
 }
 
 

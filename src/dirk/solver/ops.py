@@ -23,7 +23,7 @@ import attrs
 
 #: Dagger's cache sharing modes.
 Sharing = Literal["SHARED", "PRIVATE", "LOCKED"]
-MountKind = Literal["bind", "cache", "tmpfs"]
+MountKind = Literal["bind", "cache", "tmpfs", "secret"]
 #: Dagger's ReturnType: which exit codes count as success.
 Expect = Literal["SUCCESS", "FAILURE", "ANY"]
 
@@ -121,6 +121,23 @@ class HostFile:
 
 
 @attrs.frozen(cache_hash=True)
+class SecretRef:
+    """A secret, as operations name it: never its value.
+
+    `cache_id` is what cache keys cover (the secret's name, its URI, or the cache key the
+    user chose), so a changed value reuses cached results, as in Dagger. `handle` says which
+    secret of the session this is, for fetching the value from the solve's secret source at
+    run time; it is a keyed digest that reveals nothing, and no cache key covers it.
+    """
+
+    cache_id: str
+    handle: str = ""
+
+    def describe(self) -> str:
+        return f"secret {self.cache_id}"
+
+
+@attrs.frozen(cache_hash=True)
 class ExecMount:
     """A mount of an `Exec`.
 
@@ -129,6 +146,8 @@ class ExecMount:
     - cache: the cache volume `cache_id` at `target` (content persists across runs and is not
       part of any cache key); `source` optionally seeds a new volume.
     - tmpfs: an empty in-memory filesystem at `target`.
+    - secret: a read-only file at `target` holding the value of `secret`, on a tmpfs (never in
+      a layer), owned by `owner` (resolved in the container's root; "" = root) with `mode`.
     """
 
     target: str
@@ -139,6 +158,9 @@ class ExecMount:
     cache_id: str = ""
     sharing: Sharing = "SHARED"
     size: int = 0  # tmpfs size in bytes; 0 = runtime default
+    secret: SecretRef | None = None
+    owner: str = ""
+    mode: int = 0o400
 
     @property
     def has_output(self) -> bool:
@@ -168,6 +190,8 @@ class Exec:
     #: Absolute paths in the root filesystem that receive the captured stdout/stderr.
     redirect_stdout: str = ""
     redirect_stderr: str = ""
+    #: Environment variables whose values are secrets, set only for the command's process.
+    secret_env: tuple[tuple[str, SecretRef], ...] = ()
 
     def inputs(self) -> tuple[Ref, ...]:
         refs = [self.root]
@@ -177,6 +201,12 @@ class Exec:
     def output_mounts(self) -> tuple[ExecMount, ...]:
         """The mounts that yield outputs 1..n, in order."""
         return tuple(m for m in self.mounts if m.has_output)
+
+    def secrets(self) -> tuple[SecretRef, ...]:
+        """Every secret the command gets (variables and mounted files), each once."""
+        refs = [ref for _, ref in self.secret_env]
+        refs.extend(m.secret for m in self.mounts if m.secret is not None)
+        return tuple(dict.fromkeys(refs))
 
     def describe(self) -> str:
         return "exec " + " ".join(self.args)

@@ -190,13 +190,16 @@ async def create_session(
     workdir: str,
     labels: Mapping[str, str],
     admin_token: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> SessionGrant:
-    """`POST /sessions`: a new session whose host paths resolve against `workdir`."""
+    """`POST /sessions`: a new session whose host paths resolve against `workdir`; `env` is
+    the client's environment, which the engine keeps in memory for env:// secrets."""
     headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
     async with _http_client(address, read_timeout=CONTROL_TIMEOUT, headers=headers) as http:
         try:
             response = await http.post(
-                "/sessions", json={"workdir": workdir, "labels": dict(labels)}
+                "/sessions",
+                json={"workdir": workdir, "labels": dict(labels), "env": dict(env or {})},
             )
         except httpx.TransportError as exc:
             raise _unreachable(address, exc) from None

@@ -127,7 +127,12 @@ class WireServer:
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
         ):
             return _bad_request('"labels" must be an object of strings to strings')
-        session = self.sessions.create(Path(workdir), labels)
+        env = body.get("env") or {}
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            return _bad_request('"env" must be an object of strings to strings')
+        session = self.sessions.create(Path(workdir), labels, env)
         return web.json_response({"token": session.token, "port": self.port})
 
     async def list_sessions(self, request: web.Request) -> web.Response:

@@ -77,8 +77,28 @@ class Client(ObjectBase[M]):
             ),
         )
 
+    def secret(self, uri: str, *, cache_key: str | None = None) -> Secret[M]:
+        """A secret read from the client's side on first use: env://NAME (the environment of the
+        program that opened the session), file://PATH (relative to the session's working directory)
+        or cmd://COMMAND (its stdout).
+
+        Args:
+            uri: Where the value comes from.
+            cache_key: What cache keys cover instead of the URI: secrets of one cache key share
+                results.
+        """
+        return cast(
+            "Secret[M]",
+            self._select(
+                "secret", "Secret", [("uri", uri, REQUIRED), ("cacheKey", cache_key, None)]
+            ),
+        )
+
     def set_secret(self, name: str, plaintext: str) -> Secret[M]:
-        """A secret whose value never enters cache keys, logs or IDs.
+        """A secret with the given value.
+
+        The value never enters cache keys, logs or IDs. Steps using the secret are cached by its
+        name: a new value does not re-run them.
 
         Args:
             name: The name of the secret.

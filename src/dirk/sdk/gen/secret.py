@@ -45,3 +45,13 @@ class Secret(ObjectBase[M]):
     def plaintext(self) -> Any:
         """The secret's value."""
         return self._leaf("plaintext", [], as_str)
+
+    @overload
+    def uri(self: Secret[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def uri(self: Secret[Sync]) -> str: ...
+
+    def uri(self) -> Any:
+        """The URI the secret is read from; empty for a secret made by setSecret."""
+        return self._leaf("uri", [], as_str)

@@ -1,0 +1,111 @@
+"""Reading a secret's value from the client's side of a session: `Query.secret(uri:)`.
+
+The providers, as Dagger has them: `env://NAME` (the environment the client program sent when
+it opened the session, not the engine's), `file://PATH` (a file of the host, relative to the
+session's working directory, `~` being the client's HOME), and `cmd://COMMAND` (run with
+`sh -c` on the host, in the working directory and the client's environment; its stdout,
+unchanged, is the value). Values are returned to the caller only: nothing here logs or
+stores them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from dirk.errors import SecretError
+
+#: The largest secret value accepted (Dagger's limit for setSecret).
+MAX_SECRET_BYTES = 128_000
+SCHEMES = ("env", "file", "cmd")
+#: How much of a failed command's stderr its error shows.
+_STDERR_TAIL = 500
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    """(scheme, rest) of a secret URI, checked to be one dirk can read."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SCHEMES:
+        raise SecretError(
+            f"secret URI {uri!r}: unknown scheme; use env://NAME, file://PATH or cmd://COMMAND"
+        )
+    if not rest:
+        raise SecretError(f"secret URI {uri!r} names nothing: put a name, path or command after //")
+    return scheme, rest
+
+
+async def read_secret_uri(uri: str, *, env: Mapping[str, str], workdir: Path) -> bytes:
+    """The value `uri` stands for now."""
+    scheme, rest = split_uri(uri)
+    if scheme == "env":
+        value = _from_env(uri, rest, env)
+    elif scheme == "file":
+        value = await anyio.to_thread.run_sync(_from_file, uri, rest, env, workdir)
+    else:
+        value = await _from_command(uri, rest, env, workdir)
+    return checked_size(uri, value)
+
+
+def checked_size(what: str, value: bytes) -> bytes:
+    if len(value) > MAX_SECRET_BYTES:
+        raise SecretError(
+            f"secret {what!r} is {len(value)} bytes, more than the {MAX_SECRET_BYTES} bytes a "
+            "secret may hold: mount a file with the data instead"
+        )
+    return value
+
+
+def _from_env(uri: str, name: str, env: Mapping[str, str]) -> bytes:
+    value = env.get(name)
+    if value is None:
+        raise SecretError(
+            f"secret URI {uri!r}: the variable {name} is not set in the environment of the "
+            "program that opened the session; export it before starting the program"
+        )
+    return value.encode("utf-8", errors="surrogateescape")
+
+
+def _from_file(uri: str, raw: str, env: Mapping[str, str], workdir: Path) -> bytes:
+    if raw == "~" or raw.startswith("~/"):
+        home = env.get("HOME")
+        if not home:
+            raise SecretError(
+                f"secret URI {uri!r}: ~ needs HOME in the environment of the program that "
+                "opened the session; give an absolute path instead"
+            )
+        raw = home + raw[1:]
+    path = Path(os.path.normpath(workdir / raw))
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise SecretError(
+            f"secret URI {uri!r}: no file {path} (relative paths start at the session's "
+            f"working directory {workdir}); create it or fix the path"
+        ) from None
+    except OSError as exc:
+        raise SecretError(f"secret URI {uri!r}: cannot read {path}: {exc.strerror}") from None
+
+
+async def _from_command(uri: str, command: str, env: Mapping[str, str], workdir: Path) -> bytes:
+    try:
+        process = await anyio.run_process(
+            ["sh", "-c", command],
+            check=False,
+            cwd=workdir,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        raise SecretError(f"secret URI {uri!r}: cannot run the command: {exc}") from None
+    if process.returncode != 0:
+        stderr = process.stderr[-_STDERR_TAIL:].decode("utf-8", errors="replace").strip()
+        raise SecretError(
+            f"secret URI {uri!r}: the command exited with code {process.returncode} in "
+            f"{workdir}" + (f": {stderr}" if stderr else "") + "; fix the command"
+        )
+    return process.stdout
