@@ -5,7 +5,8 @@ fails at once), bind both sockets, start the engine (while a thread imports the 
 builds the schema: cold start is the longer of the two, not their sum), serve, and only then
 publish `engine.json`, so whoever reads it can connect. On SIGTERM/SIGINT: unpublish, stop
 accepting, end the sessions (their running queries are cancelled), close the engine, remove
-the socket. A second signal during shutdown exits at once; the next engine cleans up what is left.
+the socket. A second signal during shutdown exits at once. However the process ends, its
+sentinel (`engine.sentinel`) kills and removes what it left running at once.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from dirk import __version__
+from dirk.engine.sentinel import start_sentinel
 from dirk.errors import EngineAlreadyRunningError, StateError
 from dirk.state.layout import default_state_dir
 
@@ -43,6 +46,8 @@ SOCKET_NAME = "engine.sock"
 PID_LOCK = "engine.pid"
 #: sockaddr_un holds 108 bytes, the path's terminating NUL included.
 MAX_SOCKET_PATH = 107
+#: How long a new engine waits for a killed engine's sentinel to finish cleaning up.
+SENTINEL_WAIT_S = 10.0
 #: How long in-flight requests get to answer once their sessions were ended at shutdown.
 SHUTDOWN_GRACE_S = 5.0
 
@@ -117,7 +122,11 @@ async def serve(
         raise StateError(f"cannot create the state directory {root}: {exc}") from exc
     lock_fd = _lock_state_dir(root)
     try:
-        await _serve_locked(root, port, components or default_components(), stop)
+        sentinel = start_sentinel(root, lock_fd)
+        try:
+            await _serve_locked(root, port, components or default_components(), stop)
+        finally:
+            sentinel.stop()
     finally:
         os.close(lock_fd)
 
@@ -204,13 +213,22 @@ async def _serve_started(
 
 
 def _lock_state_dir(root: Path) -> int:
-    """Take the running-engine lock of `root`; its file holds our pid for the next one's error."""
+    """Take the running-engine lock of `root`; its file holds our pid for the next one's error.
+
+    A killed engine's sentinel holds the lock while it cleans up (a second or two): when the
+    pid in the file is gone, wait for the lock instead of refusing."""
     path = root / PID_LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+    deadline = time.monotonic() + SENTINEL_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            if not _pid_alive(holder) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                continue
         os.close(fd)
         raise EngineAlreadyRunningError(
             f"an engine is already running (pid {holder}) on the state directory {root}: "
@@ -219,6 +237,16 @@ def _lock_state_dir(root: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True
+    return True
 
 
 def _bind_tcp(port: int) -> socket.socket:

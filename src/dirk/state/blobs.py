@@ -60,7 +60,7 @@ class BlobWriter:
                 "corrupt data: retry, and report it to the registry's operator if it persists"
             )
         final = self._store.path(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.replace(self._tmp, final)
         return digest
 
@@ -76,8 +76,8 @@ class BlobStore:
     def __init__(self, root: Path, tmp_dir: Path) -> None:
         self.root = root
         self.tmp_dir = tmp_dir
-        root.mkdir(parents=True, exist_ok=True)
-        tmp_dir.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
         algo, hexpart = _split(digest)

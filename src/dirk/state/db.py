@@ -7,6 +7,7 @@ leaves either the old or the new row, never half of one.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -39,6 +40,9 @@ class Database:
         self.path = path
         self._lock = threading.RLock()
         try:
+            # Made 0600 before SQLite opens it (SQLite gives its -wal and -shm files the
+            # database file's mode): the cache index is the engine's alone.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
             self._conn = sqlite3.connect(
                 str(path), check_same_thread=False, isolation_level=None, timeout=30
             )
@@ -53,6 +57,11 @@ class Database:
             raise StateError(
                 f"the engine's database {path} is unusable ({exc}); move it aside to start "
                 "with an empty cache"
+            ) from exc
+        except OSError as exc:
+            raise StateError(
+                f"cannot open the engine's database {path} ({exc.strerror}): check that the "
+                "state directory exists and is writable by the engine"
             ) from exc
 
     def close(self) -> None:

@@ -58,6 +58,24 @@ class StateLayout:
         return self.root / "run"
 
     def ensure(self) -> StateLayout:
+        """Create the folders, and make the state private again: the engine's folders 0700 and
+        its own files 0600 (layers and volumes keep the modes their contents were given, out of
+        reach behind them). Repairs a state dir made by an older engine or by hand."""
         for path in (self.root, self.blobs, self.layers, self.volumes, self.tmp, self.run):
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+            _set_mode(path, PRIVATE_DIR)
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    _set_mode(Path(entry.path), PRIVATE_FILE)
         return self
+
+
+#: Modes of everything the engine keeps: only its owner (root) may read the state.
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+
+
+def _set_mode(path: Path, mode: int) -> None:
+    if os.lstat(path).st_mode & 0o7777 != mode:
+        os.chmod(path, mode, follow_symlinks=False)

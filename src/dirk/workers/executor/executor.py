@@ -81,16 +81,47 @@ def _nofile_limit() -> int:
     return min(hard, _MAX_NOFILE)
 
 
+def engine_tag(layout: StateLayout) -> str:
+    """One engine per state root; the tag in its namespace and veth names keeps several
+    engines on one host apart."""
+    return hashlib.sha256(str(layout.root.absolute()).encode()).hexdigest()[:4]
+
+
+def runtime_roots(layout: StateLayout) -> Path:
+    """Where each runtime keeps the state of this engine's containers: `<this>/<runtime>/`."""
+    return layout.run / "runtime"
+
+
+def remove_leftover_containers(layout: StateLayout) -> None:
+    """Kill and delete the containers in this engine's runtime state dirs: a SIGKILLed
+    engine's (at the next start, or by its sentinel at once)."""
+    roots = runtime_roots(layout)
+    if not roots.is_dir():
+        return
+    for root in roots.iterdir():
+        binary = shutil.which(root.name) if root.name in KNOWN_RUNTIMES else None
+        if binary is None or not root.is_dir():
+            shutil.rmtree(root, ignore_errors=True)
+            continue
+        for entry in root.iterdir():
+            if entry.is_dir():
+                subprocess.run(
+                    [binary, "--root", str(root), "delete", "--force", entry.name],
+                    capture_output=True,
+                    timeout=60,
+                )
+                shutil.rmtree(entry, ignore_errors=True)
+
+
 class Executor:
     """Runs containers with crun or runc on root filesystems that the caller mounted."""
 
     def __init__(self, layout: StateLayout, runtime: str | None = None) -> None:
         self.layout = layout
         self._runtime_name, self._explicit = choose_runtime(runtime)
-        # One engine per state root; the tag keeps several engines on one host apart.
-        self.tag = hashlib.sha256(str(layout.root.absolute()).encode()).hexdigest()[:4]
+        self.tag = engine_tag(layout)
         self._bundles = layout.run / "c"
-        self._runtime_roots = layout.run / "runtime"
+        self._runtime_roots = runtime_roots(layout)
         self._pool = NetnsPool(self.tag)
         self._resolv_conf = ""
         self._ca_bundle = HOST_CA_BUNDLE if HOST_CA_BUNDLE.is_file() else None
@@ -122,7 +153,7 @@ class Executor:
                 log.warning("%s; using runc instead", problem)
                 name = "runc"
         path = find_binary(name)
-        self._remove_leftover_containers()
+        remove_leftover_containers(self.layout)
         self._prepare_bundles_dir()
         root = self._runtime_roots / os.path.basename(name)
         root.mkdir(parents=True, exist_ok=True)
@@ -153,24 +184,6 @@ class Executor:
                 self._bundles,
                 proc.stderr.decode(errors="replace").strip(),
             )
-
-    def _remove_leftover_containers(self) -> None:
-        """Kill and delete containers in our runtime state dirs (a SIGKILLed engine's)."""
-        if not self._runtime_roots.is_dir():
-            return
-        for root in self._runtime_roots.iterdir():
-            binary = shutil.which(root.name) if root.name in KNOWN_RUNTIMES else None
-            if binary is None or not root.is_dir():
-                shutil.rmtree(root, ignore_errors=True)
-                continue
-            for entry in root.iterdir():
-                if entry.is_dir():
-                    subprocess.run(
-                        [binary, "--root", str(root), "delete", "--force", entry.name],
-                        capture_output=True,
-                        timeout=60,
-                    )
-                    shutil.rmtree(entry, ignore_errors=True)
 
     async def aclose(self) -> None:
         """Stop the pool and remove our namespaces; the bridge and NAT stay for next time."""
