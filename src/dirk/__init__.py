@@ -25,11 +25,18 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.connection import Connection as Connection
     from dirk.sdk.gen import CacheSharingMode as CacheSharingMode
     from dirk.sdk.gen import CacheVolume as CacheVolume
+    from dirk.sdk.gen import Changeset as Changeset
     from dirk.sdk.gen import Client as Client
     from dirk.sdk.gen import Container as Container
+    from dirk.sdk.gen import DiffStat as DiffStat
+    from dirk.sdk.gen import DiffStatKind as DiffStatKind
     from dirk.sdk.gen import Directory as Directory
+    from dirk.sdk.gen import EnvFile as EnvFile
     from dirk.sdk.gen import EnvVariable as EnvVariable
+    from dirk.sdk.gen import Error as Error
+    from dirk.sdk.gen import ErrorValue as ErrorValue
     from dirk.sdk.gen import File as File
+    from dirk.sdk.gen import HealthcheckConfig as HealthcheckConfig
     from dirk.sdk.gen import Host as Host
     from dirk.sdk.gen import Label as Label
     from dirk.sdk.gen import NetworkProtocol as NetworkProtocol
@@ -53,11 +60,18 @@ _EXPORTS = {
         for name in (
             "CacheSharingMode",
             "CacheVolume",
+            "Changeset",
             "Client",
             "Container",
+            "DiffStat",
+            "DiffStatKind",
             "Directory",
+            "EnvFile",
             "EnvVariable",
+            "Error",
+            "ErrorValue",
             "File",
+            "HealthcheckConfig",
             "Host",
             "Label",
             "NetworkProtocol",

@@ -181,3 +181,12 @@ class SecretError(InvalidArgumentError):
     """A secret's value cannot be had: an unknown URI scheme, a variable or file that is
     missing, a command that failed, or a value too large. The message names the secret (never
     its value) and the fix."""
+
+
+class PipelineError(QueryError):
+    """The pipeline raised an error itself (`withError` with a non-empty message); the
+    message is the pipeline's own."""
+
+
+class PatchError(InvalidArgumentError):
+    """A patch (`withPatch`, `withPatchFile`) does not apply to the directory it is given."""

@@ -108,10 +108,12 @@ def with_exec(
     """`c` after running `argv`: the rootfs and each writable bind mount become the exec's
     outputs."""
     mounts = tuple(exec_mount(m) for m in c.mounts)
+    volatile = {name for name, _ in c.volatile_env}
     op = Exec(
         root=rebased(c.rootfs),
         args=tuple(argv),
-        env=exec_env(c.env),
+        env=exec_env(tuple(p for p in c.env if p[0] not in volatile)),
+        volatile_env=c.volatile_env,
         cwd=c.workdir or "/",
         user=c.user,
         mounts=mounts,

@@ -27,8 +27,12 @@ from graphql.language import IntValueNode, StringValueNode, ValueNode
 # Importing the type modules registers their resolvers.
 from dirk.api import (  # noqa: F401
     cache_volume,
+    changeset,
     container,
+    container_config,
     directory,
+    directory_write,
+    envfile,
     file,
     host,
     query,

@@ -79,6 +79,75 @@ class Container:
     #: Variables whose values are secrets: set for execs only, never in the image config.
     secret_env: tuple[tuple[str, SecretRef], ...] = ()
     last_exec: Exec | None = None
+    annotations: tuple[tuple[str, str], ...] = ()
+    #: Dagger's volatile variables: given to execs, their values kept out of cache keys.
+    volatile_env: tuple[tuple[str, str], ...] = ()
+    default_terminal_cmd: TerminalCommand | None = None
+    healthcheck: HealthcheckConfig | None = None
+
+
+@attrs.frozen
+class TerminalCommand:
+    """The command `terminal` would start (stored configuration only)."""
+
+    args: tuple[str, ...]
+    experimental_privileged_nesting: bool = False
+    insecure_root_capabilities: bool = False
+
+
+@attrs.frozen
+class HealthcheckConfig:
+    """A Docker image healthcheck; durations as Go writes them ("30s", "1m30s")."""
+
+    args: tuple[str, ...]
+    shell: bool = False
+    interval: str = ""
+    timeout: str = ""
+    start_period: str = ""
+    start_interval: str = ""
+    retries: int = 0
+
+
+@attrs.frozen
+class Changeset:
+    """The changes that turn `before` into `after`, computed only when a field asks."""
+
+    before: Directory
+    after: Directory
+
+
+@attrs.frozen
+class DiffStat:
+    path: str
+    kind: Literal["ADDED", "MODIFIED", "REMOVED", "RENAMED"]
+    added_lines: int = 0
+    removed_lines: int = 0
+    old_path: str | None = None
+
+
+@attrs.frozen
+class EnvFile:
+    """An env file: the variables of `source` (read when a field needs them, not when the
+    value is built), then `edits` in order: ("set", name, value), ("unset", name, ""),
+    ("namespace", prefix, "")."""
+
+    source: File | None = None
+    expand: bool = True
+    edits: tuple[tuple[str, str, str], ...] = ()
+
+
+@attrs.frozen
+class Error:
+    """A user-made error: a message and named values (JSON text)."""
+
+    message: str
+    values: tuple[tuple[str, str], ...] = ()
+
+
+@attrs.frozen
+class ErrorValue:
+    name: str
+    value: str
 
 
 @attrs.frozen
@@ -116,7 +185,23 @@ class Port:
     experimental_skip_healthcheck: bool = False
 
 
-Value = Container | Directory | File | CacheVolume | Host | Secret | EnvVariable | Label | Port
+Value = (
+    Container
+    | Directory
+    | File
+    | CacheVolume
+    | Host
+    | Secret
+    | EnvVariable
+    | Label
+    | Port
+    | HealthcheckConfig
+    | Changeset
+    | DiffStat
+    | EnvFile
+    | Error
+    | ErrorValue
+)
 
 
 @attrs.frozen(eq=False)

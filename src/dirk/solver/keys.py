@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from dirk.solver.ops import HostDirectory, HostFile, ImagePull, Op, Ref, SecretRef
+from dirk.solver.ops import Exec, HostDirectory, HostFile, ImagePull, Op, Ref, SecretRef
 
 #: Bump when the meaning of an operation changes, so old cache entries stop matching.
 KEY_VERSION = 1
@@ -28,6 +28,8 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     # Which session's secret it is; the key covers the secret's name, never its value.
     SecretRef: frozenset({"handle"}),
 }
+#: Fields of (name, value) pairs whose values stay out of the key: Dagger's volatile variables.
+_NAMES_ONLY_FIELDS: dict[type[Any], frozenset[str]] = {Exec: frozenset({"volatile_env"})}
 
 
 def cache_key(op: Op, input_keys: Sequence[str]) -> str:
@@ -47,11 +49,16 @@ def _encode(value: Any, keys: Any) -> Any:
         return [_encode(v, keys) for v in value]
     if attrs.has(type(value)):
         skip = _PROVENANCE_FIELDS.get(type(value), frozenset())
+        names_only = _NAMES_ONLY_FIELDS.get(type(value), frozenset())
         # Fields are visited in declaration order, which is also the order of `inputs()`.
         return {
-            f.name: _encode(getattr(value, f.name), keys)
+            f.name: (
+                [name for name, _ in getattr(value, f.name)]
+                if f.name in names_only
+                else _encode(getattr(value, f.name), keys)
+            )
             for f in attrs.fields(type(value))
-            if f.name not in skip
+            if f.name not in skip and not (f.name in names_only and not getattr(value, f.name))
         }
     if value is None or isinstance(value, str | int | float | bool):
         return value

@@ -192,6 +192,9 @@ class Exec:
     redirect_stderr: str = ""
     #: Environment variables whose values are secrets, set only for the command's process.
     secret_env: tuple[tuple[str, SecretRef], ...] = ()
+    #: Dagger's volatile variables: passed to the command, but only their names are part of
+    #: the cache key (a changed value reuses the cached result; see `keys`).
+    volatile_env: tuple[tuple[str, str], ...] = ()
 
     def inputs(self) -> tuple[Ref, ...]:
         refs = [self.root]
@@ -285,7 +288,130 @@ class Copy:
         return f"copy {self.source_path} to {self.dest_path}"
 
 
-Op = Scratch | ImagePull | HostDirectory | HostFile | Exec | MkFile | MkDir | Remove | Copy
+@attrs.frozen(cache_hash=True)
+class Symlink:
+    """`base` with a symlink at `link_name` (parents created) whose content is `target`."""
+
+    base: Ref
+    target: str
+    link_name: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"symlink {self.link_name} -> {self.target}"
+
+
+@attrs.frozen(cache_hash=True)
+class SetTimestamps:
+    """`base` with the access and modification times of `path` and everything below it set
+    to `timestamp` (seconds since the epoch); symlinks themselves, never their targets."""
+
+    base: Ref
+    path: str
+    timestamp: int
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"set timestamps of {self.path} to {self.timestamp}"
+
+
+@attrs.frozen(cache_hash=True)
+class Chown:
+    """`base` with `path` and everything below it owned by `owner` ("uid[:gid]" or names,
+    resolved in the tree's own /etc/passwd and /etc/group)."""
+
+    base: Ref
+    path: str
+    owner: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base,)
+
+    def describe(self) -> str:
+        return f"chown {self.path} to {self.owner}"
+
+
+@attrs.frozen(cache_hash=True)
+class ApplyPatch:
+    """`base` with the git-style patch in file `patch_path` of `patch` applied in directory
+    `path` (with `git apply`)."""
+
+    base: Ref
+    path: str
+    patch: Ref
+    patch_path: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base, self.patch)
+
+    def describe(self) -> str:
+        return f"apply patch {self.patch_path} in {self.path}"
+
+
+@attrs.frozen(cache_hash=True)
+class DiffTrees:
+    """A comparison of directory `before_path` of `before` with `after_path` of `after`.
+
+    `kind` says what output 0 holds:
+    - "layer": a tree of only what `after` added or modified (Dagger's `diff`, `layer`);
+    - "paths": /changes.json, the added, modified and removed paths;
+    - "stats": /changes.json as for "paths", plus added and removed lines per path;
+    - "patch": /diff.patch, a git-style patch from `before` to `after` (`git diff`).
+    """
+
+    before: Ref
+    before_path: str
+    after: Ref
+    after_path: str
+    kind: Literal["layer", "paths", "stats", "patch"] = "layer"
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.before, self.after)
+
+    def describe(self) -> str:
+        return f"compare {self.before_path} with {self.after_path} ({self.kind})"
+
+
+@attrs.frozen(cache_hash=True)
+class ApplyChanges:
+    """`base` with the changes from (`before`, `before_path`) to (`after`, `after_path`)
+    applied in directory `path`: removed paths removed, added and modified ones copied."""
+
+    base: Ref
+    path: str
+    before: Ref
+    before_path: str
+    after: Ref
+    after_path: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base, self.before, self.after)
+
+    def describe(self) -> str:
+        return f"apply changes in {self.path}"
+
+
+Op = (
+    Scratch
+    | ImagePull
+    | HostDirectory
+    | HostFile
+    | Exec
+    | MkFile
+    | MkDir
+    | Remove
+    | Copy
+    | Symlink
+    | SetTimestamps
+    | Chown
+    | ApplyPatch
+    | DiffTrees
+    | ApplyChanges
+)
 
 #: The instance of each distinct operation that Refs point at (see `Ref`), by its type and
 #: field values (which never hold the operation itself, so an unused one is dropped).

@@ -47,11 +47,12 @@ from dirk.solver.ops import (
     Scratch,
 )
 from dirk.solver.owners import resolve_owner
+from dirk.solver.treeops import TREE_OPS, run_tree_op
 from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
 from dirk.workers.executor.executor import Executor
-from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
+from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount, combine
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.reference import ImageReference
 from dirk.workers.images.store import ImageStore
@@ -73,6 +74,13 @@ class ExecOutcome:
     exit_code: int
     stdout: bytes
     stderr: bytes
+    #: Arrival order of the output: runs of (0 = stdout, 1 = stderr; byte count).
+    order: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def combined(self) -> bytes:
+        """stdout and stderr interleaved as the command wrote them."""
+        return combine(self.stdout, self.stderr, self.order)
 
 
 @attrs.frozen
@@ -318,6 +326,11 @@ class Solver:
             return OpResult(key, (snapshot,))
         if isinstance(op, Exec):
             return await self._exec(op, key, inputs)
+        if isinstance(op, TREE_OPS):
+            scratch = self._layers.layout.tmp
+            snapshot = await anyio.to_thread.run_sync(run_tree_op, self._snap, op, inputs, scratch)
+            return OpResult(key, (snapshot,))
+        assert isinstance(op, MkFile | MkDir | Remove | Copy)
         snapshot = await anyio.to_thread.run_sync(self._file_op, op, inputs)
         return OpResult(key, (snapshot,))
 
@@ -380,7 +393,7 @@ class Solver:
                 mounts.append(await self._prepare_mount(step, stack, mount, inputs, writable))
             spec = ContainerSpec(
                 args=op.args,
-                env=op.env,
+                env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
                 cwd=op.cwd,
                 user=op.user,
                 hostname=op.hostname or key.removeprefix("sha256:")[:12],
@@ -411,7 +424,7 @@ class Solver:
             outputs = [await step.commit(root, self._executor.stub_paths(spec))]
             for active in writable:
                 outputs.append(await step.commit(active))
-            outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr)
+            outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr, process.order)
             return OpResult(key, tuple(outputs), outcome)
 
     async def _prepare_mount(
@@ -492,6 +505,7 @@ class Solver:
             encoded["exit_code"] = result.exec.exit_code
             encoded["stdout"] = self._store_output(result.exec.stdout)
             encoded["stderr"] = self._store_output(result.exec.stderr)
+            encoded["order"] = [list(run) for run in result.exec.order]
         return encoded
 
     def _store_output(self, data: bytes) -> dict[str, str]:
@@ -519,7 +533,8 @@ class Solver:
             stderr = self._load_output(stored["stderr"])
             if stdout is None or stderr is None:
                 return None
-            outcome = ExecOutcome(stored["exit_code"], stdout, stderr)
+            order = tuple((int(stream), int(count)) for stream, count in stored["order"])
+            outcome = ExecOutcome(stored["exit_code"], stdout, stderr, order)
         return OpResult(key, outputs, outcome, cached=True)
 
     def _emit(self, event: StepEvent) -> None:

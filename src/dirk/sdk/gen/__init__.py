@@ -2,12 +2,18 @@
 """The generated API classes, one module per type."""
 
 from dirk.sdk.gen.cache_volume import CacheVolume
+from dirk.sdk.gen.changeset import Changeset
 from dirk.sdk.gen.client import Client
 from dirk.sdk.gen.container import Container
+from dirk.sdk.gen.diff_stat import DiffStat
 from dirk.sdk.gen.directory import Directory
-from dirk.sdk.gen.enums import CacheSharingMode, NetworkProtocol, ReturnType
+from dirk.sdk.gen.enums import CacheSharingMode, DiffStatKind, NetworkProtocol, ReturnType
+from dirk.sdk.gen.env_file import EnvFile
 from dirk.sdk.gen.env_variable import EnvVariable
+from dirk.sdk.gen.error import Error
+from dirk.sdk.gen.error_value import ErrorValue
 from dirk.sdk.gen.file import File
+from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
 from dirk.sdk.gen.host import Host
 from dirk.sdk.gen.label import Label
 from dirk.sdk.gen.node import Node
@@ -18,11 +24,18 @@ from dirk.sdk.gen.syncer import Syncer
 __all__ = [
     "CacheSharingMode",
     "CacheVolume",
+    "Changeset",
     "Client",
     "Container",
+    "DiffStat",
+    "DiffStatKind",
     "Directory",
+    "EnvFile",
     "EnvVariable",
+    "Error",
+    "ErrorValue",
     "File",
+    "HealthcheckConfig",
     "Host",
     "Label",
     "NetworkProtocol",

@@ -12,10 +12,16 @@ from dirk.sdk.runtime import REQUIRED, ObjectBase, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.cache_volume import CacheVolume
+    from dirk.sdk.gen.changeset import Changeset
     from dirk.sdk.gen.container import Container
+    from dirk.sdk.gen.diff_stat import DiffStat
     from dirk.sdk.gen.directory import Directory
+    from dirk.sdk.gen.env_file import EnvFile
     from dirk.sdk.gen.env_variable import EnvVariable
+    from dirk.sdk.gen.error import Error
+    from dirk.sdk.gen.error_value import ErrorValue
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
     from dirk.sdk.gen.host import Host
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.node import Node
@@ -222,3 +228,85 @@ class Client(ObjectBase[M]):
             id:
         """
         return cast("Port[M]", self._select("loadPortFromID", "Port", [("id", id, REQUIRED)]))
+
+    def changeset(self) -> Changeset[M]:
+        """An empty changeset (no changes)."""
+        return cast("Changeset[M]", self._select("changeset", "Changeset", []))
+
+    def env_file(self, *, expand: bool | None = None) -> EnvFile[M]:
+        """An empty env file.
+
+        Args:
+            expand: Expands `${VAR}` and `$VAR` in values with earlier variables (the default).
+        """
+        return cast("EnvFile[M]", self._select("envFile", "EnvFile", [("expand", expand, None)]))
+
+    def error(self, message: str) -> Error[M]:
+        """A new error object, to raise later with `withError` or to carry values.
+
+        Args:
+            message: What went wrong, briefly.
+        """
+        return cast("Error[M]", self._select("error", "Error", [("message", message, REQUIRED)]))
+
+    def load_changeset_from_id(self, id: str) -> Changeset[M]:
+        """A changeset, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "Changeset[M]", self._select("loadChangesetFromID", "Changeset", [("id", id, REQUIRED)])
+        )
+
+    def load_diff_stat_from_id(self, id: str) -> DiffStat[M]:
+        """A diff statistic, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "DiffStat[M]", self._select("loadDiffStatFromID", "DiffStat", [("id", id, REQUIRED)])
+        )
+
+    def load_env_file_from_id(self, id: str) -> EnvFile[M]:
+        """An env file, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EnvFile[M]", self._select("loadEnvFileFromID", "EnvFile", [("id", id, REQUIRED)])
+        )
+
+    def load_error_from_id(self, id: str) -> Error[M]:
+        """An error, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast("Error[M]", self._select("loadErrorFromID", "Error", [("id", id, REQUIRED)]))
+
+    def load_error_value_from_id(self, id: str) -> ErrorValue[M]:
+        """A value of an error, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "ErrorValue[M]",
+            self._select("loadErrorValueFromID", "ErrorValue", [("id", id, REQUIRED)]),
+        )
+
+    def load_healthcheck_config_from_id(self, id: str) -> HealthcheckConfig[M]:
+        """A healthcheck configuration, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "HealthcheckConfig[M]",
+            self._select(
+                "loadHealthcheckConfigFromID", "HealthcheckConfig", [("id", id, REQUIRED)]
+            ),
+        )

@@ -13,8 +13,10 @@ from dirk.sdk.runtime import REQUIRED, ObjectBase, as_int, as_list, as_optional,
 if TYPE_CHECKING:
     from dirk.sdk.gen.cache_volume import CacheVolume
     from dirk.sdk.gen.directory import Directory
+    from dirk.sdk.gen.env_file import EnvFile
     from dirk.sdk.gen.env_variable import EnvVariable
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.port import Port
     from dirk.sdk.gen.secret import Secret
@@ -605,3 +607,343 @@ class Container(ObjectBase[M]):
     def exposed_ports(self) -> Any:
         """The ports the container's image declares."""
         return self._leaf_objects("exposedPorts", [], "Port")
+
+    @overload
+    def combined_output(self: Container[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def combined_output(self: Container[Sync]) -> str: ...
+
+    def combined_output(self) -> Any:
+        """Standard output and standard error of the last command, interleaved as written."""
+        return self._leaf("combinedOutput", [], as_str)
+
+    def docker_healthcheck(self) -> HealthcheckConfig[M]:
+        """The image healthcheck of the container, or null when none is set."""
+        return cast(
+            "HealthcheckConfig[M]", self._select("dockerHealthcheck", "HealthcheckConfig", [])
+        )
+
+    @overload
+    def image_ref(self: Container[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def image_ref(self: Container[Sync]) -> str: ...
+
+    def image_ref(self) -> Any:
+        """The pulled image pinned by digest; only while the root filesystem is that image."""
+        return self._leaf("imageRef", [], as_str)
+
+    @overload
+    def mounts(self: Container[Async]) -> Coroutine[Any, Any, list[str]]: ...
+
+    @overload
+    def mounts(self: Container[Sync]) -> list[str]: ...
+
+    def mounts(self) -> Any:
+        """The paths where something is mounted, in mount order."""
+        return self._leaf("mounts", [], as_list(as_str))
+
+    @overload
+    def platform(self: Container[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def platform(self: Container[Sync]) -> str: ...
+
+    def platform(self) -> Any:
+        """The platform the container runs as."""
+        return self._leaf("platform", [], as_str)
+
+    def with_annotation(self, name: str, value: str) -> Container[M]:
+        """This container with an OCI annotation set (for published images).
+
+        Args:
+            name: The annotation's name.
+            value: The annotation's value.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withAnnotation",
+                "Container",
+                [("name", name, REQUIRED), ("value", value, REQUIRED)],
+            ),
+        )
+
+    def with_default_terminal_cmd(
+        self,
+        args: list[str],
+        *,
+        experimental_privileged_nesting: bool = False,
+        insecure_root_capabilities: bool = False,
+    ) -> Container[M]:
+        """This container with the command its terminal starts by default.
+
+        Args:
+            args: The command and its arguments.
+            experimental_privileged_nesting: Lets the command call the engine back.
+            insecure_root_capabilities: Runs the command with every capability.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withDefaultTerminalCmd",
+                "Container",
+                [
+                    ("args", args, REQUIRED),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
+                    ("insecureRootCapabilities", insecure_root_capabilities, False),
+                ],
+            ),
+        )
+
+    def with_docker_healthcheck(
+        self,
+        args: list[str],
+        *,
+        shell: bool | None = None,
+        interval: str | None = None,
+        timeout: str | None = None,
+        start_period: str | None = None,
+        start_interval: str | None = None,
+        retries: int | None = None,
+    ) -> Container[M]:
+        """This container with an image healthcheck.
+
+        Args:
+            args: The check's command and arguments.
+            shell: Runs `args[0]` as one command line with the container's shell.
+            interval: Time between two checks, e.g. `30s`.
+            timeout: Time one check may take, e.g. `3s`.
+            start_period: Time after start during which failures do not count, e.g. `0s`.
+            start_interval: Time between checks during the start period, e.g. `5s`.
+            retries: Consecutive failures after which the container is unhealthy.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withDockerHealthcheck",
+                "Container",
+                [
+                    ("args", args, REQUIRED),
+                    ("shell", shell, None),
+                    ("interval", interval, None),
+                    ("timeout", timeout, None),
+                    ("startPeriod", start_period, None),
+                    ("startInterval", start_interval, None),
+                    ("retries", retries, None),
+                ],
+            ),
+        )
+
+    def with_env_file_variables(self, source: EnvFile[M]) -> Container[M]:
+        """This container with every variable of an env file set.
+
+        Args:
+            source: The env file.
+        """
+        return cast(
+            "Container[M]",
+            self._select("withEnvFileVariables", "Container", [("source", source, REQUIRED)]),
+        )
+
+    def with_error(self, err: str) -> Container[M]:
+        """This container, or an error with the given message when it is not empty.
+
+        Args:
+            err: The error's message; empty means no error.
+        """
+        return cast(
+            "Container[M]", self._select("withError", "Container", [("err", err, REQUIRED)])
+        )
+
+    def with_files(
+        self,
+        path: str,
+        sources: list[File[M]],
+        *,
+        permissions: int | None = None,
+        owner: str = "",
+        expand: bool = False,
+    ) -> Container[M]:
+        """This container with several files copied into one directory.
+
+        Args:
+            path: The directory the files go into.
+            sources: The files to copy (each keeps its name).
+            permissions: The files' mode bits; the sources' when absent.
+            owner: The owner (`user[:group]`) of the copies.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withFiles",
+                "Container",
+                [
+                    ("path", path, REQUIRED),
+                    ("sources", sources, REQUIRED),
+                    ("permissions", permissions, None),
+                    ("owner", owner, ""),
+                    ("expand", expand, False),
+                ],
+            ),
+        )
+
+    def with_symlink(self, target: str, link_name: str, *, expand: bool = False) -> Container[M]:
+        """This container with a symbolic link.
+
+        Args:
+            target: What the link points to (written into the link as given).
+            link_name: Where the link is created.
+            expand: Replaces `${VAR}` in target and link name with the container's environment
+                variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withSymlink",
+                "Container",
+                [
+                    ("target", target, REQUIRED),
+                    ("linkName", link_name, REQUIRED),
+                    ("expand", expand, False),
+                ],
+            ),
+        )
+
+    def with_volatile_variable(self, name: str, value: str) -> Container[M]:
+        """This container with a variable whose value stays out of cache keys (a new value reuses
+        results cached with the old one).
+
+        Args:
+            name: The variable's name.
+            value: The variable's value.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withVolatileVariable",
+                "Container",
+                [("name", name, REQUIRED), ("value", value, REQUIRED)],
+            ),
+        )
+
+    def without_annotation(self, name: str) -> Container[M]:
+        """This container without an OCI annotation.
+
+        Args:
+            name: The annotation's name.
+        """
+        return cast(
+            "Container[M]",
+            self._select("withoutAnnotation", "Container", [("name", name, REQUIRED)]),
+        )
+
+    def without_default_args(self) -> Container[M]:
+        """This container without default arguments."""
+        return cast("Container[M]", self._select("withoutDefaultArgs", "Container", []))
+
+    def without_directory(self, path: str, *, expand: bool = False) -> Container[M]:
+        """This container without a directory of its root filesystem or a mounted directory.
+
+        Args:
+            path: The directory's path.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutDirectory",
+                "Container",
+                [("path", path, REQUIRED), ("expand", expand, False)],
+            ),
+        )
+
+    def without_docker_healthcheck(self) -> Container[M]:
+        """This container without an image healthcheck."""
+        return cast("Container[M]", self._select("withoutDockerHealthcheck", "Container", []))
+
+    def without_entrypoint(self, *, keep_default_args: bool = False) -> Container[M]:
+        """This container without an entrypoint.
+
+        Args:
+            keep_default_args: Keeps the default arguments instead of clearing them.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutEntrypoint", "Container", [("keepDefaultArgs", keep_default_args, False)]
+            ),
+        )
+
+    def without_file(self, path: str, *, expand: bool = False) -> Container[M]:
+        """This container without a file.
+
+        Args:
+            path: The file's path.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutFile", "Container", [("path", path, REQUIRED), ("expand", expand, False)]
+            ),
+        )
+
+    def without_files(self, paths: list[str], *, expand: bool = False) -> Container[M]:
+        """This container without several files.
+
+        Args:
+            paths: The files' paths.
+            expand: Replaces `${VAR}` in the paths with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutFiles", "Container", [("paths", paths, REQUIRED), ("expand", expand, False)]
+            ),
+        )
+
+    def without_label(self, name: str) -> Container[M]:
+        """This container without an image label.
+
+        Args:
+            name: The label's name.
+        """
+        return cast(
+            "Container[M]", self._select("withoutLabel", "Container", [("name", name, REQUIRED)])
+        )
+
+    def without_mount(self, path: str, *, expand: bool = False) -> Container[M]:
+        """This container without the mount at a path.
+
+        Args:
+            path: The mount's path.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutMount", "Container", [("path", path, REQUIRED), ("expand", expand, False)]
+            ),
+        )
+
+    def without_volatile_variable(self, name: str) -> Container[M]:
+        """This container without a volatile environment variable.
+
+        Args:
+            name: The variable's name.
+        """
+        return cast(
+            "Container[M]",
+            self._select("withoutVolatileVariable", "Container", [("name", name, REQUIRED)]),
+        )
+
+    def without_user(self) -> Container[M]:
+        """This container with commands running as the image's default user (root)."""
+        return cast("Container[M]", self._select("withoutUser", "Container", []))
+
+    def without_workdir(self) -> Container[M]:
+        """This container with commands running in the default working directory."""
+        return cast("Container[M]", self._select("withoutWorkdir", "Container", []))

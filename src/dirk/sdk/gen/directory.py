@@ -10,6 +10,7 @@ from dirk.sdk.modes import Async, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_list, as_str, register
 
 if TYPE_CHECKING:
+    from dirk.sdk.gen.changeset import Changeset
     from dirk.sdk.gen.file import File
 
 
@@ -193,4 +194,137 @@ class Directory(ObjectBase[M]):
         return cast(
             "Directory[M]",
             self._select("withoutDirectory", "Directory", [("path", path, REQUIRED)]),
+        )
+
+    def changes(self, from_: Directory[M]) -> Changeset[M]:
+        """The changes from another directory (the older one) to this one.
+
+        Args:
+            from_: The directory to compare against.
+        """
+        return cast(
+            "Changeset[M]", self._select("changes", "Changeset", [("from", from_, REQUIRED)])
+        )
+
+    def chown(self, path: str, owner: str) -> Directory[M]:
+        """This directory with a path and everything below it owned by someone else.
+
+        Args:
+            path: The path to change.
+            owner: The new owner: `uid[:gid]` or names from the directory's `/etc/passwd`.
+        """
+        return cast(
+            "Directory[M]",
+            self._select(
+                "chown", "Directory", [("path", path, REQUIRED), ("owner", owner, REQUIRED)]
+            ),
+        )
+
+    def diff(self, other: Directory[M]) -> Directory[M]:
+        """A directory of what another directory added or modified compared with this one.
+
+        Args:
+            other: The newer directory.
+        """
+        return cast("Directory[M]", self._select("diff", "Directory", [("other", other, REQUIRED)]))
+
+    def with_changes(self, changes: Changeset[M]) -> Directory[M]:
+        """This directory with the changes of a changeset applied.
+
+        Args:
+            changes: The changes to apply.
+        """
+        return cast(
+            "Directory[M]",
+            self._select("withChanges", "Directory", [("changes", changes, REQUIRED)]),
+        )
+
+    def with_error(self, err: str) -> Directory[M]:
+        """This directory, or an error with the given message when it is not empty.
+
+        Args:
+            err: The error's message; empty means no error.
+        """
+        return cast(
+            "Directory[M]", self._select("withError", "Directory", [("err", err, REQUIRED)])
+        )
+
+    def with_files(
+        self, path: str, sources: list[File[M]], *, permissions: int | None = None
+    ) -> Directory[M]:
+        """This directory with several files copied into one of its directories.
+
+        Args:
+            path: The directory the files go into.
+            sources: The files to copy (each keeps its name).
+            permissions: The files' mode bits; the sources' when absent.
+        """
+        return cast(
+            "Directory[M]",
+            self._select(
+                "withFiles",
+                "Directory",
+                [
+                    ("path", path, REQUIRED),
+                    ("sources", sources, REQUIRED),
+                    ("permissions", permissions, None),
+                ],
+            ),
+        )
+
+    def with_patch(self, patch: str) -> Directory[M]:
+        """This directory with a git-style patch applied.
+
+        Args:
+            patch: The patch, as `git diff` writes it.
+        """
+        return cast(
+            "Directory[M]", self._select("withPatch", "Directory", [("patch", patch, REQUIRED)])
+        )
+
+    def with_patch_file(self, patch: File[M]) -> Directory[M]:
+        """This directory with the git-style patch in a file applied.
+
+        Args:
+            patch: The file holding the patch.
+        """
+        return cast(
+            "Directory[M]", self._select("withPatchFile", "Directory", [("patch", patch, REQUIRED)])
+        )
+
+    def with_symlink(self, target: str, link_name: str) -> Directory[M]:
+        """This directory with a symbolic link.
+
+        Args:
+            target: What the link points to (written into the link as given).
+            link_name: Where the link is created, relative to this directory.
+        """
+        return cast(
+            "Directory[M]",
+            self._select(
+                "withSymlink",
+                "Directory",
+                [("target", target, REQUIRED), ("linkName", link_name, REQUIRED)],
+            ),
+        )
+
+    def with_timestamps(self, timestamp: int) -> Directory[M]:
+        """This directory with the times of every entry set to one moment.
+
+        Args:
+            timestamp: Seconds since 1970-01-01 UTC.
+        """
+        return cast(
+            "Directory[M]",
+            self._select("withTimestamps", "Directory", [("timestamp", timestamp, REQUIRED)]),
+        )
+
+    def without_files(self, paths: list[str]) -> Directory[M]:
+        """This directory without several files.
+
+        Args:
+            paths: The files' paths.
+        """
+        return cast(
+            "Directory[M]", self._select("withoutFiles", "Directory", [("paths", paths, REQUIRED)])
         )

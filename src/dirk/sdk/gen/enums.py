@@ -17,6 +17,22 @@ class CacheSharingMode(enum.Enum):
     """Pipelines take turns: one writer at a time."""
 
 
+class DiffStatKind(enum.Enum):
+    """What happened to a path in a changeset."""
+
+    ADDED = "ADDED"
+    """A file or directory was added."""
+
+    MODIFIED = "MODIFIED"
+    """A file was modified."""
+
+    REMOVED = "REMOVED"
+    """A file or directory was removed."""
+
+    RENAMED = "RENAMED"
+    """A file was renamed."""
+
+
 class NetworkProtocol(enum.Enum):
     """A transport protocol of a network port."""
 

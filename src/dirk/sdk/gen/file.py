@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import ObjectBase, as_int, as_str, register
+from dirk.sdk.runtime import REQUIRED, ObjectBase, as_int, as_str, register
+
+if TYPE_CHECKING:
+    from dirk.sdk.gen.env_file import EnvFile
 
 
 @register("File")
@@ -78,3 +81,29 @@ class File(ObjectBase[M]):
     def size(self) -> Any:
         """The file's size in bytes."""
         return self._leaf("size", [], as_int)
+
+    def as_env_file(self, *, expand: bool | None = None) -> EnvFile[M]:
+        """The file read as an env file.
+
+        Args:
+            expand: Expands `${VAR}` and `$VAR` in values with earlier variables (the default).
+        """
+        return cast("EnvFile[M]", self._select("asEnvFile", "EnvFile", [("expand", expand, None)]))
+
+    def chown(self, owner: str) -> File[M]:
+        """This file owned by someone else.
+
+        Args:
+            owner: The new owner: `uid[:gid]` or names.
+        """
+        return cast("File[M]", self._select("chown", "File", [("owner", owner, REQUIRED)]))
+
+    def with_timestamps(self, timestamp: int) -> File[M]:
+        """This file with its access and modification times set to one moment.
+
+        Args:
+            timestamp: Seconds since 1970-01-01 UTC.
+        """
+        return cast(
+            "File[M]", self._select("withTimestamps", "File", [("timestamp", timestamp, REQUIRED)])
+        )

@@ -304,7 +304,7 @@ class Executor:
         except OSError as exc:
             raise ExecutorError(f"could not start the runtime {rt.path}: {exc}") from exc
         try:
-            code, stdout, stderr = await child.communicate(on_output)
+            code, stdout, stderr, order = await child.communicate(on_output)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._kill(rt, container_id, child)
@@ -318,7 +318,9 @@ class Executor:
                 with anyio.CancelScope(shield=True):
                     await self._delete(rt, container_id)
                 raise self._runtime_failure(rt, spec, message="; ".join(errors))
-        return ProcessResult(exit_code=code, stdout=stdout, stderr=stderr, duration=duration)
+        return ProcessResult(
+            exit_code=code, stdout=stdout, stderr=stderr, duration=duration, order=order
+        )
 
     def _runtime_failure(self, rt: Runtime, spec: ContainerSpec, message: str) -> Exception:
         command = not_found_command(message)

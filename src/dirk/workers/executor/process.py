@@ -46,18 +46,23 @@ class Child:
     def returncode(self) -> int | None:
         return self._proc.returncode
 
-    async def communicate(self, on_output: OutputCallback | None) -> tuple[int, bytes, bytes]:
+    async def communicate(
+        self, on_output: OutputCallback | None
+    ) -> tuple[int, bytes, bytes, tuple[tuple[int, int], ...]]:
         """Feed stdin, collect both streams as they come (calling `on_output` per chunk),
-        and wait for the exit. Returns (exit code, stdout, stderr)."""
+        and wait for the exit. Returns (exit code, stdout, stderr, arrival order as runs of
+        (0 = stdout or 1 = stderr, byte count))."""
         out: list[bytes] = []
         err: list[bytes] = []
+        order: list[list[int]] = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(self._read, self._out, "stdout", out, on_output)
-            tg.start_soon(self._read, self._err, "stderr", err, on_output)
+            tg.start_soon(self._read, self._out, "stdout", out, on_output, order)
+            tg.start_soon(self._read, self._err, "stderr", err, on_output, order)
             if self._proc.stdin is not None:
                 tg.start_soon(self._write)
             code = await self.wait()
-        return code, b"".join(out), b"".join(err)
+        runs = tuple((stream, count) for stream, count in order)
+        return code, b"".join(out), b"".join(err), runs
 
     async def _read(
         self,
@@ -65,7 +70,9 @@ class Child:
         name: Literal["stdout", "stderr"],
         sink: list[bytes],
         on_output: OutputCallback | None,
+        order: list[list[int]],
     ) -> None:
+        stream = 0 if name == "stdout" else 1
         while True:
             try:
                 data = os.read(fd, _CHUNK)
@@ -75,6 +82,10 @@ class Child:
             if not data:
                 return
             sink.append(data)
+            if order and order[-1][0] == stream:
+                order[-1][1] += len(data)
+            else:
+                order.append([stream, len(data)])
             if on_output is not None:
                 on_output(name, data)
 

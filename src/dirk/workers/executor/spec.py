@@ -155,6 +155,20 @@ class ProcessResult:
     stdout: bytes
     stderr: bytes
     duration: float
+    #: The order the bytes arrived in: runs of (0 = stdout, 1 = stderr; byte count).
+    order: tuple[tuple[int, int], ...] = ()
+
+
+def combine(stdout: bytes, stderr: bytes, order: Sequence[Sequence[int]]) -> bytes:
+    """Both streams interleaved as they arrived (Dagger's `combinedOutput`)."""
+    streams = (memoryview(stdout), memoryview(stderr))
+    offsets = [0, 0]
+    parts: list[bytes] = []
+    for stream, count in order:
+        start = offsets[stream]
+        parts.append(bytes(streams[stream][start : start + count]))
+        offsets[stream] = start + count
+    return b"".join(parts)
 
 
 OutputCallback = Callable[[Literal["stdout", "stderr"], bytes], None]

@@ -1,0 +1,233 @@
+"""`EnvFile` (variables in `.env` format) and `Error` (a message with named values), and the
+fields that make or use them.
+
+An EnvFile built from a file reads it only when a field needs its variables, so building one
+(and asking for its ID) runs nothing. Values are parsed the way `.env` loaders do: `#` starts
+a comment line, `export ` is allowed, '...' is literal, "..." knows \\n \\t \\" \\\\ and
+`${VAR}`/`$VAR` of variables defined earlier, an unquoted value ends at " #".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import attrs
+
+from dirk.api.container_ops import set_pair
+from dirk.api.context import RequestContext
+from dirk.api.directory import SCRATCH, with_new_file
+from dirk.api.ids import identity
+from dirk.api.paths import expand
+from dirk.api.registry import Args, builds, leaf
+from dirk.api.values import Container, EnvFile, EnvVariable, Error, ErrorValue, File, Handle
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
+
+Variable = tuple[str, str]  # name, raw value
+
+
+def parse_lines(text: str) -> list[Variable]:
+    variables: list[Variable] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[len("export ") :].lstrip()
+        name, sep, raw = stripped.partition("=")
+        name = name.strip()
+        if not sep or not _NAME.match(name):
+            continue
+        variables.append((name, raw.strip()))
+    return variables
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), text)
+
+
+def cooked(raw: str, env: dict[str, str], do_expand: bool) -> str:
+    """A raw value with quotes removed and (unless single-quoted) variables expanded."""
+    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
+        return raw[1:-1]
+    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+        inner = raw[1:-1]
+        return _unescape(expand(inner, env) if do_expand else inner)
+    value = re.split(r"\s+#", raw, maxsplit=1)[0].rstrip()
+    return expand(value, env) if do_expand else value
+
+
+async def raw_variables(ctx: RequestContext, e: EnvFile) -> list[Variable]:
+    """The variables in order, as written (after the edits)."""
+    variables: list[Variable] = []
+    if e.source is not None:
+        data = await ctx.solver.read_file(e.source.ref, e.source.path)
+        variables = parse_lines(data.decode("utf-8", errors="replace"))
+    for edit, name, value in e.edits:
+        if edit == "set":
+            variables.append((name, value))
+        elif edit == "unset":
+            variables = [v for v in variables if v[0] != name]
+        else:
+            variables = [(n[len(name) :], v) for n, v in variables if n.startswith(name)]
+    return variables
+
+
+async def variables(ctx: RequestContext, e: EnvFile, raw: bool = False) -> list[Variable]:
+    found = await raw_variables(ctx, e)
+    if raw:
+        return found
+    env: dict[str, str] = {}
+    result = []
+    for name, value in found:
+        env[name] = cooked(value, env, e.expand)
+        result.append((name, env[name]))
+    return result
+
+
+def _env(parent: Handle | None) -> EnvFile:
+    assert parent is not None and isinstance(parent.value, EnvFile)
+    return parent.value
+
+
+def _quote(value: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]*", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+# --- EnvFile -----------------------------------------------------------------------------------
+
+
+@builds("Query", "envFile")
+async def query_env_file(ctx: RequestContext, parent: Handle | None, args: Args) -> EnvFile:
+    return EnvFile(expand=args.get("expand") is not False)
+
+
+@builds("File", "asEnvFile")
+async def file_as_env_file(ctx: RequestContext, parent: Handle | None, args: Args) -> EnvFile:
+    assert parent is not None and isinstance(parent.value, File)
+    return EnvFile(source=parent.value, expand=args.get("expand") is not False)
+
+
+@builds("EnvFile", "withVariable")
+async def env_file_with_variable(ctx: RequestContext, parent: Handle | None, args: Args) -> EnvFile:
+    e = _env(parent)
+    return attrs.evolve(e, edits=(*e.edits, ("set", args["name"], _quote(args["value"]))))
+
+
+@builds("EnvFile", "withoutVariable")
+async def env_file_without_variable(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> EnvFile:
+    e = _env(parent)
+    return attrs.evolve(e, edits=(*e.edits, ("unset", args["name"], "")))
+
+
+@builds("EnvFile", "namespace")
+async def env_file_namespace(ctx: RequestContext, parent: Handle | None, args: Args) -> EnvFile:
+    e = _env(parent)
+    return attrs.evolve(e, edits=(*e.edits, ("namespace", args["prefix"], "")))
+
+
+@leaf("EnvFile", "variables")
+async def env_file_variables(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> list[Handle]:
+    assert parent is not None
+    found = await variables(ctx, _env(parent), bool(args.get("raw")))
+    handles = []
+    for index, (name, value) in enumerate(found):
+        ident = identity(parent.ident, "variables", {"index": index, "raw": args.get("raw")})
+        handles.append(ctx.table.add(Handle("EnvVariable", ident, EnvVariable(name, value))))
+    return handles
+
+
+@leaf("EnvFile", "get")
+async def env_file_get(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    found = dict(await variables(ctx, _env(parent), bool(args.get("raw"))))
+    return found.get(args["name"], "")
+
+
+@leaf("EnvFile", "exists")
+async def env_file_exists(ctx: RequestContext, parent: Handle | None, args: Args) -> bool:
+    return any(n == args["name"] for n, _ in await raw_variables(ctx, _env(parent)))
+
+
+@builds("EnvFile", "asFile")
+async def env_file_as_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
+    """The variables as a `.env` file. A file-backed EnvFile is read here, so this field
+    runs the pipeline that makes its source."""
+    found = await raw_variables(ctx, _env(parent))
+    text = "".join(f"{name}={value}\n" for name, value in found)
+    d = with_new_file(SCRATCH, ".env", text.encode())
+    return File(d.ref, "/.env")
+
+
+@builds("Container", "withEnvFileVariables")
+async def container_with_env_file_variables(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Container:
+    """Every variable of the env file set in the container (read when this is built)."""
+    assert parent is not None and isinstance(parent.value, Container)
+    c = parent.value
+    source = ctx.load(args["source"], "EnvFile").value
+    assert isinstance(source, EnvFile)
+    env = c.env
+    for name, value in await variables(ctx, source):
+        env = set_pair(env, name, value)
+    return attrs.evolve(c, env=env)
+
+
+# --- Error -------------------------------------------------------------------------------------
+
+
+def _error(parent: Handle | None) -> Error:
+    assert parent is not None and isinstance(parent.value, Error)
+    return parent.value
+
+
+def _json_text(value: Any) -> str:
+    """A JSON argument as JSON text: the SDKs send it as a string already."""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+@builds("Query", "error")
+async def query_error(ctx: RequestContext, parent: Handle | None, args: Args) -> Error:
+    return Error(args["message"])
+
+
+@builds("Error", "withValue")
+async def error_with_value(ctx: RequestContext, parent: Handle | None, args: Args) -> Error:
+    e = _error(parent)
+    return attrs.evolve(e, values=(*e.values, (args["name"], _json_text(args["value"]))))
+
+
+@leaf("Error", "message", memo=False)
+async def error_message(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    return _error(parent).message
+
+
+@leaf("Error", "values", memo=False)
+async def error_values(ctx: RequestContext, parent: Handle | None, args: Args) -> list[Handle]:
+    assert parent is not None
+    handles = []
+    for index, (name, value) in enumerate(_error(parent).values):
+        ident = identity(parent.ident, "values", {"index": index})
+        handles.append(ctx.table.add(Handle("ErrorValue", ident, ErrorValue(name, value))))
+    return handles
+
+
+@leaf("ErrorValue", "name", memo=False)
+async def error_value_name(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    assert parent is not None and isinstance(parent.value, ErrorValue)
+    return parent.value.name
+
+
+@leaf("ErrorValue", "value", memo=False)
+async def error_value_value(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    assert parent is not None and isinstance(parent.value, ErrorValue)
+    return parent.value.value

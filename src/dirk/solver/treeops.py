@@ -1,0 +1,114 @@
+"""The tree operations beyond plain file writes: symlinks, timestamps, owners, patches and
+comparisons of two trees. Each takes its input snapshots and gives one new snapshot; they run
+in a worker thread (they block on the filesystem and on git)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dirk.solver.ops import (
+    ApplyChanges,
+    ApplyPatch,
+    Chown,
+    DiffTrees,
+    Ref,
+    SetTimestamps,
+    Symlink,
+)
+from dirk.solver.owners import resolve_owner
+from dirk.workers.snapshots import changes, fileops, metaops, patches
+from dirk.workers.snapshots.layers import Snapshot
+from dirk.workers.snapshots.snapshotter import Snapshotter
+
+TreeOp = Symlink | SetTimestamps | Chown | ApplyPatch | DiffTrees | ApplyChanges
+TREE_OPS = (Symlink, SetTimestamps, Chown, ApplyPatch, DiffTrees, ApplyChanges)
+#: Where a "paths"/"stats" comparison and a "patch" comparison put their result.
+CHANGES_FILE = "/changes.json"
+PATCH_FILE = "/diff.patch"
+
+
+def run_tree_op(
+    snap: Snapshotter, op: TreeOp, inputs: dict[Ref, Snapshot], scratch: Path
+) -> Snapshot:
+    """The snapshot `op` makes of its `inputs`; `scratch` holds temporary work dirs."""
+    if isinstance(op, DiffTrees):
+        return _compare(snap, op, inputs, scratch)
+    active = snap.mount_rw(inputs[op.base])
+    try:
+        root = active.merged
+        if isinstance(op, Symlink):
+            metaops.make_symlink(root, op.target, op.link_name)
+        elif isinstance(op, SetTimestamps):
+            metaops.set_timestamps(root, op.path, op.timestamp)
+        elif isinstance(op, Chown):
+            uid, gid = resolve_owner(root, op.owner)
+            metaops.chown_tree(root, op.path, uid, gid)
+        elif isinstance(op, ApplyPatch):
+            patch = _read(snap, inputs[op.patch], op.patch_path)
+            fileops.make_dir(root, op.path)
+            patches.apply_patch(fileops.resolve_in_root(root, op.path), patch)
+        else:
+            fileops.make_dir(root, op.path)
+            dest = fileops.resolve_in_root(root, op.path)
+            with (
+                snap.mount_ro(inputs[op.before]) as before_root,
+                snap.mount_ro(inputs[op.after]) as after_root,
+            ):
+                after = fileops.resolve_in_root(after_root, op.after_path)
+                found = changes.compare_trees(
+                    fileops.resolve_in_root(before_root, op.before_path), after
+                )
+                changes.apply_changes(after, found, dest)
+    except BaseException:
+        snap.release(active)
+        raise
+    return snap.commit(active)
+
+
+def _read(snap: Snapshotter, snapshot: Snapshot, path: str) -> bytes:
+    return snap.read_file(snapshot, path)
+
+
+def _compare(
+    snap: Snapshotter, op: DiffTrees, inputs: dict[Ref, Snapshot], scratch: Path
+) -> Snapshot:
+    active = snap.mount_rw(Snapshot())
+    try:
+        with (
+            snap.mount_ro(inputs[op.before]) as before_root,
+            snap.mount_ro(inputs[op.after]) as after_root,
+        ):
+            before = fileops.resolve_in_root(before_root, op.before_path)
+            after = fileops.resolve_in_root(after_root, op.after_path)
+            if op.kind == "patch":
+                data = patches.diff_patch(before, after, scratch)
+                fileops.write_file(active.merged, PATCH_FILE, data)
+            else:
+                found = changes.compare_trees(before, after)
+                if op.kind == "layer":
+                    changes.copy_changed(after, found, active.merged)
+                else:
+                    summary = _summary(found, before, after, scratch, op.kind == "stats")
+                    fileops.write_file(active.merged, CHANGES_FILE, summary)
+    except BaseException:
+        snap.release(active)
+        raise
+    return snap.commit(active)
+
+
+def _summary(
+    found: changes.TreeChanges, before: Path, after: Path, scratch: Path, stats: bool
+) -> bytes:
+    summary: dict[str, object] = {
+        "added": list(found.added),
+        "modified": list(found.modified),
+        "removed": list(found.removed),
+        "all_removed": list(found.all_removed),
+    }
+    if stats:
+        counts = {}
+        if not found.empty:
+            counts = patches.line_counts(patches.diff_patch(before, after, scratch))
+        summary["lines"] = {p: [c.added, c.removed] for p, c in counts.items()}
+    return json.dumps(summary, sort_keys=True).encode()
