@@ -60,32 +60,39 @@ def cooked(raw: str, env: dict[str, str], do_expand: bool) -> str:
     return expand(value, env) if do_expand else value
 
 
-async def raw_variables(ctx: RequestContext, e: EnvFile) -> list[Variable]:
-    """The variables in order, as written (after the edits)."""
-    variables: list[Variable] = []
+async def _resolved(ctx: RequestContext, e: EnvFile) -> list[tuple[str, str, str]]:
+    """(name, raw value, cooked value) in order, after the edits. Values are cooked as they
+    are read, against the variables before them, so a namespace keeps what they expanded to."""
+    found: list[tuple[str, str, str]] = []
+
+    def add(name: str, raw: str) -> None:
+        env = {n: v for n, _, v in found}
+        found.append((name, raw, cooked(raw, env, e.expand)))
+
     if e.source is not None:
         data = await ctx.solver.read_file(e.source.ref, e.source.path)
-        variables = parse_lines(data.decode("utf-8", errors="replace"))
+        for name, raw in parse_lines(data.decode("utf-8", errors="replace")):
+            add(name, raw)
     for edit, name, value in e.edits:
         if edit == "set":
-            variables.append((name, value))
+            add(name, value)
         elif edit == "unset":
-            variables = [v for v in variables if v[0] != name]
+            found = [v for v in found if v[0] != name]
         else:
-            variables = [(n[len(name) :], v) for n, v in variables if n.startswith(name)]
-    return variables
+            found = [(n[len(name) :], r, v) for n, r, v in found if n.startswith(name)]
+    return found
+
+
+async def raw_variables(ctx: RequestContext, e: EnvFile) -> list[Variable]:
+    """The variables in order, as written (after the edits)."""
+    return [(name, raw) for name, raw, _ in await _resolved(ctx, e)]
 
 
 async def variables(ctx: RequestContext, e: EnvFile, raw: bool = False) -> list[Variable]:
-    found = await raw_variables(ctx, e)
-    if raw:
-        return found
-    env: dict[str, str] = {}
-    result = []
-    for name, value in found:
-        env[name] = cooked(value, env, e.expand)
-        result.append((name, env[name]))
-    return result
+    """The variables in order: as written when `raw`, else unquoted and expanded."""
+    return [
+        (name, raw_value if raw else value) for name, raw_value, value in await _resolved(ctx, e)
+    ]
 
 
 def _env(parent: Handle | None) -> EnvFile:
