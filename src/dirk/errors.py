@@ -164,6 +164,11 @@ class SnapshotPathError(InvalidArgumentError):
     wrong kind: a directory where a file is expected, a file in the middle of a path."""
 
 
+class QueryLimitError(InvalidArgumentError):
+    """A request is larger than the engine's limits (characters, tokens, fields); the message
+    names the limit and the environment variable that raises it."""
+
+
 class QueryTimeoutError(QueryError):
     """A query ran longer than the client's `Config.timeout`; the engine may still be working."""
 

@@ -26,6 +26,9 @@ STATE_KEY = "dirk.api"
 #: Leaf results kept per session; the oldest are dropped first (they are only a shortcut: the
 #: solver memoises by cache key too).
 LEAF_LIMIT = 20_000
+#: Leaf results larger than this (a big stdout, a file's contents) are not kept: the memory
+#: would stay for the session's life, and the solver's cache gives them back cheaply.
+LEAF_MEMO_MAX_CHARS = 1024 * 1024
 
 T = TypeVar("T")
 
@@ -89,8 +92,11 @@ class SessionTable:
 
         async def make_and_keep() -> T:
             value = await make()
-            if limit is not None and len(store) >= limit:
-                store.pop(next(iter(store)))
+            if limit is not None:  # a bounded memo of answers, not the table of objects
+                if isinstance(value, str | bytes) and len(value) > LEAF_MEMO_MAX_CHARS:
+                    return value
+                if len(store) >= limit:
+                    store.pop(next(iter(store)))
             store[key] = value
             return value
 

@@ -33,12 +33,12 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     execute,
-    parse,
     validate,
 )
 
-from dirk.errors import DirkError, SolveError
+from dirk.errors import DirkError, QueryLimitError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
+from dirk.wire.limits import QueryLimits
 
 if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
     from dirk.engine.sessions import Session, SessionRegistry
@@ -50,9 +50,14 @@ ContextFactory: TypeAlias = "Callable[[Session], object]"
 
 REALM = 'Basic realm="dirk"'
 #: Bodies can carry file contents (`withNewFile`); aiohttp's default of 1 MiB is too small.
-MAX_BODY_BYTES = 512 * 1024 * 1024
-#: Parsed and validated documents kept, by query text (leaf queries repeat whole chains).
-DOCUMENT_CACHE_SIZE = 512
+MAX_BODY_BYTES = 64 * 1024 * 1024
+#: Parsed and validated documents kept, by query text (leaf queries repeat whole chains), up
+#: to this many characters of query text in all; a larger query is parsed anew each time.
+DOCUMENT_CACHE_CHARS = 32 * 1024 * 1024
+DOCUMENT_CACHE_ENTRY_CHARS = 1024 * 1024
+#: Queries up to this size are parsed on the event loop (it costs less than a thread hop);
+#: larger ones in a worker thread, one at a time per session, so no session stalls the others.
+INLINE_PARSE_CHARS = 16 * 1024
 #: Seconds between checks that an attached client is still connected. aiohttp tells a handler
 #: nothing when its peer goes away (unless handler cancellation is on), but the request's
 #: transport closes at once on the peer's FIN/RST, so a cheap check finds a killed client fast.
@@ -77,6 +82,7 @@ class WireServer:
         admin_token: str,
         version: str,
         port: int = 0,
+        limits: QueryLimits | None = None,
     ) -> None:
         self.schema = schema
         self.sessions = sessions
@@ -85,7 +91,9 @@ class WireServer:
         self.version = version
         #: The engine's TCP port, told to new sessions; set once the daemon has bound it.
         self.port = port
+        self.limits = limits or QueryLimits.from_env()
         self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
+        self._document_chars = 0
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
@@ -253,7 +261,13 @@ class WireServer:
         operation: str | None = None,
     ) -> dict[str, Any]:
         """Parse, validate and execute one GraphQL request; the answer body, errors included."""
-        document = self._document(query)
+        document = self._cached_document(query)
+        if document is None:
+            if len(query) <= INLINE_PARSE_CHARS:
+                document = self._document(query)
+            else:
+                async with _parse_turn(session):
+                    document = await asyncio.to_thread(self._document, query)
         if isinstance(document, list):
             return {"data": None, "errors": [format_error(e) for e in document]}
         result = execute(
@@ -273,20 +287,29 @@ class WireServer:
             answer["errors"] = [format_error(e) for e in result.errors]
         return answer
 
-    def _document(self, query: str) -> DocumentNode | list[GraphQLError]:
+    def _cached_document(self, query: str) -> DocumentNode | list[GraphQLError] | None:
         cached = self._documents.get(query)
         if cached is not None:
             self._documents.move_to_end(query)
-            return cached
+        return cached
+
+    def _document(self, query: str) -> DocumentNode | list[GraphQLError]:
+        """Parsed within the limits and validated; thread-safe (the cache is changed only by
+        single dict operations)."""
         try:
-            document = parse(query)
+            document = self.limits.parse(query)
         except GraphQLError as error:
             return [error]
+        except QueryLimitError as error:
+            return [GraphQLError(str(error), original_error=error)]
         errors = validate(self.schema, document)
         entry: DocumentNode | list[GraphQLError] = errors or document
-        self._documents[query] = entry
-        if len(self._documents) > DOCUMENT_CACHE_SIZE:
-            self._documents.popitem(last=False)
+        if len(query) <= DOCUMENT_CACHE_ENTRY_CHARS and query not in self._documents:
+            self._documents[query] = entry
+            self._document_chars += len(query)
+            while self._document_chars > DOCUMENT_CACHE_CHARS and self._documents:
+                dropped, _ = self._documents.popitem(last=False)
+                self._document_chars -= len(dropped)
         return entry
 
     def _is_admin(self, request: web.Request) -> bool:
@@ -298,6 +321,18 @@ class WireServer:
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+#: Key in `session.state` of the lock that gives a session one large parse at a time.
+_PARSE_TURN = "dirk.wire.parse"
+
+
+def _parse_turn(session: Session) -> asyncio.Lock:
+    """A session's turn at the parsing threads: its large queries are parsed one after the
+    other, so one session sending many cannot take every thread from the others."""
+    lock = session.state.get(_PARSE_TURN)
+    if not isinstance(lock, asyncio.Lock):
+        lock = session.state[_PARSE_TURN] = asyncio.Lock()
+    return lock
 
 
 def _dumps(value: Any) -> str:
