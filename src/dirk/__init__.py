@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk import errors as errors
     from dirk.sdk.config import Config as Config
     from dirk.sdk.connection import Connection as Connection
+    from dirk.sdk.gen import BuildArg as BuildArg
     from dirk.sdk.gen import CacheSharingMode as CacheSharingMode
     from dirk.sdk.gen import CacheVolume as CacheVolume
     from dirk.sdk.gen import Changeset as Changeset
@@ -58,6 +59,7 @@ _EXPORTS = {
     **{
         name: "dirk.sdk.gen"
         for name in (
+            "BuildArg",
             "CacheSharingMode",
             "CacheVolume",
             "Changeset",

@@ -195,3 +195,8 @@ class PipelineError(QueryError):
 
 class PatchError(InvalidArgumentError):
     """A patch (`withPatch`, `withPatchFile`) does not apply to the directory it is given."""
+
+
+class DockerfileError(InvalidArgumentError):
+    """A Dockerfile cannot be built as written (syntax, unknown stage, unsupported instruction,
+    missing source); the message names the Dockerfile's line and instruction."""

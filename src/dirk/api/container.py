@@ -107,8 +107,12 @@ async def query_default_platform(ctx: RequestContext, parent: Handle | None, arg
 
 @builds("Container", "from")
 async def container_from(ctx: RequestContext, parent: Handle | None, args: Args) -> Container:
-    c = _ctr(parent)
-    address: str = args["address"]
+    return await from_image(ctx, _ctr(parent), args["address"])
+
+
+async def from_image(ctx: RequestContext, c: Container, address: str) -> Container:
+    """`c` with the root filesystem and configuration of the image `address` (pinned by its
+    manifest digest once per session)."""
     table = ctx.table
 
     async def resolve() -> ResolvedImage:

@@ -104,6 +104,7 @@ def with_exec(
     insecure_root_capabilities: bool = False,
     redirect_stdout: str = "",
     redirect_stderr: str = "",
+    network: bool = True,
 ) -> Container:
     """`c` after running `argv`: the rootfs and each writable bind mount become the exec's
     outputs."""
@@ -122,6 +123,7 @@ def with_exec(
         insecure_root_capabilities=insecure_root_capabilities,
         redirect_stdout=redirect_stdout,
         redirect_stderr=redirect_stderr,
+        network=network,
     )
     new_mounts: list[Mount] = []
     output = 1

@@ -39,6 +39,7 @@ from dirk.api import (  # noqa: F401
     secret,
 )
 from dirk.api.context import RequestContext
+from dirk.api.dockerfile import resolver as _dockerfile  # noqa: F401
 
 if TYPE_CHECKING:
     from dirk.api.context import Info

@@ -78,6 +78,9 @@ class Container:
     exposed_ports: tuple[str, ...] = ()
     #: Variables whose values are secrets: set for execs only, never in the image config.
     secret_env: tuple[tuple[str, SecretRef], ...] = ()
+    #: Image configuration only a Dockerfile sets; kept for publishing the image.
+    stop_signal: str = ""
+    volumes: tuple[str, ...] = ()
     last_exec: Exec | None = None
     annotations: tuple[tuple[str, str], ...] = ()
     #: Dagger's volatile variables: given to execs, their values kept out of cache keys.

@@ -1,6 +1,7 @@
 """Python source for the SDK classes, from the schema file.
 
-One module per object or interface type (the `Query` type becomes `Client`) plus `enums.py`.
+One module per object or interface type (the `Query` type becomes `Client`) plus `enums.py` and
+`inputs.py` (input object types, sent as GraphQL object literals).
 Names follow Dagger's Python SDK: snake_case methods and arguments, a trailing `_` on Python
 keywords (`from_`), object arguments typed as their class (sent as IDs), enums as `enum.Enum`.
 Chaining methods return new lazy objects; leaf methods get two overloads, one per mode.
@@ -17,6 +18,7 @@ from graphql import (
     GraphQLArgument,
     GraphQLEnumType,
     GraphQLField,
+    GraphQLInputObjectType,
     GraphQLInputType,
     GraphQLInterfaceType,
     GraphQLList,
@@ -145,15 +147,19 @@ class Generator:
     def __init__(self, schema: GraphQLSchema) -> None:
         self.schema = schema
         self.enums: list[GraphQLEnumType] = []
+        self.inputs: list[GraphQLInputObjectType] = []
         self.objects: list[GraphQLObjectType | GraphQLInterfaceType] = []
         for name, type_ in schema.type_map.items():
             if name.startswith("__"):
                 continue
             if isinstance(type_, GraphQLEnumType):
                 self.enums.append(type_)
+            elif isinstance(type_, GraphQLInputObjectType):
+                self.inputs.append(type_)
             elif isinstance(type_, GraphQLObjectType | GraphQLInterfaceType):
                 self.objects.append(type_)
         self.enums.sort(key=lambda t: t.name)
+        self.inputs.sort(key=lambda t: t.name)
         self.objects.sort(key=lambda t: (t.name != "Query", t.name))
         #: Types that come in lists of objects: their scalar fields are prefetched.
         self.listed = {
@@ -175,7 +181,7 @@ class Generator:
             text = f"list[{self._python_type(inner.of_type, object_name)}]"
         elif object_name is not None:
             text = f"{class_name(object_name)}[{{M}}]"
-        elif isinstance(inner, GraphQLEnumType):
+        elif isinstance(inner, GraphQLEnumType | GraphQLInputObjectType):
             text = inner.name
         elif isinstance(inner, GraphQLObjectType | GraphQLInterfaceType):
             text = f"{class_name(inner.name)}[{{M}}]"
@@ -234,7 +240,7 @@ class Generator:
 
     def modules(self) -> dict[str, str]:
         """File name -> unformatted source."""
-        files = {"enums.py": self._enums_module()}
+        files = {"enums.py": self._enums_module(), "inputs.py": self._inputs_module()}
         for type_ in self.objects:
             files[f"{module_name(type_.name)}.py"] = self._object_module(type_)
         files["__init__.py"] = self._init_module()
@@ -251,8 +257,30 @@ class Generator:
                     out.append(_doc(value.description, 4))
         return "".join(out)
 
+    def _inputs_module(self) -> str:
+        out = [HEADER, '"""Input object types of the dirk API."""\n\n']
+        out.append("from typing import ClassVar\n\nimport attrs\n\n")
+        out.append("from dirk.sdk.query import InputObject\n")
+        for input_type in self.inputs:
+            out.append(f"\n\n@attrs.frozen\nclass {input_type.name}(InputObject):\n")
+            out.append(_doc(input_type.description or input_type.name, 4))
+            names = []
+            for field_name, field in input_type.fields.items():
+                annotation = self._python_type(field.type, None).replace("{M}", "Any")
+                out.append(f"\n    {snake(field_name)}: {annotation}\n")
+                if field.description:
+                    out.append(_doc(field.description, 4))
+                names.append(f"({snake(field_name)!r}, {field_name!r})")
+            out.append(
+                "\n    _graphql_names: ClassVar[tuple[tuple[str, str], ...]] = ("
+                + ", ".join(names)
+                + ",)\n"
+            )
+        return "".join(out)
+
     def _init_module(self) -> str:
         names: list[tuple[str, str]] = [("enums", e.name) for e in self.enums]
+        names += [("inputs", i.name) for i in self.inputs]
         names += [(module_name(t.name), class_name(t.name)) for t in self.objects]
         names.sort()
         out = [HEADER, '"""The generated API classes, one module per type."""\n\n']
@@ -274,6 +302,7 @@ class Generator:
             }
         )
         enums = sorted(e.name for e in self.enums if re.search(rf"\b{e.name}\b", body))
+        inputs = sorted(i.name for i in self.inputs if re.search(rf"\b{i.name}\b", body))
         uses = {name for name in RUNTIME_HELPERS if re.search(rf"\b{name}\b", body)}
         out = [HEADER, f'"""The `{type_.name}` type."""\n\n']
         out.append("from __future__ import annotations\n\n")
@@ -289,6 +318,8 @@ class Generator:
         out.append(f"from typing import {', '.join(typing_names)}\n\n")
         if enums:
             out.append(f"from dirk.sdk.gen.enums import {', '.join(enums)}\n")
+        if inputs:
+            out.append(f"from dirk.sdk.gen.inputs import {', '.join(inputs)}\n")
         modes = sorted({"M", *(m for m in ("Async", "Sync") if f"[{m}]" in body)})
         out.append(f"from dirk.sdk.modes import {', '.join(modes)}\n")
         runtime = [*sorted(uses), "ObjectBase", "register"]

@@ -12,7 +12,7 @@ import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -35,6 +35,17 @@ class Call:
     on: str | None = None
 
 
+class InputObject:
+    """Base of the generated input object types: sent as a GraphQL object literal."""
+
+    __slots__ = ()
+    #: (Python attribute, GraphQL field) of each field, in the schema's order.
+    _graphql_names: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def graphql_fields(self) -> dict[str, Any]:
+        return {name: getattr(self, attr) for attr, name in self._graphql_names}
+
+
 def render_value(value: Any) -> str:
     """A GraphQL literal for a Python argument value; enum members go out bare."""
     if value is None:
@@ -52,6 +63,8 @@ def render_value(value: Any) -> str:
     if isinstance(value, str):
         # JSON string escapes are a subset of GraphQL's; raw non-ASCII is valid in both.
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, InputObject):
+        value = value.graphql_fields()
     if isinstance(value, Mapping):
         fields = ", ".join(f"{k}: {render_value(v)}" for k, v in value.items())
         return "{" + fields + "}"

@@ -15,6 +15,7 @@ from dirk.sdk.gen.error_value import ErrorValue
 from dirk.sdk.gen.file import File
 from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
 from dirk.sdk.gen.host import Host
+from dirk.sdk.gen.inputs import BuildArg
 from dirk.sdk.gen.label import Label
 from dirk.sdk.gen.node import Node
 from dirk.sdk.gen.port import Port
@@ -22,6 +23,7 @@ from dirk.sdk.gen.secret import Secret
 from dirk.sdk.gen.syncer import Syncer
 
 __all__ = [
+    "BuildArg",
     "CacheSharingMode",
     "CacheVolume",
     "Changeset",

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from dirk.sdk.gen.inputs import BuildArg
 from dirk.sdk.modes import Async, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_list, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.changeset import Changeset
+    from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.file import File
 
 
@@ -72,6 +74,39 @@ class Directory(ObjectBase[M]):
         """
         return cast(
             "Directory[M]", self._select("directory", "Directory", [("path", path, REQUIRED)])
+        )
+
+    def docker_build(
+        self,
+        *,
+        dockerfile: str = "Dockerfile",
+        platform: str | None = None,
+        build_args: list[BuildArg] | None = None,
+        target: str = "",
+        no_init: bool = False,
+    ) -> Container[M]:
+        """A container built from a Dockerfile in this directory (the build context).
+
+        Args:
+            dockerfile: The Dockerfile's path, relative to this directory.
+            platform: The platform to build for; the engine's own platform when absent.
+            build_args: Values for the Dockerfile's `ARG`s.
+            target: The stage to build (a `FROM ... AS <name>`); the last stage when empty.
+            no_init: Runs `RUN` commands without an init process as PID 1.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "dockerBuild",
+                "Container",
+                [
+                    ("dockerfile", dockerfile, "Dockerfile"),
+                    ("platform", platform, None),
+                    ("buildArgs", build_args, []),
+                    ("target", target, ""),
+                    ("noInit", no_init, False),
+                ],
+            ),
         )
 
     def with_new_file(self, path: str, contents: str, *, permissions: int = 420) -> Directory[M]:

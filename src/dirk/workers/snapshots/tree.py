@@ -35,11 +35,16 @@ class PathFilter:
     directories only ("build/"), "**/" matches any number of directories. An entry is copied when
     no exclude pattern matches it and, if there are include patterns, one matches it or one of
     its parent directories. Directories holding copied entries are always created.
+
+    An exclude pattern starting with "!" re-includes what an earlier one excluded, even inside
+    an excluded directory (as Docker's .dockerignore and Dagger's exclude do; git cannot): an
+    excluded directory is then still entered, and created only if something in it is copied.
     """
 
     def __init__(self, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> None:
         self._include = pathspec.GitIgnoreSpec.from_lines(include) if include else None
         self._exclude = pathspec.GitIgnoreSpec.from_lines(exclude) if exclude else None
+        self.reincludes = any(p.lstrip().startswith("!") for p in exclude)
 
     @property
     def empty(self) -> bool:
@@ -87,6 +92,11 @@ def _walk_filtered(
         rel = prefix + de.name
         is_dir = de.is_dir(follow_symlinks=False)
         if filt.excluded(rel, is_dir):
+            if is_dir and filt.reincludes:
+                held = list(_walk_filtered(de.path, rel + "/", filt, inside_included))
+                if held:
+                    yield TreeEntry(rel, de.path, de.stat(follow_symlinks=False))
+                    yield from held
             continue
         included = inside_included or filt.included(rel, is_dir)
         if not is_dir:

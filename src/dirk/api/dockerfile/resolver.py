@@ -1,0 +1,22 @@
+"""`Directory.dockerBuild`: the directory is the build context."""
+
+from __future__ import annotations
+
+from dirk.api.context import RequestContext
+from dirk.api.dockerfile.build import BuildOptions, docker_build, resolve_build_args
+from dirk.api.registry import Args, builds
+from dirk.api.values import Container, Directory, Handle
+
+
+@builds("Directory", "dockerBuild")
+async def directory_docker_build(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Container:
+    assert parent is not None and isinstance(parent.value, Directory)
+    opts = BuildOptions(
+        dockerfile=args["dockerfile"],
+        platform=args.get("platform") or "",
+        build_args=resolve_build_args(args["buildArgs"]),
+        target=args["target"],
+    )
+    return await docker_build(ctx, parent.value, opts)
