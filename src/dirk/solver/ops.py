@@ -395,6 +395,23 @@ class ApplyChanges:
         return f"apply changes in {self.path}"
 
 
+@attrs.frozen(cache_hash=True)
+class ExtractArchive:
+    """`base` with the tar archive (plain, gzip, bzip2 or xz) at `source_path` of `source`
+    unpacked into `dest_path` (Dockerfile `ADD` of a local archive)."""
+
+    base: Ref
+    dest_path: str
+    source: Ref
+    source_path: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.base, self.source)
+
+    def describe(self) -> str:
+        return f"extract {self.source_path} into {self.dest_path}"
+
+
 Op = (
     Scratch
     | ImagePull
@@ -411,6 +428,7 @@ Op = (
     | ApplyPatch
     | DiffTrees
     | ApplyChanges
+    | ExtractArchive
 )
 
 #: The instance of each distinct operation that Refs point at (see `Ref`), by its type and

@@ -36,6 +36,7 @@ from dirk.solver.ops import (
     Copy,
     Exec,
     ExecMount,
+    ExtractArchive,
     HostDirectory,
     HostFile,
     ImagePull,
@@ -57,6 +58,7 @@ from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.reference import ImageReference
 from dirk.workers.images.store import ImageStore
 from dirk.workers.snapshots import fileops
+from dirk.workers.snapshots.archive import extract_archive
 from dirk.workers.snapshots.hostdir import digest_host_path, import_host_path
 from dirk.workers.snapshots.layers import LayerStore, Snapshot
 from dirk.workers.snapshots.snapshotter import ActiveMount, FileInfo, Snapshotter
@@ -330,7 +332,7 @@ class Solver:
             scratch = self._layers.layout.tmp
             snapshot = await anyio.to_thread.run_sync(run_tree_op, self._snap, op, inputs, scratch)
             return OpResult(key, (snapshot,))
-        assert isinstance(op, MkFile | MkDir | Remove | Copy)
+        assert isinstance(op, MkFile | MkDir | Remove | Copy | ExtractArchive)
         snapshot = await anyio.to_thread.run_sync(self._file_op, op, inputs)
         return OpResult(key, (snapshot,))
 
@@ -353,7 +355,9 @@ class Solver:
 
     # --- file operations ------------------------------------------------------------------
 
-    def _file_op(self, op: MkFile | MkDir | Remove | Copy, inputs: dict[Ref, Snapshot]) -> Snapshot:
+    def _file_op(
+        self, op: MkFile | MkDir | Remove | Copy | ExtractArchive, inputs: dict[Ref, Snapshot]
+    ) -> Snapshot:
         active = self._snap.mount_rw(inputs[op.base])
         try:
             root = active.merged
@@ -363,6 +367,10 @@ class Solver:
                 fileops.make_dir(root, op.path, op.mode)
             elif isinstance(op, Remove):
                 fileops.remove(root, op.path, op.allow_missing)
+            elif isinstance(op, ExtractArchive):
+                with self._snap.mount_ro(inputs[op.source]) as source_root:
+                    archive = fileops.resolve_in_root(source_root, op.source_path)
+                    extract_archive(archive, root, op.dest_path)
             else:
                 owner = resolve_owner(root, op.owner) if op.owner else None
                 with self._snap.mount_ro(inputs[op.source]) as source_root:

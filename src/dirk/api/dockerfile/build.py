@@ -33,8 +33,6 @@ from dirk.workers.images.platform import Platform
 _DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 #: A secret mount: (state, the mount's options) -> state with the secret mounted.
 SecretMount = Callable[[StageState, Mapping[str, str]], StageState]
-#: An archive ADD: (state, archive file as a Directory of its path, destination, owner).
-Extract = Callable[[StageState, Directory, str, str], StageState]
 
 
 @attrs.frozen
@@ -44,7 +42,6 @@ class BuildOptions:
     build_args: Mapping[str, str] = attrs.field(factory=dict)
     target: str = ""
     secret_mount: SecretMount | None = None
-    extract: Extract | None = None
 
 
 async def docker_build(ctx: RequestContext, context: Directory, opts: BuildOptions) -> Container:
@@ -172,8 +169,7 @@ class _Builder:
         if name == "RUN":
             return await run.run(inst, state, roots, self.opts.secret_mount)
         if name in ("COPY", "ADD"):
-            extract = self.opts.extract if name == "ADD" else None
-            return await copy.copy(self.ctx, inst, state, roots, extract)
+            return await copy.copy(self.ctx, inst, state, roots)
         if name == "ARG":
             inherited = {**self.auto, **self.global_values}
             for arg, value in resolve_args(inst, lookup, self.opts.build_args, inherited):

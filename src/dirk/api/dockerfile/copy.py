@@ -3,7 +3,8 @@
 Each source becomes the SDK's `withDirectory`/`withFile` on the stage's container (the same
 `Copy` operation): a directory's contents go into the destination, a file goes to the
 destination, or into it when the destination ends with `/`. `--chown` names are resolved in
-the destination's /etc/passwd, `--chmod` applies to every copied entry.
+the destination's /etc/passwd, `--chmod` applies to every copied entry. `ADD` of a local tar
+archive (plain, gzip, bzip2, xz) unpacks it into the destination instead (`ExtractArchive`).
 """
 
 from __future__ import annotations
@@ -22,14 +23,15 @@ from dirk.api.dockerfile.parse import Instruction, json_form, parse_flags
 from dirk.api.dockerfile.scope import StageState
 from dirk.api.dockerfile.words import process_word, process_words
 from dirk.api.paths import container_path, inside
-from dirk.api.values import Directory
+from dirk.api.values import Container, Directory
 from dirk.errors import InvalidArgumentError
+from dirk.solver.ops import ExtractArchive, Ref
 
 SourceRoot = Callable[[str | None], Awaitable[Directory]]
 _GLOB = re.compile(r"[*?\[]")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 _FLAGS = {"COPY": {"from", "chown", "chmod", "link", "exclude"}, "ADD": {"chown", "chmod", "link"}}
-_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"(\xb5/\xfd")
+_ARCHIVE_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
 
 
 @attrs.frozen
@@ -45,7 +47,6 @@ async def copy(
     inst: Instruction,
     state: StageState,
     source_root: SourceRoot,
-    extract: Callable[[StageState, Directory, str, str], StageState] | None = None,
 ) -> StageState:
     flags, rest = parse_flags(inst)
     unknown = set(flags) - _FLAGS[inst.name]
@@ -88,9 +89,9 @@ async def copy(
         sources = [await _looked_up(ctx, inst, root, s.path, s.path) for s in sources]
     for source in sources:
         src = Directory(root.ref, source.path)
-        archive = inst.name == "ADD" and source.kind == "file" and extract is not None
-        if archive and extract is not None and await _is_archive(ctx, root, source.path):
-            state = extract(state, src, dest, owner)
+        archive = inst.name == "ADD" and source.kind == "file"
+        if archive and await _is_archive(ctx, root, source.path):
+            state = attrs.evolve(state, container=_extracted(state.container, root, source, dest))
             continue
         target = dest
         if source.kind != "dir" and dest_is_dir:
@@ -101,6 +102,16 @@ async def copy(
 
         state = attrs.evolve(state, container=write_at(state.container, target, change))
     return state
+
+
+def _extracted(c: Container, root: Directory, source: Source, dest: str) -> Container:
+    """`c` with the archive `source` unpacked into `dest` (ADD keeps the archive's owners)."""
+
+    def change(d: Directory, rel: str) -> Directory:
+        op = ExtractArchive(d.ref, inside(d.subdir, rel), root.ref, source.path)
+        return Directory(Ref(op), d.subdir)
+
+    return write_at(c, dest, change)
 
 
 def _mode(inst: Instruction, text: str) -> int:
