@@ -17,6 +17,7 @@ BENCHES = [
     ("engine core: exec overhead and cached pipeline", ["engine_core.py"]),
     ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
     ("engine cold start to the first answered query", ["cold_start.py"]),
+    ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
     ("image pull + unpack vs skopeo + umoci", ["pull.py"]),
 ]
 

@@ -35,16 +35,17 @@ class _Lexer:
     def words(self) -> list[str]:
         words: list[str] = []
         current: list[str] = []
-        started = False
+        quoted = False  # a quoted empty word ("") is a word; an empty expansion is not
         while self.pos < len(self.text):
             ch = self.text[self.pos]
             if self.split and ch.isspace():
                 self.pos += 1
-                if started:
+                if quoted or "".join(current):
                     words.append("".join(current))
-                    current, started = [], False
+                current, quoted = [], False
                 continue
-            started = True
+            if ch in "'\"":
+                quoted = True
             if ch == "'":
                 end = self.text.find("'", self.pos + 1)
                 if end < 0:
@@ -65,7 +66,7 @@ class _Lexer:
             else:
                 current.append(ch)
                 self.pos += 1
-        if started:
+        if quoted or "".join(current) or (not self.split and not words):
             words.append("".join(current))
         return words
 
