@@ -137,12 +137,9 @@ def dirk_build(ctx: Path, salt: str) -> float:
 
 def docker_build(daemon: PrivateDockerd, ctx: Path, salt: str) -> float:
     started = time.perf_counter()
-    result = daemon.run(
-        # --bridge=none leaves BuildKit no network for RUN but "none" (dirk's steps get one).
-        ["build", "-q", "--network=none", "-t", "dirk-bench:latest"]
-        + ["--build-arg", f"SALT={salt}", str(ctx)],
-        check=False,
-    )
+    # --bridge=none leaves BuildKit no network for RUN but "none" (dirk's steps get one).
+    args = ["build", "-q", "--network=none", "-t", "dirk-bench:latest"]
+    result = daemon.run([*args, "--build-arg", f"SALT={salt}", str(ctx)], check=False)
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"docker build failed:\n{result.stderr.decode(errors='replace')}")
@@ -171,12 +168,12 @@ def main() -> None:
         for round_ in range(ROUNDS):
             salt = f"{time.time_ns()}-{round_}"
             write_context(ctx, salt)
-            cold = [("dirk cold", lambda: dirk_build(ctx, salt))]
-            cold.append(("docker cold", lambda: docker_build(daemon, ctx, salt)))
+            order = ["dirk cold", "docker cold"]
             if round_ % 2:
-                cold.reverse()
-            for name, fn in cold:
-                times[name].append(fn())
+                order.reverse()
+            for name in order:
+                cold = dirk_build(ctx, salt) if name == "dirk cold" else None
+                times[name].append(cold if cold is not None else docker_build(daemon, ctx, salt))
             times["dirk"].append(dirk_build(ctx, salt))
             times["docker"].append(docker_build(daemon, ctx, salt))
     finally:

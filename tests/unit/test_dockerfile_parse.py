@@ -19,7 +19,7 @@ ENV = {"A": "1", "EMPTY": "", "NAME": "my app"}
         ("$A ${A} x$A", ["1", "1", "x1"]),
         ("${MISSING:-fallback} ${EMPTY:-e} ${EMPTY-kept}", ["fallback", "e"]),
         ("${A:+set} ${MISSING:+no}", ["set"]),
-        ('"$NAME" \'$NAME\'', ["my app", "$NAME"]),
+        ("\"$NAME\" '$NAME'", ["my app", "$NAME"]),
         (r"a\ b \$A", ["a b", "$A"]),
         ('key="two words" k2=$A', ["key=two words", "k2=1"]),
         ('""', [""]),
@@ -56,7 +56,7 @@ def test_stages_flags_and_forms() -> None:
         "# syntax=docker/dockerfile:1\nARG BASE=busybox\n"
         "FROM --platform=$BUILDPLATFORM $BASE AS Build\n"
         "RUN --mount=type=cache,target=/root/.cache \\\n    echo hi\n"
-        "FROM build\nCMD [\"sh\", \"-c\", \"true\"]\n"
+        'FROM build\nCMD ["sh", "-c", "true"]\n'
     )
     assert [a.value for a in dockerfile.global_args] == ["BASE=busybox"]
     first, second = dockerfile.stages
