@@ -22,6 +22,8 @@ from typing import Any
 
 import attrs
 
+from dirk.workers.hostaccess import HostUser
+
 log = logging.getLogger(__name__)
 
 #: An async callback run once when its session ends.
@@ -39,6 +41,8 @@ class Session:
     labels: dict[str, str]
     created: float
     client_env: dict[str, str] = attrs.field(factory=dict, repr=False)
+    #: Whose rights the session's host access has: the user who opened it (see `wire.server`).
+    owner: HostUser = attrs.field(factory=HostUser.engine)
     state: dict[str, Any] = attrs.field(factory=dict)
     ended: bool = False
     #: Attach connections open now (see `SessionRegistry.attach`).
@@ -97,7 +101,11 @@ class SessionRegistry:
         self._ending: set[asyncio.Task[None]] = set()
 
     def create(
-        self, workdir: Path, labels: Mapping[str, str], env: Mapping[str, str] | None = None
+        self,
+        workdir: Path,
+        labels: Mapping[str, str],
+        env: Mapping[str, str] | None = None,
+        owner: HostUser | None = None,
     ) -> Session:
         token = secrets.token_urlsafe(32)
         session = Session(
@@ -106,9 +114,16 @@ class SessionRegistry:
             labels=dict(labels),
             created=self._clock(),
             client_env=dict(env or {}),
+            owner=owner or HostUser.engine(),
         )
         self._sessions[token] = session
-        log.info("session %s started (workdir %s, labels %s)", token[:8], workdir, session.labels)
+        log.info(
+            "session %s started (uid %d, workdir %s, labels %s)",
+            token[:8],
+            session.owner.uid,
+            workdir,
+            session.labels,
+        )
         return session
 
     def get(self, token: str) -> Session | None:

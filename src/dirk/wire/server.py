@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,7 @@ from graphql import (
 from dirk.errors import DirkError, QueryLimitError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
 from dirk.wire.limits import QueryLimits
+from dirk.workers.hostaccess import HostUser
 
 if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
     from dirk.engine.sessions import Session, SessionRegistry
@@ -140,7 +142,10 @@ class WireServer:
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             return _bad_request('"env" must be an object of strings to strings')
-        session = self.sessions.create(Path(workdir), labels, env)
+        owner = _session_owner(request, body)
+        if isinstance(owner, web.Response):
+            return owner
+        session = self.sessions.create(Path(workdir), labels, env, owner)
         return web.json_response({"token": session.token, "port": self.port})
 
     async def list_sessions(self, request: web.Request) -> web.Response:
@@ -357,6 +362,32 @@ def _log_resolver_error(error: GraphQLError) -> None:
             leaf,
             exc_info=(type(leaf), leaf, leaf.__traceback__),
         )
+
+
+def _session_owner(request: web.Request, body: dict[str, Any]) -> HostUser | web.Response:
+    """Who a new session belongs to. On the unix socket: the connecting process's user, from
+    the kernel (SO_PEERCRED), whatever the body says. Over TCP, where only the admin may open
+    sessions: the user the admin names in `"user": {"uid": N, "gid": M}`, else the engine's."""
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None and sock.family == socket.AF_UNIX:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, gid = struct.unpack("3i", creds)
+        return HostUser.of_uid(uid, gid)
+    chosen = body.get("user")
+    if chosen is None:
+        return HostUser.engine()
+    uid, gid = (chosen.get(k) if isinstance(chosen, dict) else None for k in ("uid", "gid"))
+    if not isinstance(uid, int) or not _whole(uid) or not (gid is None or _whole(gid)):
+        return _bad_request(
+            '"user" must be {"uid": N} or {"uid": N, "gid": M} with whole numbers >= 0: the '
+            "user whose rights the session's host access has"
+        )
+    return HostUser.of_uid(uid, gid)
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _on_unix_socket(request: web.Request) -> bool:
