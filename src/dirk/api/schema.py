@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 from dirk.api.ids import ROOT, canonical, identity
 from dirk.api.registry import BUILDERS, LEAVES, Builder, Leaf
 from dirk.api.table import LEAF_LIMIT
+from dirk.api.validate import check_arguments
 from dirk.api.values import Handle
 from dirk.errors import InvalidArgumentError, NotSupportedError
 from dirk.schema import load_sdl
@@ -81,10 +82,10 @@ def _resolver(type_name: str, field_name: str, field: GraphQLField) -> Resolver:
         return query.loader(match.group(1))
     builder = BUILDERS.get((type_name, field_name))
     if builder is not None:
-        return _memo_builder(field_name, field, builder)
+        return _memo_builder(type_name, field_name, field, builder)
     leaf = LEAVES.get((type_name, field_name))
     if leaf is not None:
-        return _leaf(field_name, field, leaf)
+        return _leaf(type_name, field_name, field, leaf)
     return _unsupported(type_name, field_name)
 
 
@@ -94,7 +95,7 @@ def _full_args(field: GraphQLField, args: dict[str, Any]) -> dict[str, Any]:
     return {name: args.get(name) for name in field.args}
 
 
-def _memo_builder(field_name: str, field: GraphQLField, build: Builder) -> Resolver:
+def _memo_builder(type_name: str, field_name: str, field: GraphQLField, build: Builder) -> Resolver:
     returns: GraphQLNamedType = get_named_type(field.type)
 
     async def resolve(source: Any, info: Info, /, **args: Any) -> Handle:
@@ -108,6 +109,7 @@ def _memo_builder(field_name: str, field: GraphQLField, build: Builder) -> Resol
             return known
 
         async def make() -> Handle:
+            check_arguments(type_name, field_name, full)  # once per identity: a memo hit passed
             return Handle(returns.name, ident, await build(ctx, parent, full))
 
         handle: Handle = await table.once(table.objects, ident, make)
@@ -116,11 +118,13 @@ def _memo_builder(field_name: str, field: GraphQLField, build: Builder) -> Resol
     return resolve
 
 
-def _leaf(field_name: str, field: GraphQLField, leaf: Leaf) -> Resolver:
+def _leaf(type_name: str, field_name: str, field: GraphQLField, leaf: Leaf) -> Resolver:
     async def resolve(source: Any, info: Info, /, **args: Any) -> Any:
         ctx: RequestContext = info.context
         parent = source if isinstance(source, Handle) else None
         full = _full_args(field, args)
+        if full:
+            check_arguments(type_name, field_name, full)
         if not leaf.memo:
             return await leaf.resolve(ctx, parent, full)
         table = ctx.table

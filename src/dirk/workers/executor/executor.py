@@ -211,6 +211,7 @@ class Executor:
             raise ExecutorError("the executor is not started: call `await executor.start()`")
         if not spec.args:
             raise ExecutorError("no command to run: give the exec at least one argument")
+        _check_exec_size(spec)
         rootfs = rootfs.absolute()
         user = resolve_user_in_rootfs(rootfs, spec.user)
         self._ids += 1
@@ -349,6 +350,35 @@ class Executor:
     async def _delete(self, rt: Runtime, container_id: str) -> None:
         if (rt.root / container_id).exists():
             await anyio.run_process(rt.command("delete", "--force", container_id), check=False)
+
+
+#: The kernel's bound on one argument or environment string (MAX_ARG_STRLEN: 32 pages).
+_MAX_ARG_STRLEN = 32 * 4096
+
+
+def _check_exec_size(spec: ContainerSpec) -> None:
+    """Refuse, before anything starts, a command the kernel would refuse with E2BIG (its
+    strings and their pointers must fit in ARG_MAX, each string in MAX_ARG_STRLEN): the
+    runtime would only say "Argument list too long" in the container's stderr."""
+    strings = [*spec.args, *spec.env]
+    longest = max(strings, key=len)
+    total = sum(len(s.encode()) + 1 + 8 for s in strings)
+    limit = os.sysconf("SC_ARG_MAX")
+    if len(longest.encode()) + 1 <= _MAX_ARG_STRLEN and total <= limit:
+        return
+    what = "environment variable" if longest in spec.env else "argument"
+    raise ExecutorError(
+        f"cannot start {_short(spec.args)}: its arguments and environment take {total} bytes "
+        f"(the kernel allows {limit} in all and {_MAX_ARG_STRLEN} for one string; the longest, "
+        f"an {what} starting {longest[:40]!r}, has {len(longest)}), so it would fail with "
+        "E2BIG. Pass large data as a file (with_new_file, with_directory) or on stdin instead"
+    )
+
+
+def _short(args: tuple[str, ...], limit: int = 200) -> str:
+    """A command for a message, cut where it is long."""
+    text = repr(list(args))
+    return text if len(text) <= limit else text[:limit] + "...]"
 
 
 _KERNEL_MOUNTPOINTS = ("proc", "sys", "dev")
