@@ -491,3 +491,87 @@ async def test_errors_and_with_error(client: Client) -> None:
     assert message == "stop here"
     message = await client.error('{ directory { withError(err: "no dir") { entries } } }')
     assert message == "no dir"
+
+
+MERGE_QUERY = (
+    "query($base: ID!, $ours: ID!, $theirs: ID!, $both: [ID!]!) {"
+    " ours: loadDirectoryFromID(id: $ours) { changes(from: $base) {"
+    " clean: withChangeset(changes: $theirs) { addedPaths modifiedPaths removedPaths"
+    ' after { a: file(path: "a.txt") { contents } entries } }'
+    " octopus: withChangesets(changes: $both) { after { entries } } } } }"
+)
+
+
+async def test_with_changeset_merges_with_git(client: Client) -> None:
+    base = await client.dir_id({"a.txt": "1\n2\n3\n4\n5\n", "gone.txt": "g\n"})
+    ours = await _id(
+        client,
+        "query($d: ID!) { loadDirectoryFromID(id: $d) {"
+        ' withNewFile(path: "a.txt", contents: "one\\n2\\n3\\n4\\n5\\n") {'
+        ' withNewFile(path: "ours.txt", contents: "o") { id } } } }',
+        d=base,
+    )
+    theirs = await _id(
+        client,
+        "query($d: ID!) { loadDirectoryFromID(id: $d) {"
+        ' withNewFile(path: "a.txt", contents: "1\\n2\\n3\\n4\\nfive\\n") {'
+        ' withoutFile(path: "gone.txt") { id } } } }',
+        d=base,
+    )
+    third = await _id(
+        client,
+        "query($d: ID!) { loadDirectoryFromID(id: $d) {"
+        ' withNewFile(path: "third/t.txt", contents: "t") { id } } }',
+        d=base,
+    )
+    ids = {}
+    for name, after in (("theirs", theirs), ("third", third)):
+        ids[name] = await _id(
+            client,
+            "query($a: ID!, $b: ID!) { loadDirectoryFromID(id: $a) { changes(from: $b) { id } } }",
+            a=after,
+            b=base,
+        )
+    data = await client.data(
+        MERGE_QUERY,
+        base=base,
+        ours=ours,
+        theirs=ids["theirs"],
+        both=[ids["theirs"], ids["third"]],
+    )
+    changes = data["ours"]["changes"]
+    clean = changes["clean"]
+    assert clean["after"]["a"]["contents"] == "one\n2\n3\n4\nfive\n"  # both edits, merged
+    assert clean["after"]["entries"] == ["a.txt", "ours.txt"]
+    assert clean["addedPaths"] == ["ours.txt"]
+    assert clean["modifiedPaths"] == ["a.txt"]
+    assert clean["removedPaths"] == ["gone.txt"]
+    assert changes["octopus"]["after"]["entries"] == ["a.txt", "ours.txt", "third/"]
+    # Both edit line 1: FAIL_EARLY and FAIL refuse, PREFER_* pick a side, markers are left.
+    clash = await _id(
+        client,
+        "query($d: ID!) { loadDirectoryFromID(id: $d) {"
+        ' withNewFile(path: "a.txt", contents: "uno\\n2\\n3\\n4\\n5\\n") { id } } }',
+        d=base,
+    )
+    clash_changes = await _id(
+        client,
+        "query($a: ID!, $b: ID!) { loadDirectoryFromID(id: $a) { changes(from: $b) { id } } }",
+        a=clash,
+        b=base,
+    )
+    pick = (
+        "query($o: ID!, $b: ID!, $c: ID!) { loadDirectoryFromID(id: $o) { changes(from: $b) {"
+        " withChangeset(changes: $c, onConflict: MODE) { after {"
+        ' file(path: "a.txt") { contents } } } } } }'
+    )
+    for mode, first_line in (("PREFER_OURS", "one"), ("PREFER_THEIRS", "uno")):
+        got = await client.data(pick.replace("MODE", mode), o=ours, b=base, c=clash_changes)
+        assert _innermost(got)["contents"].splitlines()[0] == first_line
+    markers = await client.data(
+        pick.replace("MODE", "LEAVE_CONFLICT_MARKERS"), o=ours, b=base, c=clash_changes
+    )
+    assert "<<<<<<<" in _innermost(markers)["contents"]
+    for mode, words in (("FAIL_EARLY", "modified in both"), ("FAIL", "conflict")):
+        message = await client.error(pick.replace("MODE", mode), o=ours, b=base, c=clash_changes)
+        assert words in message

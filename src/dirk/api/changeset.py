@@ -11,11 +11,12 @@ import json
 from typing import Any
 
 from dirk.api.context import RequestContext
-from dirk.api.directory import SCRATCH, sync_directory
+from dirk.api.directory import SCRATCH, sync_directory, with_directory, without
 from dirk.api.directory_write import compared
 from dirk.api.ids import format_id, identity
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Changeset, DiffStat, Directory, File, Handle
+from dirk.solver.ops import ChangeSide, MergeChanges, Ref
 from dirk.solver.treeops import CHANGES_FILE, PATCH_FILE
 
 
@@ -108,6 +109,49 @@ async def changeset_sync(ctx: RequestContext, parent: Handle | None, args: Args)
     await sync_directory(ctx, c.before)
     await sync_directory(ctx, c.after)
     return format_id(parent.type_name, parent.ident)
+
+
+def merged(ours: Changeset, others: list[Changeset], on_conflict: str) -> Changeset:
+    """`ours` with `others` merged in (Dagger's withChangeset(s)): the new `before` is every
+    `before` copied over the first (repeats in a row once, no `.git`), the new `after` is
+    that tree with every changeset's patch merged in by git."""
+    if not others:
+        return ours
+    before = ours.before
+    previous = ours.before
+    for other in others:
+        if other.before != previous:
+            before = with_directory(before, ".", other.before)
+        previous = other.before
+    before = without(before, ".git")
+    sides = tuple(
+        ChangeSide(c.before.ref, c.before.subdir, c.after.ref, c.after.subdir)
+        for c in (ours, *others)
+    )
+    op = MergeChanges(before.ref, before.subdir, sides, on_conflict)  # type: ignore[arg-type]
+    return Changeset(before=before, after=Directory(Ref(op), before.subdir))
+
+
+def _load_changeset(ctx: RequestContext, changeset_id: str) -> Changeset:
+    value = ctx.load(changeset_id, "Changeset").value
+    assert isinstance(value, Changeset)
+    return value
+
+
+@builds("Changeset", "withChangeset")
+async def changeset_with_changeset(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Changeset:
+    other = _load_changeset(ctx, args["changes"])
+    return merged(_changes(parent), [other], args["onConflict"])
+
+
+@builds("Changeset", "withChangesets")
+async def changeset_with_changesets(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Changeset:
+    others = [_load_changeset(ctx, i) for i in args["changes"]]
+    return merged(_changes(parent), others, args["onConflict"])
 
 
 def _attribute_leaf(field: str, attribute: str) -> None:

@@ -412,6 +412,44 @@ class ExtractArchive:
         return f"extract {self.source_path} into {self.dest_path}"
 
 
+@attrs.frozen(cache_hash=True)
+class ChangeSide:
+    """One changeset of a `MergeChanges`: from (`before`, `before_path`) to (`after`,
+    `after_path`)."""
+
+    before: Ref
+    before_path: str
+    after: Ref
+    after_path: str
+
+
+#: Dagger's ChangesetMergeConflict (ChangesetsMergeConflict is its first two).
+MergeConflict = Literal[
+    "FAIL_EARLY", "FAIL", "LEAVE_CONFLICT_MARKERS", "PREFER_OURS", "PREFER_THEIRS"
+]
+
+
+@attrs.frozen(cache_hash=True)
+class MergeChanges:
+    """Directory `path` of `base` (the merged `before` trees) with the changes of every side
+    merged in by git: a 3-way merge for two sides, an octopus merge for more. The first side
+    is "ours"."""
+
+    base: Ref
+    path: str
+    sides: tuple[ChangeSide, ...]
+    on_conflict: MergeConflict = "FAIL"
+
+    def inputs(self) -> tuple[Ref, ...]:
+        refs = [self.base]
+        for side in self.sides:
+            refs.extend((side.before, side.after))
+        return tuple(refs)
+
+    def describe(self) -> str:
+        return f"merge {len(self.sides)} changesets"
+
+
 Op = (
     Scratch
     | ImagePull
@@ -429,6 +467,7 @@ Op = (
     | DiffTrees
     | ApplyChanges
     | ExtractArchive
+    | MergeChanges
 )
 
 #: The instance of each distinct operation that Refs point at (see `Ref`), by its type and

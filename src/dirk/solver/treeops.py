@@ -7,22 +7,24 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dirk.errors import PatchError
 from dirk.solver.ops import (
     ApplyChanges,
     ApplyPatch,
     Chown,
     DiffTrees,
+    MergeChanges,
     Ref,
     SetTimestamps,
     Symlink,
 )
 from dirk.solver.owners import resolve_owner
-from dirk.workers.snapshots import changes, fileops, metaops, patches
+from dirk.workers.snapshots import changes, fileops, merge, metaops, patches
 from dirk.workers.snapshots.layers import Snapshot
 from dirk.workers.snapshots.snapshotter import Snapshotter
 
-TreeOp = Symlink | SetTimestamps | Chown | ApplyPatch | DiffTrees | ApplyChanges
-TREE_OPS = (Symlink, SetTimestamps, Chown, ApplyPatch, DiffTrees, ApplyChanges)
+TreeOp = Symlink | SetTimestamps | Chown | ApplyPatch | DiffTrees | ApplyChanges | MergeChanges
+TREE_OPS = (Symlink, SetTimestamps, Chown, ApplyPatch, DiffTrees, ApplyChanges, MergeChanges)
 #: Where a "paths"/"stats" comparison and a "patch" comparison put their result.
 CHANGES_FILE = "/changes.json"
 PATCH_FILE = "/diff.patch"
@@ -44,6 +46,9 @@ def run_tree_op(
         elif isinstance(op, Chown):
             uid, gid = resolve_owner(root, op.owner)
             metaops.chown_tree(root, op.path, uid, gid)
+        elif isinstance(op, MergeChanges):
+            fileops.make_dir(root, op.path)
+            _merge(snap, op, inputs, fileops.resolve_in_root(root, op.path), scratch)
         elif isinstance(op, ApplyPatch):
             patch = _read(snap, inputs[op.patch], op.patch_path)
             fileops.make_dir(root, op.path)
@@ -64,6 +69,33 @@ def run_tree_op(
         snap.release(active)
         raise
     return snap.commit(active)
+
+
+def _merge(
+    snap: Snapshotter, op: MergeChanges, inputs: dict[Ref, Snapshot], work: Path, scratch: Path
+) -> None:
+    """Each side's patch (against its own `before`), merged by git into `work`."""
+    side_patches: list[bytes] = []
+    side_changes: list[changes.TreeChanges] = []
+    for side in op.sides:
+        with (
+            snap.mount_ro(inputs[side.before]) as before_root,
+            snap.mount_ro(inputs[side.after]) as after_root,
+        ):
+            before = fileops.resolve_in_root(before_root, side.before_path)
+            after = fileops.resolve_in_root(after_root, side.after_path)
+            side_patches.append(patches.diff_patch(before, after, scratch))
+            if op.on_conflict == "FAIL_EARLY":
+                side_changes.append(changes.compare_trees(before, after))
+    for i, ours in enumerate(side_changes):
+        for theirs in side_changes[i + 1 :]:
+            found = merge.conflicts(ours, theirs)
+            if found:
+                raise PatchError(
+                    "the changesets conflict: " + "; ".join(found) + ". Pick onConflict "
+                    "(FAIL, LEAVE_CONFLICT_MARKERS, PREFER_OURS, PREFER_THEIRS) to merge anyway"
+                )
+    merge.merge_patches(work, side_patches, op.on_conflict)
 
 
 def _read(snap: Snapshotter, snapshot: Snapshot, path: str) -> bytes:

@@ -7,7 +7,14 @@ from dirk.sdk.gen.client import Client
 from dirk.sdk.gen.container import Container
 from dirk.sdk.gen.diff_stat import DiffStat
 from dirk.sdk.gen.directory import Directory
-from dirk.sdk.gen.enums import CacheSharingMode, DiffStatKind, NetworkProtocol, ReturnType
+from dirk.sdk.gen.enums import (
+    CacheSharingMode,
+    ChangesetMergeConflict,
+    ChangesetsMergeConflict,
+    DiffStatKind,
+    NetworkProtocol,
+    ReturnType,
+)
 from dirk.sdk.gen.env_file import EnvFile
 from dirk.sdk.gen.env_variable import EnvVariable
 from dirk.sdk.gen.error import Error
@@ -27,6 +34,8 @@ __all__ = [
     "CacheSharingMode",
     "CacheVolume",
     "Changeset",
+    "ChangesetMergeConflict",
+    "ChangesetsMergeConflict",
     "Client",
     "Container",
     "DiffStat",

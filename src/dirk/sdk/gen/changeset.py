@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from dirk.sdk.gen.enums import ChangesetMergeConflict, ChangesetsMergeConflict
 from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import ObjectBase, as_bool, as_list, as_str, register
+from dirk.sdk.runtime import REQUIRED, ObjectBase, as_bool, as_list, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.diff_stat import DiffStat
@@ -106,3 +107,52 @@ class Changeset(ObjectBase[M]):
     def removed_paths(self) -> Any:
         """Paths removed in `after`; a removed directory ends with `/`, its contents unlisted."""
         return self._leaf("removedPaths", [], as_list(as_str))
+
+    def with_changeset(
+        self,
+        changes: Changeset[M],
+        *,
+        on_conflict: ChangesetMergeConflict = ChangesetMergeConflict.FAIL,
+    ) -> Changeset[M]:
+        """This changeset with another one merged in by git (a 3-way merge); by default a conflict
+        fails the call.
+
+        Args:
+            changes: The changeset to merge in.
+            on_conflict: What to do when both change the same file.
+        """
+        return cast(
+            "Changeset[M]",
+            self._select(
+                "withChangeset",
+                "Changeset",
+                [
+                    ("changes", changes, REQUIRED),
+                    ("onConflict", on_conflict, ChangesetMergeConflict.FAIL),
+                ],
+            ),
+        )
+
+    def with_changesets(
+        self,
+        changes: list[Changeset[M]],
+        *,
+        on_conflict: ChangesetsMergeConflict = ChangesetsMergeConflict.FAIL,
+    ) -> Changeset[M]:
+        """This changeset with several others merged in by git (an octopus merge).
+
+        Args:
+            changes: The changesets to merge in.
+            on_conflict: What to do when two of them change the same file.
+        """
+        return cast(
+            "Changeset[M]",
+            self._select(
+                "withChangesets",
+                "Changeset",
+                [
+                    ("changes", changes, REQUIRED),
+                    ("onConflict", on_conflict, ChangesetsMergeConflict.FAIL),
+                ],
+            ),
+        )

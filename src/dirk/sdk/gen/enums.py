@@ -17,6 +17,35 @@ class CacheSharingMode(enum.Enum):
     """Pipelines take turns: one writer at a time."""
 
 
+class ChangesetMergeConflict(enum.Enum):
+    """What merging two changesets does when both change the same file."""
+
+    FAIL_EARLY = "FAIL_EARLY"
+    """Fails before merging when a file is changed by both."""
+
+    FAIL = "FAIL"
+    """Merges, and fails when git cannot merge a file."""
+
+    LEAVE_CONFLICT_MARKERS = "LEAVE_CONFLICT_MARKERS"
+    """Leaves git's conflict markers; keeps a file one side changed and one removed."""
+
+    PREFER_OURS = "PREFER_OURS"
+    """Takes this changeset's version of a conflicting file."""
+
+    PREFER_THEIRS = "PREFER_THEIRS"
+    """Takes the other changeset's version of a conflicting file."""
+
+
+class ChangesetsMergeConflict(enum.Enum):
+    """What merging several changesets does when two change the same file."""
+
+    FAIL_EARLY = "FAIL_EARLY"
+    """Fails before merging when a file is changed by two of them."""
+
+    FAIL = "FAIL"
+    """Merges, and fails when git cannot merge a file."""
+
+
 class DiffStatKind(enum.Enum):
     """What happened to a path in a changeset."""
 

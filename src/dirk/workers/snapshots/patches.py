@@ -37,7 +37,12 @@ _GIT_ENV = {
 }
 
 
-def _git() -> str:
+def git_env() -> dict[str, str]:
+    """An environment for git that reads no configuration of the host or of a user."""
+    return dict(_GIT_ENV)
+
+
+def git_path() -> str:
     found = shutil.which("git")
     if found is None:
         raise SnapshotError("git is not installed on the engine's host: install the git package")
@@ -50,10 +55,10 @@ def apply_patch(directory: Path, patch: bytes) -> None:
     if not patch.strip():
         return
     result = subprocess.run(
-        [_git(), "apply", "--whitespace=nowarn", "-"],
+        [git_path(), "apply", "--whitespace=nowarn", "-"],
         input=patch,
         cwd=directory,
-        env=_GIT_ENV,
+        env=git_env(),
         capture_output=True,
         check=False,
     )
@@ -88,9 +93,9 @@ def diff_patch(before: Path, after: Path, scratch: Path) -> bytes:
         root = Path(work)
         with _bind_ro(before, root / "a"), _bind_ro(after, root / "b"):
             result = subprocess.run(
-                [_git(), *_DIFF_ARGS, "a", "b"],
+                [git_path(), *_DIFF_ARGS, "a", "b"],
                 cwd=root,
-                env=_GIT_ENV,
+                env=git_env(),
                 capture_output=True,
                 check=False,
             )
