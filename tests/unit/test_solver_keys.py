@@ -57,3 +57,13 @@ def test_mount_sources_are_inputs_in_order() -> None:
     assert op.inputs() == (op.root, src1, src2)
     assert key(op, "r", "s1", "s2") != key(op, "r", "s2", "s1")
     assert [m.target for m in op.output_mounts()] == ["/a", "/b"]
+
+
+def test_volatile_variable_values_stay_out_of_the_key_names_do_not() -> None:
+    root = Ref(Scratch())
+    base = Exec(root=root, args=("env",), volatile_env=(("V", "one"),))
+    assert key(base, "k") == key(attrs.evolve(base, volatile_env=(("V", "two"),)), "k")
+    assert key(base, "k") != key(attrs.evolve(base, volatile_env=(("W", "one"),)), "k")
+    # No volatile variables: the key is what it was before the field existed.
+    plain = Exec(root=root, args=("env",))
+    assert key(plain, "k") != key(base, "k")
