@@ -463,7 +463,8 @@ async def test_env_files(client: Client, busybox_ref: str) -> None:
     ]
     edited = env["withVariable"]["withoutVariable"]
     assert "NAME=" not in edited["asFile"]["contents"].replace("APP_NAME=", "")
-    assert 'EXTRA="a b"\n' in edited["asFile"]["contents"]
+    assert "EXTRA='a b'\n" in edited["asFile"]["contents"]
+    assert "APP_NAME=hello-app\n" in edited["asFile"]["contents"]
     out = await client.data(
         "query($image: String!, $e: ID!) { container { from(address: $image) {"
         " withEnvFileVariables(source: $e) {"
@@ -575,3 +576,15 @@ async def test_with_changeset_merges_with_git(client: Client) -> None:
     for mode, words in (("FAIL_EARLY", "modified in both"), ("FAIL", "conflict")):
         message = await client.error(pick.replace("MODE", mode), o=ours, b=base, c=clash_changes)
         assert words in message
+
+
+async def test_env_file_ids_run_nothing(client: Client, busybox_ref: str) -> None:
+    chain = (
+        "query($image: String!) { container { from(address: $image) {"
+        ' withExec(args: ["sh", "-c", "exit 7"]) { file(path: "/x.env") { asEnvFile {'
+        ' withVariable(name: "A", value: "1") { asFile { LEAF } } } } } } } }'
+    )
+    data = await client.data(chain.replace("LEAF", "id"), image=busybox_ref)
+    assert _innermost(data)["id"].startswith("dirk:File:")
+    message = await client.error(chain.replace("LEAF", "contents"), image=busybox_ref)
+    assert "exit code: 7" in message

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dirk.api.envfile import cooked, parse_lines
+from dirk.solver.envfiles import cooked, parse_lines, quote
 
 
 def test_lines_comments_export_and_bad_names() -> None:
@@ -17,3 +17,8 @@ def test_quotes_escapes_comments_and_expansion() -> None:
     assert cooked("$A-x # note", env, True) == "1-x"
     assert cooked("$A", env, False) == "$A"
     assert cooked("$MISSING", env, True) == ""
+
+
+def test_quote_reads_back_as_the_same_value() -> None:
+    for value in ("plain", "a b", "it's $HOME\n", 'say "hi"', "", "$X"):
+        assert cooked(quote(value), {"HOME": "/root", "X": "x"}, True) == value

@@ -1,86 +1,36 @@
 """`EnvFile` (variables in `.env` format) and `Error` (a message with named values), and the
 fields that make or use them.
 
-An EnvFile built from a file reads it only when a field needs its variables, so building one
-(and asking for its ID) runs nothing. Values are parsed the way `.env` loaders do: `#` starts
-a comment line, `export ` is allowed, '...' is literal, "..." knows \\n \\t \\" \\\\ and
-`${VAR}`/`$VAR` of variables defined earlier, an unquoted value ends at " #".
+An EnvFile built from a file reads it only when a field needs its variables, and `asFile` is
+a step of its own, so building one (and asking for its ID) runs nothing. The `.env` rules are
+in `dirk.solver.envfiles`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import attrs
 
 from dirk.api.container_ops import set_pair
 from dirk.api.context import RequestContext
-from dirk.api.directory import SCRATCH, with_new_file
 from dirk.api.ids import identity
-from dirk.api.paths import expand
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Container, EnvFile, EnvVariable, Error, ErrorValue, File, Handle
+from dirk.solver import envfiles
+from dirk.solver.ops import Ref, RenderEnvFile
+from dirk.solver.treeops import ENV_FILE
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
-
-Variable = tuple[str, str]  # name, raw value
-
-
-def parse_lines(text: str) -> list[Variable]:
-    variables: list[Variable] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        if stripped.startswith("export "):
-            stripped = stripped[len("export ") :].lstrip()
-        name, sep, raw = stripped.partition("=")
-        name = name.strip()
-        if not sep or not _NAME.match(name):
-            continue
-        variables.append((name, raw.strip()))
-    return variables
+Variable = tuple[str, str]  # name, value
 
 
-def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), text)
-
-
-def cooked(raw: str, env: dict[str, str], do_expand: bool) -> str:
-    """A raw value with quotes removed and (unless single-quoted) variables expanded."""
-    if len(raw) >= 2 and raw[0] == raw[-1] == "'":
-        return raw[1:-1]
-    if len(raw) >= 2 and raw[0] == raw[-1] == '"':
-        inner = raw[1:-1]
-        return _unescape(expand(inner, env) if do_expand else inner)
-    value = re.split(r"\s+#", raw, maxsplit=1)[0].rstrip()
-    return expand(value, env) if do_expand else value
-
-
-async def _resolved(ctx: RequestContext, e: EnvFile) -> list[tuple[str, str, str]]:
-    """(name, raw value, cooked value) in order, after the edits. Values are cooked as they
-    are read, against the variables before them, so a namespace keeps what they expanded to."""
-    found: list[tuple[str, str, str]] = []
-
-    def add(name: str, raw: str) -> None:
-        env = {n: v for n, _, v in found}
-        found.append((name, raw, cooked(raw, env, e.expand)))
-
+async def _resolved(ctx: RequestContext, e: EnvFile) -> list[envfiles.Resolved]:
+    text = None
     if e.source is not None:
         data = await ctx.solver.read_file(e.source.ref, e.source.path)
-        for name, raw in parse_lines(data.decode("utf-8", errors="replace")):
-            add(name, raw)
-    for edit, name, value in e.edits:
-        if edit == "set":
-            add(name, value)
-        elif edit == "unset":
-            found = [v for v in found if v[0] != name]
-        else:
-            found = [(n[len(name) :], r, v) for n, r, v in found if n.startswith(name)]
-    return found
+        text = data.decode("utf-8", errors="replace")
+    return envfiles.resolve(text, e.edits, e.expand)
 
 
 async def raw_variables(ctx: RequestContext, e: EnvFile) -> list[Variable]:
@@ -100,12 +50,6 @@ def _env(parent: Handle | None) -> EnvFile:
     return parent.value
 
 
-def _quote(value: str) -> str:
-    if re.fullmatch(r"[A-Za-z0-9_./:@%+,=-]*", value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
 # --- EnvFile -----------------------------------------------------------------------------------
 
 
@@ -123,7 +67,7 @@ async def file_as_env_file(ctx: RequestContext, parent: Handle | None, args: Arg
 @builds("EnvFile", "withVariable")
 async def env_file_with_variable(ctx: RequestContext, parent: Handle | None, args: Args) -> EnvFile:
     e = _env(parent)
-    return attrs.evolve(e, edits=(*e.edits, ("set", args["name"], _quote(args["value"]))))
+    return attrs.evolve(e, edits=(*e.edits, ("set", args["name"], envfiles.quote(args["value"]))))
 
 
 @builds("EnvFile", "withoutVariable")
@@ -166,12 +110,16 @@ async def env_file_exists(ctx: RequestContext, parent: Handle | None, args: Args
 
 @builds("EnvFile", "asFile")
 async def env_file_as_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
-    """The variables as a `.env` file. A file-backed EnvFile is read here, so this field
-    runs the pipeline that makes its source."""
-    found = await raw_variables(ctx, _env(parent))
-    text = "".join(f"{name}={value}\n" for name, value in found)
-    d = with_new_file(SCRATCH, ".env", text.encode())
-    return File(d.ref, "/.env")
+    """The variables as a `.env` file, written by a step (nothing is read here)."""
+    e = _env(parent)
+    source = e.source
+    op = RenderEnvFile(
+        source.ref if source is not None else None,
+        source.path if source is not None else "",
+        e.edits,
+        e.expand,
+    )
+    return File(Ref(op), ENV_FILE)
 
 
 @builds("Container", "withEnvFileVariables")

@@ -450,6 +450,23 @@ class MergeChanges:
         return f"merge {len(self.sides)} changesets"
 
 
+@attrs.frozen(cache_hash=True)
+class RenderEnvFile:
+    """A tree holding /.env: the variables of the `.env` file at `source_path` of `source`
+    (none when `source` is None) after `edits`, one `NAME=value` line each (`envfiles`)."""
+
+    source: Ref | None
+    source_path: str
+    edits: tuple[tuple[str, str, str], ...] = ()
+    expand: bool = True
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.source,) if self.source is not None else ()
+
+    def describe(self) -> str:
+        return f"write env file from {self.source_path or 'nothing'}"
+
+
 Op = (
     Scratch
     | ImagePull
@@ -468,6 +485,7 @@ Op = (
     | ApplyChanges
     | ExtractArchive
     | MergeChanges
+    | RenderEnvFile
 )
 
 #: The instance of each distinct operation that Refs point at (see `Ref`), by its type and

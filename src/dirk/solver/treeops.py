@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from dirk.errors import PatchError
+from dirk.solver import envfiles
 from dirk.solver.ops import (
     ApplyChanges,
     ApplyPatch,
@@ -15,6 +16,7 @@ from dirk.solver.ops import (
     DiffTrees,
     MergeChanges,
     Ref,
+    RenderEnvFile,
     SetTimestamps,
     Symlink,
 )
@@ -23,11 +25,31 @@ from dirk.workers.snapshots import changes, fileops, merge, metaops, patches
 from dirk.workers.snapshots.layers import Snapshot
 from dirk.workers.snapshots.snapshotter import Snapshotter
 
-TreeOp = Symlink | SetTimestamps | Chown | ApplyPatch | DiffTrees | ApplyChanges | MergeChanges
-TREE_OPS = (Symlink, SetTimestamps, Chown, ApplyPatch, DiffTrees, ApplyChanges, MergeChanges)
+TreeOp = (
+    Symlink
+    | SetTimestamps
+    | Chown
+    | ApplyPatch
+    | DiffTrees
+    | ApplyChanges
+    | MergeChanges
+    | RenderEnvFile
+)
+TREE_OPS = (
+    Symlink,
+    SetTimestamps,
+    Chown,
+    ApplyPatch,
+    DiffTrees,
+    ApplyChanges,
+    MergeChanges,
+    RenderEnvFile,
+)
 #: Where a "paths"/"stats" comparison and a "patch" comparison put their result.
 CHANGES_FILE = "/changes.json"
 PATCH_FILE = "/diff.patch"
+#: Where `RenderEnvFile` writes.
+ENV_FILE = "/.env"
 
 
 def run_tree_op(
@@ -36,6 +58,8 @@ def run_tree_op(
     """The snapshot `op` makes of its `inputs`; `scratch` holds temporary work dirs."""
     if isinstance(op, DiffTrees):
         return _compare(snap, op, inputs, scratch)
+    if isinstance(op, RenderEnvFile):
+        return _env_file(snap, op, inputs)
     active = snap.mount_rw(inputs[op.base])
     try:
         root = active.merged
@@ -96,6 +120,20 @@ def _merge(
                     "(FAIL, LEAVE_CONFLICT_MARKERS, PREFER_OURS, PREFER_THEIRS) to merge anyway"
                 )
     merge.merge_patches(work, side_patches, op.on_conflict)
+
+
+def _env_file(snap: Snapshotter, op: RenderEnvFile, inputs: dict[Ref, Snapshot]) -> Snapshot:
+    text = None
+    if op.source is not None:
+        text = snap.read_file(inputs[op.source], op.source_path).decode("utf-8", "replace")
+    data = envfiles.render(envfiles.resolve(text, op.edits, op.expand))
+    active = snap.mount_rw(Snapshot())
+    try:
+        fileops.write_file(active.merged, ENV_FILE, data)
+    except BaseException:
+        snap.release(active)
+        raise
+    return snap.commit(active)
 
 
 def _read(snap: Snapshotter, snapshot: Snapshot, path: str) -> bytes:
