@@ -588,3 +588,34 @@ async def test_env_file_ids_run_nothing(client: Client, busybox_ref: str) -> Non
     assert _innermost(data)["id"].startswith("dirk:File:")
     message = await client.error(chain.replace("LEAF", "contents"), image=busybox_ref)
     assert "exit code: 7" in message
+
+
+async def test_paths_in_mounts_that_are_no_snapshot(client: Client) -> None:
+    src = await client.dir_id({"f.txt": "old"})
+    file_id = await _id(
+        client,
+        'query($d: ID!) { loadDirectoryFromID(id: $d) { file(path: "f.txt") { id } } }',
+        d=src,
+    )
+    data = await client.data(
+        'query($f: ID!) { container { withMountedFile(path: "/m/f.txt", source: $f) {'
+        ' withNewFile(path: "/m/f.txt", contents: "new") { file(path: "/m/f.txt") {'
+        " contents } } } } }",
+        f=file_id,
+    )
+    assert _innermost(data)["contents"] == "new"
+    message = await client.error(
+        '{ container { withMountedTemp(path: "/t") {'
+        ' withNewFile(path: "/t/x", contents: "x") { id } } } }'
+    )
+    assert "inside the tmpfs mounted at /t" in message
+    message = await client.error(
+        '{ container { withMountedCache(path: "/c", cache: CACHE) { directory(path: "/c/sub")'
+        " { id } } } }".replace(
+            "CACHE",
+            '"'
+            + (await client.data('{ cacheVolume(key: "dw-c") { id } }'))["cacheVolume"]["id"]
+            + '"',
+        )
+    )
+    assert "inside the cache volume mounted at /c" in message

@@ -11,7 +11,7 @@ import attrs
 from dirk.api.directory import file_in, rebased, subdirectory
 from dirk.api.paths import relative_to
 from dirk.api.values import Container, Directory, File, Mount, Port
-from dirk.errors import InvalidArgumentError, NotSupportedError
+from dirk.errors import InvalidArgumentError
 from dirk.solver.ops import Copy, Exec, ExecMount, Ref
 from dirk.workers.images.platform import Platform
 
@@ -162,9 +162,21 @@ def directory_at(c: Container, path: str) -> Directory:
     if m.kind == "directory":
         assert m.directory is not None
         return subdirectory(m.directory, rel or ".")
-    raise NotSupportedError(
-        f"reading {path} is not supported by dirk yet: it is inside the {m.kind} mount at "
-        f"{m.target}"
+    raise _outside_snapshots(path, m, "read")
+
+
+def _outside_snapshots(path: str, m: Mount, verb: str) -> InvalidArgumentError:
+    """As in Dagger: a cache volume or tmpfs belongs to no snapshot, so no path in it can be
+    read as a Directory or File, or written by a `with*` call (a command can)."""
+    if m.kind in ("cache", "tmpfs"):
+        volume = "cache volume" if m.kind == "cache" else "tmpfs"
+        return InvalidArgumentError(
+            f"cannot {verb} {path}: it is inside the {volume} mounted at {m.target}, which "
+            "belongs to no snapshot; copy it elsewhere with withExec first, or use a path "
+            "outside the mount"
+        )
+    return InvalidArgumentError(
+        f"cannot {verb} {path}: it is below the file mounted at {m.target}, which is no directory"
     )
 
 
@@ -178,10 +190,7 @@ def file_at(c: Container, path: str) -> File:
     if m.kind == "file" and rel == "":
         assert m.file is not None
         return m.file
-    raise NotSupportedError(
-        f"reading {path} is not supported by dirk yet: it is inside the {m.kind} mount at "
-        f"{m.target}"
-    )
+    raise _outside_snapshots(path, m, "read")
 
 
 Change = Callable[[Directory, str], Directory]
@@ -197,10 +206,13 @@ def write_at(c: Container, path: str, change: Change) -> Container:
         assert m.directory is not None
         changed = attrs.evolve(m, directory=change(m.directory, rel or "."))
         return attrs.evolve(c, mounts=tuple(changed if x is m else x for x in c.mounts))
-    raise NotSupportedError(
-        f"writing {path} is not supported by dirk yet: it is inside the {m.kind} mount at "
-        f"{m.target}"
-    )
+    if m.kind == "file" and rel == "":
+        # Writing over a mounted file: the mount's source file is replaced.
+        assert m.file is not None
+        source = change(Directory(m.file.ref, "/"), m.file.path)
+        changed = attrs.evolve(m, file=File(source.ref, m.file.path))
+        return attrs.evolve(c, mounts=tuple(changed if x is m else x for x in c.mounts))
+    raise _outside_snapshots(path, m, "write")
 
 
 def with_mount(c: Container, mount: Mount) -> Container:
