@@ -27,6 +27,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import CacheSharingMode as CacheSharingMode
     from dirk.sdk.gen import CacheVolume as CacheVolume
     from dirk.sdk.gen import Changeset as Changeset
+    from dirk.sdk.gen import ChangesetMergeConflict as ChangesetMergeConflict
+    from dirk.sdk.gen import ChangesetsMergeConflict as ChangesetsMergeConflict
     from dirk.sdk.gen import Client as Client
     from dirk.sdk.gen import Container as Container
     from dirk.sdk.gen import DiffStat as DiffStat
@@ -63,6 +65,8 @@ _EXPORTS = {
             "CacheSharingMode",
             "CacheVolume",
             "Changeset",
+            "ChangesetMergeConflict",
+            "ChangesetsMergeConflict",
             "Client",
             "Container",
             "DiffStat",
