@@ -343,3 +343,58 @@ def test_sdk_pipeline_after_docker_build_is_a_cache_hit(
         # The random bytes the Dockerfile's RUN drew: the SDK's identical step did not run again.
         assert same.file("/random").contents() == built
         assert same.stdout() == token
+
+
+PLATFORMS = """
+ARG BASE=127.0.0.1:5000/busybox:multiarch
+FROM --platform=$BUILDPLATFORM $BASE AS tools
+RUN uname -m > /build-arch
+
+FROM $BASE
+ARG TARGETPLATFORM
+ARG TARGETARCH
+COPY --from=tools /build-arch /
+RUN echo "$TARGETPLATFORM $TARGETARCH $(uname -m) built on $(cat /build-arch)" > /target
+"""
+
+
+def test_platform_and_from_platform(engine: RunningEngine, tmp_path: Path) -> None:
+    write(tmp_path / "ctx", {"Dockerfile": PLATFORMS})
+    with connect(engine, tmp_path) as client:
+        ctx = client.host().directory("ctx")
+        arm = ctx.docker_build(platform="linux/arm64").file("/target").contents()
+        native = ctx.docker_build().file("/target").contents()
+    assert arm == "linux/arm64 arm64 aarch64 built on x86_64\n"
+    assert native == "linux/amd64 amd64 x86_64 built on x86_64\n"
+
+
+RUN_MOUNTS = """
+FROM 127.0.0.1:5000/busybox:latest
+ARG RUN_ID
+RUN --mount=type=cache,target=/cache,id=dockerfile-test-{token} \\
+    echo "$RUN_ID" >> /cache/runs && wc -l < /cache/runs > /runs-seen
+RUN --mount=type=bind,source=docs,target=/mnt/docs \\
+    --mount=type=tmpfs,target=/scratch \\
+    cat /mnt/docs/guide.md > /from-bind && touch /scratch/x && ls /mnt > /mnt-listing
+RUN --network=none ip -o link | grep -c -v ' lo:' > /links || true
+COPY --from=127.0.0.1:5000/busybox:latest /bin/busybox /opt/busybox
+"""
+
+
+def test_run_mounts_and_copy_from_an_image(engine: RunningEngine, tmp_path: Path) -> None:
+    token = uuid.uuid4().hex
+    write(
+        tmp_path / "ctx",
+        {"Dockerfile": RUN_MOUNTS.replace("{token}", token), "docs/guide.md": "guide\n"},
+    )
+    with connect(engine, tmp_path) as client:
+        ctx = client.host().directory("ctx")
+        first = ctx.docker_build(build_args=[dirk.BuildArg(name="RUN_ID", value="one")])
+        assert first.file("/runs-seen").contents().strip() == "1"
+        second = ctx.docker_build(build_args=[dirk.BuildArg(name="RUN_ID", value="two")])
+        # The cache volume outlived the first build; its content is in no layer.
+        assert second.file("/runs-seen").contents().strip() == "2"
+        script = "cat /from-bind /mnt-listing /links; test ! -e /cache/runs && echo clean"
+        probe = second.with_exec(["sh", "-c", script])
+        assert probe.stdout() == "guide\ndocs\n0\nclean\n"
+        assert second.with_exec(["/opt/busybox", "true"]).exit_code() == 0

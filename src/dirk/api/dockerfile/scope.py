@@ -20,7 +20,11 @@ def platform_args(build: str, target: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for prefix, text in (("BUILD", build), ("TARGET", target)):
         p = Platform.parse(text)
-        out[prefix + "PLATFORM"] = str(p)
+        if p.architecture == "arm64" and p.variant == "v8":
+            p = Platform(p.os, p.architecture)  # Docker leaves arm64's default variant out
+        out[prefix + "PLATFORM"] = f"{p.os}/{p.architecture}" + (
+            f"/{p.variant}" if p.variant else ""
+        )
         out[prefix + "OS"] = p.os
         out[prefix + "ARCH"] = p.architecture
         out[prefix + "VARIANT"] = p.variant
