@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from dirk.api.directory import SCRATCH
 from dirk.api.dockerfile.ignore import exclude_patterns
-from dirk.api.dockerfile.parse import json_form, parse, parse_flags
+from dirk.api.dockerfile.parse import Instruction, json_form, parse, parse_flags
+from dirk.api.dockerfile.scope import StageState
+from dirk.api.dockerfile.secrets import secret_mount
 from dirk.api.dockerfile.words import process_word, process_words
+from dirk.api.values import Container, Secret
 from dirk.errors import DockerfileError
+from dirk.solver.ops import SecretRef
 from dirk.workers.snapshots.tree import PathFilter
 
 ENV = {"A": "1", "EMPTY": "", "NAME": "my app"}
@@ -83,3 +88,24 @@ def test_stages_flags_and_forms() -> None:
 def test_mistakes_name_the_line(text: str, problem: str) -> None:
     with pytest.raises(DockerfileError, match=problem):
         parse(text)
+
+
+def test_secret_mounts_carry_only_the_reference() -> None:
+    token = Secret("token", "", SecretRef("name:token", "h1"))
+    inst = Instruction(3, "RUN", "--mount=type=secret,id=token cat /run/secrets/token")
+    state = StageState(Container(rootfs=SCRATCH, platform="linux/amd64", workdir="/src"))
+    mounted = secret_mount(inst, state, {"type": "secret", "id": "token"}, {"token": token})
+    (mount,) = mounted.container.mounts
+    assert (mount.target, mount.kind, mount.secret, mount.mode) == (
+        "/run/secrets/token",
+        "secret",
+        token.ref,
+        0o400,
+    )
+    as_env = secret_mount(inst, state, {"id": "token", "env": "TOKEN"}, {"token": token})
+    assert as_env.container.secret_env == (("TOKEN", token.ref),)
+    assert as_env.container.mounts == ()
+    optional = {"id": "other", "required": "false"}
+    assert secret_mount(inst, state, optional, {"token": token}) is state
+    with pytest.raises(DockerfileError, match=r"line 3 \(RUN\): the secret 'other' is required"):
+        secret_mount(inst, state, {"id": "other", "required": "true"}, {"token": token})

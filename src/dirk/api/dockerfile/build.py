@@ -10,7 +10,7 @@ the sources a COPY from the context names. Everything else runs when the contain
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -25,14 +25,12 @@ from dirk.api.dockerfile.parse import Dockerfile, Instruction, Stage, json_form,
 from dirk.api.dockerfile.scope import StageState, platform_args, resolve_args
 from dirk.api.dockerfile.words import process_word, process_words
 from dirk.api.paths import container_path, inside
-from dirk.api.values import Container, Directory, HealthcheckConfig
+from dirk.api.values import Container, Directory, HealthcheckConfig, Secret
 from dirk.errors import DockerfileError, InvalidArgumentError
 from dirk.solver.ops import Copy, Ref, Scratch
 from dirk.workers.images.platform import Platform
 
 _DURATION = re.compile(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
-#: A secret mount: (state, the mount's options) -> state with the secret mounted.
-SecretMount = Callable[[StageState, Mapping[str, str]], StageState]
 
 
 @attrs.frozen
@@ -41,7 +39,8 @@ class BuildOptions:
     platform: str = ""
     build_args: Mapping[str, str] = attrs.field(factory=dict)
     target: str = ""
-    secret_mount: SecretMount | None = None
+    #: The build's secrets by name; None when secret mounts cannot be had.
+    secrets: Mapping[str, Secret] | None = None
 
 
 async def docker_build(ctx: RequestContext, context: Directory, opts: BuildOptions) -> Container:
@@ -167,7 +166,7 @@ class _Builder:
         lookup = state.lookup()
         name = inst.name
         if name == "RUN":
-            return await run.run(inst, state, roots, self.opts.secret_mount)
+            return await run.run(inst, state, roots, self.opts.secrets)
         if name in ("COPY", "ADD"):
             return await copy.copy(self.ctx, inst, state, roots)
         if name == "ARG":

@@ -15,15 +15,14 @@ import attrs
 from dirk.api.container_ops import with_exec, with_mount
 from dirk.api.dockerfile.parse import Instruction, json_form, parse_flags
 from dirk.api.dockerfile.scope import StageState
+from dirk.api.dockerfile.secrets import secret_mount
 from dirk.api.dockerfile.words import process_word
 from dirk.api.paths import container_path, inside
-from dirk.api.values import CacheVolume, Directory, Mount
+from dirk.api.values import CacheVolume, Directory, Mount, Secret
 from dirk.solver.ops import Sharing
 
 #: A mount's `from=`: the root filesystem of a stage or image (None: the build context).
 SourceRoot = Callable[[str | None], Awaitable[Directory]]
-#: A secret mount: (container, id, target or "", env or "", required) -> container.
-SecretMount = Callable[[StageState, Instruction, Mapping[str, str]], StageState]
 
 _SHARING: dict[str, Sharing] = {"shared": "SHARED", "private": "PRIVATE", "locked": "LOCKED"}
 
@@ -44,7 +43,7 @@ async def run(
     inst: Instruction,
     state: StageState,
     source_root: SourceRoot,
-    secret_mount: Callable[[StageState, Mapping[str, str]], StageState] | None,
+    secrets: Mapping[str, Secret] | None,
 ) -> StageState:
     flags, rest = parse_flags(inst)
     unknown = set(flags) - {"mount", "network", "security"}
@@ -74,9 +73,9 @@ async def run(
         options = {k: process_word(v, lookup) for k, v in mount_options(inst, text).items()}
         kind = options["type"]
         if kind == "secret":
-            if secret_mount is None:
+            if secrets is None:
                 raise inst.error("RUN --mount=type=secret is not supported by dirk yet")
-            base = secret_mount(base, options)
+            base = secret_mount(inst, base, options, secrets)
             continue
         target = options.get("target") or options.get("dst") or options.get("destination")
         if not target:
@@ -90,7 +89,8 @@ async def run(
         insecure_root_capabilities=privileged,
         network=network,
     )
-    return attrs.evolve(state, container=attrs.evolve(after, env=c.env, mounts=c.mounts))
+    restored = attrs.evolve(after, env=c.env, mounts=c.mounts, secret_env=c.secret_env)
+    return attrs.evolve(state, container=restored)
 
 
 async def _mount(
