@@ -38,7 +38,9 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import EnvVariable as EnvVariable
     from dirk.sdk.gen import Error as Error
     from dirk.sdk.gen import ErrorValue as ErrorValue
+    from dirk.sdk.gen import ExistsType as ExistsType
     from dirk.sdk.gen import File as File
+    from dirk.sdk.gen import FileType as FileType
     from dirk.sdk.gen import HealthcheckConfig as HealthcheckConfig
     from dirk.sdk.gen import Host as Host
     from dirk.sdk.gen import Label as Label
@@ -46,7 +48,10 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Node as Node
     from dirk.sdk.gen import Port as Port
     from dirk.sdk.gen import ReturnType as ReturnType
+    from dirk.sdk.gen import SearchResult as SearchResult
+    from dirk.sdk.gen import SearchSubmatch as SearchSubmatch
     from dirk.sdk.gen import Secret as Secret
+    from dirk.sdk.gen import Stat as Stat
     from dirk.sdk.gen import Syncer as Syncer
     from dirk.sdk.modes import Async as Async
     from dirk.sdk.modes import M as M
@@ -76,7 +81,9 @@ _EXPORTS = {
             "EnvVariable",
             "Error",
             "ErrorValue",
+            "ExistsType",
             "File",
+            "FileType",
             "HealthcheckConfig",
             "Host",
             "Label",
@@ -84,7 +91,10 @@ _EXPORTS = {
             "Node",
             "Port",
             "ReturnType",
+            "SearchResult",
+            "SearchSubmatch",
             "Secret",
+            "Stat",
             "Syncer",
         )
     },

@@ -107,7 +107,7 @@ class FakeSolver:
             entries.append((name, info.kind if info is not None else "other"))
         return entries
 
-    async def stat(self, ref: Ref, path: str) -> FakeInfo | None:
+    async def stat(self, ref: Ref, path: str, *, follow: bool = False) -> FakeInfo | None:
         if path in self.files:
             return FakeInfo("file", len(self.files[path]))
         if any(p.startswith(path.rstrip("/") + "/") for p in self.files):

@@ -31,7 +31,6 @@ from dirk.api.container_ops import (
 from dirk.api.context import RequestContext
 from dirk.api.directory import (
     SCRATCH,
-    gitignore_unsupported,
     with_directory,
     with_file,
     with_new_file,
@@ -420,7 +419,6 @@ async def container_with_file(ctx: RequestContext, parent: Handle | None, args: 
 async def container_with_directory(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    gitignore_unsupported(args)
     c = _ctr(parent)
     source = ctx.load(args["source"], "Directory").value
     assert isinstance(source, Directory)
@@ -432,6 +430,7 @@ async def container_with_directory(
             source,
             include=args["include"] or (),
             exclude=args["exclude"] or (),
+            gitignore=bool(args["gitignore"]),
             owner=args["owner"],
             mode=args["permissions"],
         )

@@ -11,7 +11,7 @@ from dirk.api.ids import format_id
 from dirk.api.paths import inside
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Directory, File, Handle
-from dirk.errors import NotSupportedError, SnapshotPathError
+from dirk.errors import SnapshotPathError
 from dirk.solver.ops import Copy, MkDir, MkFile, Ref, Remove, Scratch
 
 SCRATCH = Directory(Ref(Scratch()), "/")
@@ -66,6 +66,7 @@ def with_directory(
     *,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    gitignore: bool = False,
     owner: str = "",
     mode: int | None = None,
 ) -> Directory:
@@ -78,6 +79,7 @@ def with_directory(
         exclude=tuple(exclude),
         owner=owner,
         mode=mode,
+        gitignore=gitignore,
     )
     return Directory(Ref(op), d.subdir)
 
@@ -105,11 +107,6 @@ def _numeric_owner(owner: str) -> tuple[int, int] | None:
     if user.isdigit() and (not group or group.isdigit()):
         return int(user), int(group or user)
     return None
-
-
-def gitignore_unsupported(args: Args) -> None:
-    if args.get("gitignore"):
-        raise NotSupportedError("gitignore: true is not supported by dirk yet: use exclude")
 
 
 # --- resolvers ---------------------------------------------------------------------------------
@@ -153,7 +150,6 @@ async def directory_with_file(ctx: RequestContext, parent: Handle | None, args: 
 async def directory_with_directory(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Directory:
-    gitignore_unsupported(args)
     source = ctx.load(args["source"], "Directory").value
     assert isinstance(source, Directory)
     return with_directory(
@@ -162,9 +158,25 @@ async def directory_with_directory(
         source,
         include=args["include"] or (),
         exclude=args["exclude"] or (),
+        gitignore=bool(args["gitignore"]),
         owner=args["owner"],
         mode=args["permissions"],
     )
+
+
+@builds("Directory", "filter")
+async def directory_filter(ctx: RequestContext, parent: Handle | None, args: Args) -> Directory:
+    d = _dir(parent)
+    op = Copy(
+        Ref(Scratch()),
+        "/",
+        d.ref,
+        d.subdir,
+        include=tuple(args["include"] or ()),
+        exclude=tuple(args["exclude"] or ()),
+        gitignore=bool(args["gitignore"]),
+    )
+    return Directory(Ref(op), "/")
 
 
 @builds("Directory", "withNewDirectory")
@@ -205,7 +217,10 @@ async def sync_directory(ctx: RequestContext, d: Directory) -> None:
     if d.subdir != "/":
         info = await ctx.solver.stat(d.ref, d.subdir)
         if info is None:
-            raise SnapshotPathError(f"directory {d.subdir} does not exist")
+            raise SnapshotPathError(
+                f"{d.subdir}: no such file or directory (check the path: it is taken inside "
+                "the directory or container it is asked of)"
+            )
 
 
 @leaf("Directory", "sync")

@@ -8,16 +8,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import anyio.to_thread
-
 from dirk.api.context import RequestContext
-from dirk.api.directory import gitignore_unsupported
-from dirk.api.registry import Args, builds
+from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Directory, File, Handle, Host
 from dirk.errors import HostPathError
+from dirk.solver import reads
 from dirk.solver.ops import HostDirectory, HostFile, Ref
-
-HostKind = Literal["directory", "file"]
 
 
 def host_path(workdir: Path, path: str) -> Path:
@@ -33,29 +29,34 @@ async def query_host(ctx: RequestContext, parent: Handle | None, args: Args) -> 
     return Host()
 
 
-async def _checked(ctx: RequestContext, raw: str, kind: HostKind) -> Path:
+async def _checked(ctx: RequestContext, raw: str, kind: Literal["directory", "file"]) -> Path:
     """The host path `raw` names, checked to be a `kind` (in a thread: the session's working
     directory may be on a slow or network filesystem)."""
     path = host_path(ctx.workdir, raw)
-    is_kind = path.is_dir if kind == "directory" else path.is_file
-    found, exists = await anyio.to_thread.run_sync(lambda: (is_kind(), path.exists()))
-    if not found:
-        what = "does not exist"
-        if exists:
-            what = "is not a directory" if kind == "directory" else "is not a regular file"
+    found = await reads.host_kind(path)
+    if found == "missing":
         raise HostPathError(
-            f"host {kind} {path} {what} (asked for {raw!r}, relative to the session's "
-            f"working directory {ctx.workdir})"
+            f"{path}: no such file or directory (asked for {raw!r}, relative to the session's "
+            f"working directory {ctx.workdir}): check the path"
+        )
+    if found != kind:
+        what = "is not a directory" if kind == "directory" else "is not a regular file"
+        other = "file" if kind == "directory" else "directory"
+        raise HostPathError(
+            f"host path {path} {what} (asked for {raw!r}, relative to the session's "
+            f"working directory {ctx.workdir}): use Host.{other} for what is there"
         )
     return path
 
 
 @builds("Host", "directory")
 async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args) -> Directory:
-    gitignore_unsupported(args)
     path = await _checked(ctx, args["path"], "directory")
     op = HostDirectory(
-        str(path), include=tuple(args["include"] or ()), exclude=tuple(args["exclude"] or ())
+        str(path),
+        include=tuple(args["include"] or ()),
+        exclude=tuple(args["exclude"] or ()),
+        gitignore=bool(args["gitignore"]),
     )
     return Directory(Ref(op), "/")
 
@@ -64,3 +65,9 @@ async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args)
 async def host_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
     path = await _checked(ctx, args["path"], "file")
     return File(Ref(HostFile(str(path))), "/" + path.name)
+
+
+@leaf("Host", "findUp", memo=False)
+async def host_find_up(ctx: RequestContext, parent: Handle | None, args: Args) -> str | None:
+    found = await reads.find_up(ctx.workdir, args["name"])
+    return None if found is None else str(found)

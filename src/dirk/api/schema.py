@@ -33,9 +33,11 @@ from dirk.api import (  # noqa: F401
     directory,
     directory_write,
     envfile,
+    exports,
     file,
     host,
     query,
+    reads,
     secret,
 )
 from dirk.api.context import RequestContext

@@ -188,6 +188,32 @@ class Port:
     experimental_skip_healthcheck: bool = False
 
 
+@attrs.frozen
+class Stat:
+    """What `stat` found: Dagger's FileType name, the entry's name, mode bits and size."""
+
+    file_type: str
+    name: str
+    permissions: int
+    size: int
+
+
+@attrs.frozen
+class SearchSubmatch:
+    start: int
+    end: int
+    text: str
+
+
+@attrs.frozen
+class SearchResult:
+    file_path: str
+    line_number: int
+    absolute_offset: int
+    matched_lines: str
+    submatches: tuple[SearchSubmatch, ...]
+
+
 Value = (
     Container
     | Directory
@@ -204,6 +230,9 @@ Value = (
     | EnvFile
     | Error
     | ErrorValue
+    | Stat
+    | SearchResult
+    | SearchSubmatch
 )
 
 

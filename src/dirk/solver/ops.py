@@ -90,12 +90,14 @@ class HostDirectory:
     """A directory of the engine's host, copied in; keyed by the content of the files it holds.
 
     `include`/`exclude` are glob patterns relative to `path` (gitignore-like: a pattern without
-    a slash matches at any depth).
+    a slash matches at any depth); `gitignore` also leaves out what the tree's .gitignore
+    files ignore.
     """
 
     path: str
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    gitignore: bool = False
     #: The content digest, when the API layer computed it at call time; else the solver does.
     digest: str = ""
 
@@ -268,8 +270,9 @@ class Copy:
     """`base` with `source_path` of `source` copied to `dest_path`.
 
     A directory source copies its contents into `dest_path` (created when missing); a file
-    source is written at `dest_path` exactly. `include`/`exclude` filter a directory copy;
-    `owner` ("uid:gid"), when set, owns every copied entry.
+    source is written at `dest_path` exactly. `include`/`exclude` (and `gitignore`: the
+    source's .gitignore files) filter a directory copy; `owner` ("uid:gid"), when set, owns
+    every copied entry.
     """
 
     base: Ref
@@ -280,6 +283,7 @@ class Copy:
     exclude: tuple[str, ...] = ()
     owner: str = ""
     mode: int | None = None
+    gitignore: bool = False
 
     def inputs(self) -> tuple[Ref, ...]:
         return (self.base, self.source)

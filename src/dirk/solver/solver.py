@@ -205,9 +205,14 @@ class Solver:
         entries = await anyio.to_thread.run_sync(self._snap.list_entries, snapshot, path)
         return [(name, str(kind)) for name, kind in entries]
 
-    async def stat(self, ref: Ref, path: str) -> FileInfo | None:
+    async def stat(self, ref: Ref, path: str, *, follow: bool = False) -> FileInfo | None:
         snapshot = await self.solve(ref)
-        return await anyio.to_thread.run_sync(self._snap.stat, snapshot, path)
+        return await anyio.to_thread.run_sync(lambda: self._snap.stat(snapshot, path, follow))
+
+    @property
+    def snapshotter(self) -> Snapshotter:
+        """For reads that need a mounted view (`solver.reads`)."""
+        return self._snap
 
     # --- keys -----------------------------------------------------------------------------
 
@@ -230,8 +235,9 @@ class Solver:
         if isinstance(op, HostDirectory | HostFile) and not op.digest:
             include = op.include if isinstance(op, HostDirectory) else ()
             exclude = op.exclude if isinstance(op, HostDirectory) else ()
+            gitignore = op.gitignore if isinstance(op, HostDirectory) else False
             digest = await anyio.to_thread.run_sync(
-                lambda: digest_host_path(Path(op.path), include, exclude)
+                lambda: digest_host_path(Path(op.path), include, exclude, gitignore)
             )
             keyed = attrs.evolve(op, digest=digest)
             volatile = True
@@ -341,7 +347,7 @@ class Solver:
         a file edited between hashing and copying must not be cached under the old key."""
         path = Path(op.path)
         if isinstance(op, HostDirectory):
-            snapshot = import_host_path(path, self._layers, op.include, op.exclude)
+            snapshot = import_host_path(path, self._layers, op.include, op.exclude, op.gitignore)
             copied = self._layers.path(snapshot.layers[0])
         else:
             snapshot = import_host_path(path, self._layers)
@@ -383,6 +389,7 @@ class Solver:
                         exclude=op.exclude,
                         owner=owner,
                         mode=op.mode,
+                        gitignore=op.gitignore,
                     )
         except BaseException:
             self._snap.release(active)

@@ -12,6 +12,8 @@ from dirk.sdk.gen.enums import (
     ChangesetMergeConflict,
     ChangesetsMergeConflict,
     DiffStatKind,
+    ExistsType,
+    FileType,
     NetworkProtocol,
     ReturnType,
 )
@@ -26,7 +28,10 @@ from dirk.sdk.gen.inputs import BuildArg
 from dirk.sdk.gen.label import Label
 from dirk.sdk.gen.node import Node
 from dirk.sdk.gen.port import Port
+from dirk.sdk.gen.search_result import SearchResult
+from dirk.sdk.gen.search_submatch import SearchSubmatch
 from dirk.sdk.gen.secret import Secret
+from dirk.sdk.gen.stat import Stat
 from dirk.sdk.gen.syncer import Syncer
 
 __all__ = [
@@ -45,7 +50,9 @@ __all__ = [
     "EnvVariable",
     "Error",
     "ErrorValue",
+    "ExistsType",
     "File",
+    "FileType",
     "HealthcheckConfig",
     "Host",
     "Label",
@@ -53,6 +60,9 @@ __all__ = [
     "Node",
     "Port",
     "ReturnType",
+    "SearchResult",
+    "SearchSubmatch",
     "Secret",
+    "Stat",
     "Syncer",
 ]

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.node import Node
     from dirk.sdk.gen.port import Port
+    from dirk.sdk.gen.search_result import SearchResult
+    from dirk.sdk.gen.search_submatch import SearchSubmatch
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.stat import Stat
 
 
 @register("Query")
@@ -310,3 +313,33 @@ class Client(ObjectBase[M]):
                 "loadHealthcheckConfigFromID", "HealthcheckConfig", [("id", id, REQUIRED)]
             ),
         )
+
+    def load_search_result_from_id(self, id: str) -> SearchResult[M]:
+        """A search result, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "SearchResult[M]",
+            self._select("loadSearchResultFromID", "SearchResult", [("id", id, REQUIRED)]),
+        )
+
+    def load_search_submatch_from_id(self, id: str) -> SearchSubmatch[M]:
+        """A search submatch, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "SearchSubmatch[M]",
+            self._select("loadSearchSubmatchFromID", "SearchSubmatch", [("id", id, REQUIRED)]),
+        )
+
+    def load_stat_from_id(self, id: str) -> Stat[M]:
+        """A stat result, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast("Stat[M]", self._select("loadStatFromID", "Stat", [("id", id, REQUIRED)]))

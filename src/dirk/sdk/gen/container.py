@@ -6,9 +6,18 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.gen.enums import CacheSharingMode, ReturnType
+from dirk.sdk.gen.enums import CacheSharingMode, ExistsType, ReturnType
 from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import REQUIRED, ObjectBase, as_int, as_list, as_optional, as_str, register
+from dirk.sdk.runtime import (
+    REQUIRED,
+    ObjectBase,
+    as_bool,
+    as_int,
+    as_list,
+    as_optional,
+    as_str,
+    register,
+)
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.cache_volume import CacheVolume
@@ -20,6 +29,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.port import Port
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.stat import Stat
 
 
 @register("Container")
@@ -526,6 +536,70 @@ class Container(ObjectBase[M]):
             "Directory[M]",
             self._select(
                 "directory", "Directory", [("path", path, REQUIRED), ("expand", expand, False)]
+            ),
+        )
+
+    @overload
+    def exists(
+        self: Container[Async],
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+        expand: bool = False,
+    ) -> Coroutine[Any, Any, bool]: ...
+
+    @overload
+    def exists(
+        self: Container[Sync],
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+        expand: bool = False,
+    ) -> bool: ...
+
+    def exists(
+        self,
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+        expand: bool = False,
+    ) -> Any:
+        """Whether a path exists in the container (its root filesystem or a mount).
+
+        Args:
+            path: The path to check; relative paths resolve against the container's working
+                directory.
+            expected_type: Also requires the entry to be of this kind.
+            do_not_follow_symlinks: Checks a symlink itself instead of what it points at.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return self._leaf(
+            "exists",
+            [
+                ("path", path, REQUIRED),
+                ("expectedType", expected_type, None),
+                ("doNotFollowSymlinks", do_not_follow_symlinks, False),
+                ("expand", expand, False),
+            ],
+            as_bool,
+        )
+
+    def stat(self, path: str, *, do_not_follow_symlinks: bool = False) -> Stat[M]:
+        """What is at a path of the container (its root filesystem or a mount).
+
+        Args:
+            path: The path; relative paths resolve against the container's working directory.
+            do_not_follow_symlinks: Describes a symlink itself instead of what it points at.
+        """
+        return cast(
+            "Stat[M]",
+            self._select(
+                "stat",
+                "Stat",
+                [("path", path, REQUIRED), ("doNotFollowSymlinks", do_not_follow_symlinks, False)],
             ),
         )
 

@@ -6,14 +6,17 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from dirk.sdk.gen.enums import ExistsType
 from dirk.sdk.gen.inputs import BuildArg
 from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import REQUIRED, ObjectBase, as_list, as_str, register
+from dirk.sdk.runtime import REQUIRED, ObjectBase, as_bool, as_list, as_optional, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.changeset import Changeset
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.search_result import SearchResult
+    from dirk.sdk.gen.stat import Stat
 
 
 @register("Directory")
@@ -106,6 +109,244 @@ class Directory(ObjectBase[M]):
                     ("target", target, ""),
                     ("noInit", no_init, False),
                 ],
+            ),
+        )
+
+    @overload
+    def digest(self: Directory[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def digest(self: Directory[Sync]) -> str: ...
+
+    def digest(self) -> Any:
+        """A digest of everything in this directory: names, kinds, modes, owners and contents."""
+        return self._leaf("digest", [], as_str)
+
+    @overload
+    def exists(
+        self: Directory[Async],
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+    ) -> Coroutine[Any, Any, bool]: ...
+
+    @overload
+    def exists(
+        self: Directory[Sync],
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+    ) -> bool: ...
+
+    def exists(
+        self,
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+    ) -> Any:
+        """Whether a path exists in this directory.
+
+        Args:
+            path: The path to check; relative paths resolve against the directory.
+            expected_type: Also requires the entry to be of this kind.
+            do_not_follow_symlinks: Checks a symlink itself instead of what it points at.
+        """
+        return self._leaf(
+            "exists",
+            [
+                ("path", path, REQUIRED),
+                ("expectedType", expected_type, None),
+                ("doNotFollowSymlinks", do_not_follow_symlinks, False),
+            ],
+            as_bool,
+        )
+
+    @overload
+    def export(
+        self: Directory[Async], path: str, *, wipe: bool = False
+    ) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def export(self: Directory[Sync], path: str, *, wipe: bool = False) -> str: ...
+
+    def export(self, path: str, *, wipe: bool = False) -> Any:
+        """Writes this directory's contents to a path of the host; returns the path written.
+
+        Args:
+            path: The host path; relative paths resolve against the session's working directory.
+            wipe: Replaces what is at the path, so it holds exactly this directory; otherwise the
+                contents are merged into an existing directory there, keeping what else it holds.
+        """
+        return self._leaf("export", [("path", path, REQUIRED), ("wipe", wipe, False)], as_str)
+
+    def filter(
+        self,
+        *,
+        exclude: list[str] | None = None,
+        include: list[str] | None = None,
+        gitignore: bool = False,
+    ) -> Directory[M]:
+        """This directory with only the paths the filters keep.
+
+        Args:
+            exclude: Glob patterns of paths to leave out.
+            include: Glob patterns of the only paths to keep.
+            gitignore: Leaves out what `.gitignore` files ignore.
+        """
+        return cast(
+            "Directory[M]",
+            self._select(
+                "filter",
+                "Directory",
+                [
+                    ("exclude", exclude, []),
+                    ("include", include, []),
+                    ("gitignore", gitignore, False),
+                ],
+            ),
+        )
+
+    @overload
+    def find_up(
+        self: Directory[Async], name: str, start: str
+    ) -> Coroutine[Any, Any, str | None]: ...
+
+    @overload
+    def find_up(self: Directory[Sync], name: str, start: str) -> str | None: ...
+
+    def find_up(self, name: str, start: str) -> Any:
+        """The path of the nearest `name` in `start` or one of its parents; null when none.
+
+        Args:
+            name: The name of the file or directory to look for.
+            start: Where to start looking, relative to this directory.
+        """
+        return self._leaf(
+            "findUp", [("name", name, REQUIRED), ("start", start, REQUIRED)], as_optional(as_str)
+        )
+
+    @overload
+    def glob(self: Directory[Async], pattern: str) -> Coroutine[Any, Any, list[str]]: ...
+
+    @overload
+    def glob(self: Directory[Sync], pattern: str) -> list[str]: ...
+
+    def glob(self, pattern: str) -> Any:
+        """The paths below this directory that match a glob pattern; directories end with `/`.
+
+        Args:
+            pattern: The pattern, e.g. `*.md` or `**/*.py`.
+        """
+        return self._leaf("glob", [("pattern", pattern, REQUIRED)], as_list(as_str))
+
+    @overload
+    def name(self: Directory[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def name(self: Directory[Sync]) -> str: ...
+
+    def name(self) -> Any:
+        """The directory's name."""
+        return self._leaf("name", [], as_str)
+
+    @overload
+    def search(
+        self: Directory[Async],
+        pattern: str,
+        *,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+    ) -> Coroutine[Any, Any, list[SearchResult[Async]]]: ...
+
+    @overload
+    def search(
+        self: Directory[Sync],
+        pattern: str,
+        *,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+    ) -> list[SearchResult[Sync]]: ...
+
+    def search(
+        self,
+        pattern: str,
+        *,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+    ) -> Any:
+        """The lines of the files below this directory that match a pattern, like `grep -r`.
+
+        Args:
+            paths: Files or directories to search instead of everything.
+            globs: Glob patterns of the files to search (`!pattern` leaves files out).
+            pattern: The regular expression to look for (or the text, with `literal`).
+            literal: Looks for `pattern` as plain text, not as a regular expression.
+            multiline: Lets a match span several lines.
+            dotall: Lets `.` match a newline too.
+            insensitive: Ignores the case of letters.
+            skip_ignored: Leaves out files that `.gitignore` files ignore.
+            skip_hidden: Leaves out hidden files and directories (names starting with a dot).
+            files_only: Returns one result per matching file, without the lines.
+            limit: Returns at most this many results.
+        """
+        return self._leaf_objects(
+            "search",
+            [
+                ("paths", paths, []),
+                ("globs", globs, []),
+                ("pattern", pattern, REQUIRED),
+                ("literal", literal, False),
+                ("multiline", multiline, False),
+                ("dotall", dotall, False),
+                ("insensitive", insensitive, False),
+                ("skipIgnored", skip_ignored, False),
+                ("skipHidden", skip_hidden, False),
+                ("filesOnly", files_only, False),
+                ("limit", limit, None),
+            ],
+            "SearchResult",
+        )
+
+    def stat(self, path: str, *, do_not_follow_symlinks: bool = False) -> Stat[M]:
+        """What is at a path of this directory.
+
+        Args:
+            path: The path, relative to this directory.
+            do_not_follow_symlinks: Describes a symlink itself instead of what it points at.
+        """
+        return cast(
+            "Stat[M]",
+            self._select(
+                "stat",
+                "Stat",
+                [("path", path, REQUIRED), ("doNotFollowSymlinks", do_not_follow_symlinks, False)],
             ),
         )
 

@@ -62,6 +62,44 @@ class DiffStatKind(enum.Enum):
     """A file was renamed."""
 
 
+class ExistsType(enum.Enum):
+    """The kind of entry `exists` checks for."""
+
+    REGULAR_TYPE = "REGULAR_TYPE"
+    """A regular file."""
+
+    DIRECTORY_TYPE = "DIRECTORY_TYPE"
+    """A directory."""
+
+    SYMLINK_TYPE = "SYMLINK_TYPE"
+    """A symbolic link."""
+
+
+class FileType(enum.Enum):
+    """The kind of a filesystem entry, as `stat` reports it."""
+
+    UNKNOWN = "UNKNOWN"
+    """Neither a regular file, a directory nor a symlink (a device, a fifo, a socket)."""
+
+    REGULAR = "REGULAR"
+    """A regular file."""
+
+    DIRECTORY = "DIRECTORY"
+    """A directory."""
+
+    SYMLINK = "SYMLINK"
+    """A symbolic link."""
+
+    REGULAR_TYPE = "REGULAR_TYPE"
+    """The same as REGULAR."""
+
+    DIRECTORY_TYPE = "DIRECTORY_TYPE"
+    """The same as DIRECTORY."""
+
+    SYMLINK_TYPE = "SYMLINK_TYPE"
+    """The same as SYMLINK."""
+
+
 class NetworkProtocol(enum.Enum):
     """A transport protocol of a network port."""
 

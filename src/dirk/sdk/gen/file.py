@@ -11,6 +11,8 @@ from dirk.sdk.runtime import REQUIRED, ObjectBase, as_int, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.env_file import EnvFile
+    from dirk.sdk.gen.search_result import SearchResult
+    from dirk.sdk.gen.stat import Stat
 
 
 @register("File")
@@ -63,6 +65,44 @@ class File(ObjectBase[M]):
         )
 
     @overload
+    def digest(
+        self: File[Async], *, exclude_metadata: bool = False
+    ) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def digest(self: File[Sync], *, exclude_metadata: bool = False) -> str: ...
+
+    def digest(self, *, exclude_metadata: bool = False) -> Any:
+        """A digest of the file's contents (and, unless excluded, its name, mode and owner).
+
+        Args:
+            exclude_metadata: Covers the contents only: the same as `sha256sum` prints.
+        """
+        return self._leaf("digest", [("excludeMetadata", exclude_metadata, False)], as_str)
+
+    @overload
+    def export(
+        self: File[Async], path: str, *, allow_parent_dir_path: bool = False
+    ) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def export(self: File[Sync], path: str, *, allow_parent_dir_path: bool = False) -> str: ...
+
+    def export(self, path: str, *, allow_parent_dir_path: bool = False) -> Any:
+        """Writes the file to a path of the host; returns the path written.
+
+        Args:
+            path: The host path; relative paths resolve against the session's working directory.
+            allow_parent_dir_path: Lets `path` be a directory, the file then keeping its name inside
+                it.
+        """
+        return self._leaf(
+            "export",
+            [("path", path, REQUIRED), ("allowParentDirPath", allow_parent_dir_path, False)],
+            as_str,
+        )
+
+    @overload
     def name(self: File[Async]) -> Coroutine[Any, Any, str]: ...
 
     @overload
@@ -71,6 +111,88 @@ class File(ObjectBase[M]):
     def name(self) -> Any:
         """The file's name, without its directory."""
         return self._leaf("name", [], as_str)
+
+    @overload
+    def search(
+        self: File[Async],
+        pattern: str,
+        *,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+    ) -> Coroutine[Any, Any, list[SearchResult[Async]]]: ...
+
+    @overload
+    def search(
+        self: File[Sync],
+        pattern: str,
+        *,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+    ) -> list[SearchResult[Sync]]: ...
+
+    def search(
+        self,
+        pattern: str,
+        *,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+    ) -> Any:
+        """The lines of the file that match a pattern, like `grep`.
+
+        Args:
+            pattern: The regular expression to look for (or the text, with `literal`).
+            literal: Looks for `pattern` as plain text, not as a regular expression.
+            multiline: Lets a match span several lines.
+            dotall: Lets `.` match a newline too.
+            insensitive: Ignores the case of letters.
+            skip_ignored: Leaves out files that `.gitignore` files ignore.
+            skip_hidden: Leaves out hidden files and directories (names starting with a dot).
+            files_only: Returns one result per matching file, without the lines.
+            limit: Returns at most this many results.
+            paths: Files or directories to search instead of everything.
+            globs: Glob patterns of the files to search (`!pattern` leaves files out).
+        """
+        return self._leaf_objects(
+            "search",
+            [
+                ("pattern", pattern, REQUIRED),
+                ("literal", literal, False),
+                ("multiline", multiline, False),
+                ("dotall", dotall, False),
+                ("insensitive", insensitive, False),
+                ("skipIgnored", skip_ignored, False),
+                ("skipHidden", skip_hidden, False),
+                ("filesOnly", files_only, False),
+                ("limit", limit, None),
+                ("paths", paths, []),
+                ("globs", globs, []),
+            ],
+            "SearchResult",
+        )
 
     @overload
     def size(self: File[Async]) -> Coroutine[Any, Any, int]: ...
@@ -106,4 +228,42 @@ class File(ObjectBase[M]):
         """
         return cast(
             "File[M]", self._select("withTimestamps", "File", [("timestamp", timestamp, REQUIRED)])
+        )
+
+    def stat(self) -> Stat[M]:
+        """What the file is: its kind, name, mode bits and size."""
+        return cast("Stat[M]", self._select("stat", "Stat", []))
+
+    def with_name(self, name: str) -> File[M]:
+        """This file under another name.
+
+        Args:
+            name: The new name.
+        """
+        return cast("File[M]", self._select("withName", "File", [("name", name, REQUIRED)]))
+
+    def with_replaced(
+        self, search: str, replacement: str, *, all: bool = False, first_from: int | None = None
+    ) -> File[M]:
+        """This file with text replaced: the one match (more than one is an error unless `all` or
+        `firstFrom` is given); no match at all is an error.
+
+        Args:
+            search: The text to look for.
+            replacement: The text to put in its place.
+            all: Replaces every match.
+            first_from: Replaces the first match on this line (counted from 1) or after it.
+        """
+        return cast(
+            "File[M]",
+            self._select(
+                "withReplaced",
+                "File",
+                [
+                    ("search", search, REQUIRED),
+                    ("replacement", replacement, REQUIRED),
+                    ("all", all, False),
+                    ("firstFrom", first_from, None),
+                ],
+            ),
         )

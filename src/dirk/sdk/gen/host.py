@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import REQUIRED, ObjectBase, as_str, register
+from dirk.sdk.runtime import REQUIRED, ObjectBase, as_optional, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.directory import Directory
@@ -73,4 +73,23 @@ class Host(ObjectBase[M]):
         return cast(
             "File[M]",
             self._select("file", "File", [("path", path, REQUIRED), ("noCache", no_cache, False)]),
+        )
+
+    @overload
+    def find_up(
+        self: Host[Async], name: str, *, no_cache: bool = False
+    ) -> Coroutine[Any, Any, str | None]: ...
+
+    @overload
+    def find_up(self: Host[Sync], name: str, *, no_cache: bool = False) -> str | None: ...
+
+    def find_up(self, name: str, *, no_cache: bool = False) -> Any:
+        """The host path of the nearest `name` in the working directory or a parent; else null.
+
+        Args:
+            name: The name of the file or directory to look for.
+            no_cache: Looks on the host again even if it was looked at earlier in the session.
+        """
+        return self._leaf(
+            "findUp", [("name", name, REQUIRED), ("noCache", no_cache, False)], as_optional(as_str)
         )

@@ -144,13 +144,15 @@ def copy_into(
     exclude: Sequence[str] = (),
     owner: tuple[int, int] | None = None,
     mode: int | None = None,
+    gitignore: bool = False,
 ) -> None:
     """Copy `src_path` of one tree to `dst_path` of another.
 
     A directory's contents go into `dst_path` (created, taking the source directory's metadata,
     when missing); a file is written at `dst_path` exactly. Modes, owners, mtimes, symlinks (as
     links), hardlinks within the copy and xattrs are kept; `owner` and `mode` override them for
-    every copied entry (`mode` never applies to symlinks). Filters apply to directory copies.
+    every copied entry (`mode` never applies to symlinks). Filters (and `gitignore`: the source's
+    .gitignore files) apply to directory copies.
     """
     src_parts = resolve_parts(src_root, src_path)
     src = src_root.joinpath(*src_parts)
@@ -176,7 +178,7 @@ def copy_into(
         if top_st is not None:
             os.unlink(top)
         copier.copy(src, src_st, top)
-    for entry in iter_tree(src, include, exclude):
+    for entry in iter_tree(src, include, exclude, gitignore):
         # Into a directory made just now nothing is in the way: skip the lstat per entry.
         copier.copy(entry.path, entry.st, os.path.join(top, entry.rel), replace=not fresh)
     copier.finish()

@@ -255,7 +255,9 @@ class Snapshotter:
         """The contents of the file at `path` (symlinks followed), at most `limit` bytes."""
         shown, entry = self._entry(snapshot, path, True)
         if entry is None:
-            raise SnapshotPathError(f"cannot read {path}: no such file ({shown} does not exist)")
+            raise SnapshotPathError(
+                f"{path}: no such file or directory (cannot read it: {shown} does not exist)"
+            )
         if not stat.S_ISREG(entry.st.st_mode):
             raise SnapshotPathError(f"cannot read {path}: it is a {_kind(entry.st.st_mode)}")
         with open(entry.path, "rb") as f:
@@ -279,23 +281,27 @@ class Snapshotter:
         """The directory entry at `path`; None for the root of an empty snapshot."""
         if not snapshot.layers:
             if clean_path(path):
-                raise SnapshotPathError(f"cannot list {path}: the directory is empty, no such path")
+                raise SnapshotPathError(
+                    f"{path}: no such file or directory (cannot list it: the directory is empty)"
+                )
             return None
         shown, entry = self._entry(snapshot, path, True)
         if entry is None:
-            raise SnapshotPathError(f"cannot list {path}: no such directory ({shown})")
+            raise SnapshotPathError(
+                f"{path}: no such file or directory (cannot list it: {shown} does not exist)"
+            )
         if not entry.is_dir:
             raise SnapshotPathError(f"cannot list {path}: it is a {_kind(entry.st.st_mode)}")
         return entry
 
-    def stat(self, snapshot: Snapshot, path: str) -> FileInfo | None:
-        """What is at `path` (a symlink there is described, not followed); None if nothing."""
+    def stat(self, snapshot: Snapshot, path: str, follow: bool = False) -> FileInfo | None:
+        """What is at `path` (a symlink there is described, unless `follow`); None if nothing."""
         shown = join(clean_path(path))
         if not snapshot.layers:
             if shown != "/":
                 return None
             return FileInfo("/", "dir", 4096, 0o755, 0, 0, "")
-        _, entry = self._entry(snapshot, path, False)
+        _, entry = self._entry(snapshot, path, follow)
         if entry is None:
             return None
         st = entry.st
