@@ -142,3 +142,63 @@ def test_import_file_lands_at_its_name(tmp_path: Path, layers: LayerStore) -> No
     layer = layers.path(snap.layers[0])
     assert os.listdir(layer) == ["alias.sh"]
     assert stat.S_IMODE((layer / "alias.sh").lstat().st_mode) == 0o750
+
+
+def _age(root: Path) -> None:
+    """Backdate everything below `root` past the racy window, so the caches keep it."""
+    old = time.time_ns() - 10 * hostdir.RACY_NS
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, ns=(old, old), follow_symlinks=False)
+
+
+def _settle() -> None:
+    """Let ctimes (which utime cannot backdate) leave the racy window."""
+    time.sleep(hostdir.RACY_NS / 1e9 + 0.1)
+
+
+def test_unchanged_tree_is_digested_without_listing_or_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _project(tmp_path)
+    (root / ".gitignore").write_text("*.log\n")
+    (root / "x.log").write_text("ignored\n")
+    _age(root)
+    _settle()
+    first = digest_host_path(root, exclude=["README"], gitignore=True)
+    calls: list[str] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: str) -> object:
+        calls.append(path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", counting_scandir)
+    monkeypatch.setattr(hostdir, "_content_hash", lambda *a: pytest.fail("read a file"))
+    assert digest_host_path(root, exclude=["README"], gitignore=True) == first
+    assert calls == []
+    monkeypatch.undo()
+    # Each kind of change is seen: a new file, a changed ignore file, a changed file.
+    (root / "src" / "new.py").write_text("new\n")
+    second = digest_host_path(root, exclude=["README"], gitignore=True)
+    assert second != first
+    (root / ".gitignore").write_text("*.py\n")
+    assert digest_host_path(root, exclude=["README"], gitignore=True) not in (first, second)
+    (root / "README").write_text("excluded, so no change\n")
+    third = digest_host_path(root, exclude=["README"], gitignore=True)
+    (root / "run.sh").write_text("#!/bin/sh\necho changed\n")
+    assert digest_host_path(root, exclude=["README"], gitignore=True) != third
+
+
+def test_gitignore_import_copies_what_the_digest_covers(tmp_path: Path, layers: LayerStore) -> None:
+    root = _project(tmp_path)
+    (root / ".gitignore").write_text("*.log\nbuild/\n")
+    (root / "x.log").write_text("ignored\n")
+    (root / "build").mkdir()
+    (root / "build" / "out").write_text("ignored\n")
+    (root / "src" / ".gitignore").write_text("!keep.log\n")
+    (root / "src" / "keep.log").write_text("kept\n")
+    snap = import_host_path(root, layers, gitignore=True)
+    layer = layers.path(snap.layers[0])
+    assert not (layer / "x.log").exists() and not (layer / "build").exists()
+    assert (layer / "src" / "keep.log").read_text() == "kept\n"
+    assert digest_host_path(layer) == digest_host_path(root, gitignore=True)

@@ -49,15 +49,25 @@ def _ctr(parent: Handle | None) -> Container:
     return parent.value
 
 
-def _child(ctx: RequestContext, parent: Handle, field: str, type_name: str, value: Value) -> Handle:
-    return ctx.table.add(Handle(type_name, identity(parent.ident, field, {}), value))
+def _child(
+    ctx: RequestContext, parent: Handle, field: str, args: Args, type_name: str, value: Value
+) -> Handle:
+    """The object a leaf returns, named by the call that made it (parent, field, arguments)."""
+    return ctx.table.add(Handle(type_name, identity(parent.ident, field, args), value))
 
 
 def _items(
-    ctx: RequestContext, parent: Handle, field: str, type_name: str, values: Iterable[Value]
+    ctx: RequestContext,
+    parent: Handle,
+    field: str,
+    args: Args,
+    type_name: str,
+    values: Iterable[Value],
 ) -> list[Handle]:
     return [
-        ctx.table.add(Handle(type_name, identity(parent.ident, field, {"index": i}), value))
+        ctx.table.add(
+            Handle(type_name, identity(parent.ident, field, {**args, "(index)": i}), value)
+        )
         for i, value in enumerate(values)
     ]
 
@@ -97,7 +107,7 @@ async def directory_stat(ctx: RequestContext, parent: Handle | None, args: Args)
     d = _dir(parent)
     full = inside(d.subdir, args["path"])
     info = await stat_at(ctx, d.ref, full, args["path"], not args["doNotFollowSymlinks"])
-    return _child(ctx, parent, f"stat:{full}:{args['doNotFollowSymlinks']}", "Stat", info)
+    return _child(ctx, parent, "stat", args, "Stat", info)
 
 
 @leaf("File", "stat")
@@ -105,7 +115,7 @@ async def file_stat(ctx: RequestContext, parent: Handle | None, args: Args) -> H
     assert parent is not None
     f = _file(parent)
     info = await stat_at(ctx, f.ref, f.path, f.path, True)
-    return _child(ctx, parent, "stat", "Stat", info)
+    return _child(ctx, parent, "stat", args, "Stat", info)
 
 
 def _container_target(c: Container, path: str) -> tuple[Ref, str]:
@@ -139,7 +149,7 @@ async def container_stat(ctx: RequestContext, parent: Handle | None, args: Args)
     full = container_arg_path(c, args)
     ref, path = _container_target(c, full)
     info = await stat_at(ctx, ref, path, full, not args["doNotFollowSymlinks"])
-    return _child(ctx, parent, f"stat:{full}:{args['doNotFollowSymlinks']}", "Stat", info)
+    return _child(ctx, parent, "stat", args, "Stat", info)
 
 
 # --- names, digests, glob, findUp --------------------------------------------------------------
@@ -208,7 +218,9 @@ def _options(args: Args) -> SearchOptions:
     )
 
 
-def _results(ctx: RequestContext, parent: Handle, hits: list[SearchHit]) -> list[Handle]:
+def _results(
+    ctx: RequestContext, parent: Handle, args: Args, hits: list[SearchHit]
+) -> list[Handle]:
     values = [
         SearchResult(
             h.file_path,
@@ -219,7 +231,7 @@ def _results(ctx: RequestContext, parent: Handle, hits: list[SearchHit]) -> list
         )
         for h in hits
     ]
-    return _items(ctx, parent, "search", "SearchResult", values)
+    return _items(ctx, parent, "search", args, "SearchResult", values)
 
 
 @leaf("Directory", "search")
@@ -228,7 +240,7 @@ async def directory_search(ctx: RequestContext, parent: Handle | None, args: Arg
     d = _dir(parent)
     paths = list(args["paths"] or ())
     hits = await reads.search_tree(ctx.solver, d.ref, d.subdir, paths, _options(args))
-    return _results(ctx, parent, hits)
+    return _results(ctx, parent, args, hits)
 
 
 @leaf("File", "search")
@@ -236,7 +248,7 @@ async def file_search(ctx: RequestContext, parent: Handle | None, args: Args) ->
     assert parent is not None
     f = _file(parent)
     hits = await reads.search_file(ctx.solver, f.ref, f.path, _options(args))
-    return _results(ctx, parent, hits)
+    return _results(ctx, parent, args, hits)
 
 
 @leaf("SearchResult", "submatches")
@@ -244,7 +256,7 @@ async def search_result_submatches(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> list[Handle]:
     assert parent is not None and isinstance(parent.value, SearchResult)
-    return _items(ctx, parent, "submatches", "SearchSubmatch", parent.value.submatches)
+    return _items(ctx, parent, "submatches", args, "SearchSubmatch", parent.value.submatches)
 
 
 def _attribute_leaf(type_name: str, field: str, attribute: str) -> None:
