@@ -18,6 +18,7 @@ BENCHES = [
     ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
     ("engine cold start to the first answered query", ["cold_start.py"]),
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
+    ("unchanged host tree re-import vs cp -a", ["host_reimport.py"]),
     ("image pull + unpack vs skopeo + umoci", ["pull.py"]),
 ]
 

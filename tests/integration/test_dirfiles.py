@@ -415,3 +415,19 @@ async def test_file_export(client: Client, workdir: Path, busybox_ref: str) -> N
         image=busybox_ref,
     )
     assert "allowParentDirPath" in message
+
+
+async def test_no_cache_reads_the_host_again_within_a_session(
+    client: Client, workdir: Path
+) -> None:
+    (workdir / "d").mkdir()
+    (workdir / "d" / "v.txt").write_text("one\n")
+    memo = '{ host { directory(path: "d") { file(path: "v.txt") { contents } } } }'
+    fresh = '{ host { directory(path: "d", noCache: true) { file(path: "v.txt") { contents } } } }'
+    fresh_file = '{ host { file(path: "d/v.txt", noCache: true) { contents } } }'
+    assert (await client.data(memo))["host"]["directory"]["file"]["contents"] == "one\n"
+    assert (await client.data(fresh))["host"]["directory"]["file"]["contents"] == "one\n"
+    (workdir / "d" / "v.txt").write_text("two\n")
+    assert (await client.data(memo))["host"]["directory"]["file"]["contents"] == "one\n"
+    assert (await client.data(fresh))["host"]["directory"]["file"]["contents"] == "two\n"
+    assert (await client.data(fresh_file))["host"]["file"]["contents"] == "two\n"

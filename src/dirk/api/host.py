@@ -49,7 +49,7 @@ async def _checked(ctx: RequestContext, raw: str, kind: Literal["directory", "fi
     return path
 
 
-@builds("Host", "directory")
+@builds("Host", "directory", fresh_when="noCache")
 async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args) -> Directory:
     path = await _checked(ctx, args["path"], "directory")
     op = HostDirectory(
@@ -61,7 +61,7 @@ async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args)
     return Directory(Ref(op), "/")
 
 
-@builds("Host", "file")
+@builds("Host", "file", fresh_when="noCache")
 async def host_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
     path = await _checked(ctx, args["path"], "file")
     return File(Ref(HostFile(str(path))), "/" + path.name)

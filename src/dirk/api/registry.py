@@ -28,16 +28,22 @@ class Leaf:
 
 BUILDERS: dict[tuple[str, str], Builder] = {}
 LEAVES: dict[tuple[str, str], Leaf] = {}
+#: Builders whose call is made afresh (a new object, not the session's memo) when the named
+#: boolean argument is true: Dagger's `noCache` on reads of the host.
+FRESH_WHEN: dict[tuple[str, str], str] = {}
 
 B = TypeVar("B", bound=Builder)
 L = TypeVar("L", bound=LeafResolver)
 
 
-def builds(type_name: str, field: str) -> Callable[[B], B]:
-    """Registers a builder of the object `type_name.field` returns."""
+def builds(type_name: str, field: str, *, fresh_when: str = "") -> Callable[[B], B]:
+    """Registers a builder of the object `type_name.field` returns; with `fresh_when`, a call
+    whose argument of that name is true builds a new object every time."""
 
     def register(fn: B) -> B:
         BUILDERS[(type_name, field)] = fn
+        if fresh_when:
+            FRESH_WHEN[(type_name, field)] = fresh_when
         return fn
 
     return register

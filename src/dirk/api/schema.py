@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import re
+import secrets
 from typing import TYPE_CHECKING, Any
 
 import graphql
@@ -46,7 +47,7 @@ from dirk.api.dockerfile import resolver as _dockerfile  # noqa: F401
 if TYPE_CHECKING:
     from dirk.api.context import Info
 from dirk.api.ids import ROOT, canonical, identity
-from dirk.api.registry import BUILDERS, LEAVES, Builder, Leaf
+from dirk.api.registry import BUILDERS, FRESH_WHEN, LEAVES, Builder, Leaf
 from dirk.api.table import LEAF_LIMIT
 from dirk.api.validate import check_arguments
 from dirk.api.values import Handle
@@ -84,7 +85,8 @@ def _resolver(type_name: str, field_name: str, field: GraphQLField) -> Resolver:
         return query.loader(match.group(1))
     builder = BUILDERS.get((type_name, field_name))
     if builder is not None:
-        return _memo_builder(type_name, field_name, field, builder)
+        fresh_when = FRESH_WHEN.get((type_name, field_name))
+        return _memo_builder(type_name, field_name, field, builder, fresh_when)
     leaf = LEAVES.get((type_name, field_name))
     if leaf is not None:
         return _leaf(type_name, field_name, field, leaf)
@@ -97,13 +99,25 @@ def _full_args(field: GraphQLField, args: dict[str, Any]) -> dict[str, Any]:
     return {name: args.get(name) for name in field.args}
 
 
-def _memo_builder(type_name: str, field_name: str, field: GraphQLField, build: Builder) -> Resolver:
+def _memo_builder(
+    type_name: str,
+    field_name: str,
+    field: GraphQLField,
+    build: Builder,
+    fresh_when: str | None = None,
+) -> Resolver:
     returns: GraphQLNamedType = get_named_type(field.type)
 
     async def resolve(source: Any, info: Info, /, **args: Any) -> Handle:
         ctx: RequestContext = info.context
         parent = source if isinstance(source, Handle) else None
         full = _full_args(field, args)
+        if fresh_when and full.get(fresh_when):
+            # A new identity per call: nothing memoised under the old one is reused.
+            ident = identity(parent.ident if parent else ROOT, field_name, full)
+            ident = identity(ident, "(fresh)", {"nonce": secrets.token_hex(16)})
+            check_arguments(type_name, field_name, full)
+            return ctx.table.add(Handle(returns.name, ident, await build(ctx, parent, full)))
         ident = identity(parent.ident if parent else ROOT, field_name, full)
         table = ctx.table
         known = table.objects.get(ident)
