@@ -431,3 +431,21 @@ async def test_no_cache_reads_the_host_again_within_a_session(
     assert (await client.data(memo))["host"]["directory"]["file"]["contents"] == "one\n"
     assert (await client.data(fresh))["host"]["directory"]["file"]["contents"] == "two\n"
     assert (await client.data(fresh_file))["host"]["file"]["contents"] == "two\n"
+
+
+async def test_paths_in_cache_and_tmpfs_mounts_cannot_be_read(
+    client: Client, busybox_ref: str
+) -> None:
+    cache = await client.id_of('{ cacheVolume(key: "dirfiles-read-probe") { id } }')
+    base = (
+        "query($image: String!, $cache: ID!) { container { from(address: $image) {"
+        ' withMountedCache(path: "/c", cache: $cache) {'
+        ' withMountedTemp(path: "/t") { READ } } } } }'
+    )
+    for read in (
+        'directory(path: "/c/sub") { entries }',
+        'file(path: "/t/x") { contents }',
+        'exists(path: "/c/x")',
+    ):
+        message = await client.error(base.replace("READ", read), image=busybox_ref, cache=cache)
+        assert "belongs to no snapshot" in message and "withExec" in message, message

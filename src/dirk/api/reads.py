@@ -9,7 +9,7 @@ import posixpath
 from collections.abc import Iterable
 
 from dirk.api.container import _path as container_arg_path
-from dirk.api.container_ops import locate
+from dirk.api.container_ops import _outside_snapshots, locate
 from dirk.api.context import RequestContext
 from dirk.api.ids import identity
 from dirk.api.paths import inside
@@ -129,10 +129,7 @@ def _container_target(c: Container, path: str) -> tuple[Ref, str]:
     if m.kind == "file" and rel == "":
         assert m.file is not None
         return m.file.ref, m.file.path
-    raise SnapshotPathError(
-        f"{path} is inside the {m.kind} mount at {m.target}, whose contents exist only while a "
-        "command runs: check it from a command (withExec) instead"
-    )
+    raise _outside_snapshots(path, m, "read")
 
 
 @leaf("Container", "exists")
