@@ -4,12 +4,14 @@ would check it, by running commands in containers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
@@ -619,3 +621,58 @@ async def test_paths_in_mounts_that_are_no_snapshot(client: Client) -> None:
         )
     )
     assert "inside the cache volume mounted at /c" in message
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def push_with_healthcheck(registry: str, healthcheck: dict[str, Any]) -> str:
+    """busybox:latest with a HEALTHCHECK in its config, pushed under a name of this test's own;
+    its reference."""
+    name = "dirfiles-write-test/busybox-healthcheck"
+    with httpx.Client(base_url=f"http://{registry}", trust_env=False, timeout=30) as http:
+        manifest = http.get("/v2/busybox/manifests/latest", headers={"Accept": OCI_MANIFEST}).json()
+        config = http.get(f"/v2/busybox/blobs/{manifest['config']['digest']}").json()
+        config["config"]["Healthcheck"] = healthcheck
+        blob = json.dumps(config).encode()
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        for layer in manifest["layers"]:  # cross-repository mount: no upload
+            http.post(
+                f"/v2/{name}/blobs/uploads/", params={"mount": layer["digest"], "from": "busybox"}
+            ).raise_for_status()
+        start = http.post(f"/v2/{name}/blobs/uploads/")
+        start.raise_for_status()
+        location = start.headers["Location"]
+        separator = "&" if "?" in location else "?"
+        http.put(f"{location}{separator}digest={digest}", content=blob).raise_for_status()
+        manifest["config"] = {**manifest["config"], "digest": digest, "size": len(blob)}
+        http.put(
+            f"/v2/{name}/manifests/latest",
+            content=json.dumps(manifest).encode(),
+            headers={"Content-Type": OCI_MANIFEST},
+        ).raise_for_status()
+    return f"{registry}/{name}:latest"
+
+
+async def test_an_images_healthcheck_shows_and_can_be_replaced(
+    client: Client, registry: str
+) -> None:
+    image = push_with_healthcheck(
+        registry,
+        {"Test": ["CMD-SHELL", "wget -q -O- localhost"], "Interval": 90_000_000_000, "Retries": 2},
+    )
+    data = await client.data(
+        "query($image: String!) { container { from(address: $image) {"
+        " dockerHealthcheck { args shell interval timeout retries }"
+        ' withDockerHealthcheck(args: ["true"]) { dockerHealthcheck { args shell } } } } }',
+        image=image,
+    )
+    c = data["container"]["from"]
+    assert c["dockerHealthcheck"] == {
+        "args": ["wget -q -O- localhost"],
+        "shell": True,
+        "interval": "1m30s",
+        "timeout": "",
+        "retries": 2,
+    }
+    assert c["withDockerHealthcheck"]["dockerHealthcheck"] == {"args": ["true"], "shell": False}

@@ -18,6 +18,7 @@ from dirk.api.container_ops import (
     default_platform,
     directory_at,
     file_at,
+    image_healthcheck,
     merge_pairs,
     owned,
     owned_file,
@@ -130,6 +131,7 @@ async def from_image(ctx: RequestContext, c: Container, address: str) -> Contain
         default_args=config.cmd,
         labels=merge_pairs(c.labels, config.labels),
         exposed_ports=config.exposed_ports,
+        healthcheck=image_healthcheck(config.healthcheck),
         last_exec=None,
     )
 

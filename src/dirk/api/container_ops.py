@@ -10,9 +10,10 @@ import attrs
 
 from dirk.api.directory import file_in, rebased, subdirectory
 from dirk.api.paths import relative_to
-from dirk.api.values import Container, Directory, File, Mount, Port
+from dirk.api.values import Container, Directory, File, HealthcheckConfig, Mount, Port
 from dirk.errors import InvalidArgumentError
 from dirk.solver.ops import Copy, Exec, ExecMount, Ref
+from dirk.workers.images.config import ImageHealthcheck
 from dirk.workers.images.platform import Platform
 
 #: The PATH an exec gets when the container sets none (Dagger and Docker use the same).
@@ -241,3 +242,40 @@ def parse_port(text: str) -> Port:
     if not number.isdigit():
         raise InvalidArgumentError(f"the image declares an invalid port {text!r}")
     return Port(int(number), "UDP" if proto.lower() == "udp" else "TCP")
+
+
+def go_duration(ns: int) -> str:
+    """Nanoseconds the way Go's time.Duration prints them ("1m30s", "500ms"); "" for 0."""
+    if ns <= 0:
+        return ""
+    if ns < 1_000_000_000:
+        for unit, size in (("ms", 1_000_000), ("µs", 1_000), ("ns", 1)):
+            if ns >= size:
+                return _trim(ns / size) + unit
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = f"{hours}h" if hours else ""
+    if hours or minutes:
+        text += f"{minutes}m"
+    return text + _trim(rest / 1_000_000_000) + "s"
+
+
+def _trim(value: float) -> str:
+    return f"{value:.9f}".rstrip("0").rstrip(".")
+
+
+def image_healthcheck(h: ImageHealthcheck | None) -> HealthcheckConfig | None:
+    """An image config's healthcheck as Dagger shows it (CMD-SHELL means `shell`)."""
+    if h is None:
+        return None
+    kind, rest = h.test[0], h.test[1:]
+    args = rest if kind in ("CMD", "CMD-SHELL") else h.test
+    return HealthcheckConfig(
+        args=args,
+        shell=kind == "CMD-SHELL",
+        interval=go_duration(h.interval_ns),
+        timeout=go_duration(h.timeout_ns),
+        start_period=go_duration(h.start_period_ns),
+        start_interval=go_duration(h.start_interval_ns),
+        retries=h.retries,
+    )

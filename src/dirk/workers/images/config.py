@@ -23,6 +23,9 @@ class ImageConfig:
     user: str = ""
     labels: tuple[tuple[str, str], ...] = ()
     exposed_ports: tuple[str, ...] = ()
+    #: Docker's "Healthcheck": Test (["CMD", ...], ["CMD-SHELL", cmd] or ["NONE"]), durations in
+    #: nanoseconds, Retries; None when the image has none.
+    healthcheck: ImageHealthcheck | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> ImageConfig:
@@ -36,6 +39,38 @@ class ImageConfig:
             user=str(data.get("User") or ""),
             labels=tuple(sorted((str(k), str(v)) for k, v in (data.get("Labels") or {}).items())),
             exposed_ports=tuple(sorted(str(p) for p in (data.get("ExposedPorts") or {}))),
+            healthcheck=ImageHealthcheck.from_json(data.get("Healthcheck")),
+        )
+
+
+@attrs.frozen
+class ImageHealthcheck:
+    test: tuple[str, ...]
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    start_period_ns: int = 0
+    start_interval_ns: int = 0
+    retries: int = 0
+
+    @classmethod
+    def from_json(cls, data: Any) -> ImageHealthcheck | None:
+        if not isinstance(data, Mapping):
+            return None
+        test = _strings(data.get("Test"))
+        if not test or test[0] == "NONE":
+            return None
+
+        def number(key: str) -> int:
+            value = data.get(key)
+            return value if isinstance(value, int) and value > 0 else 0
+
+        return cls(
+            test=test,
+            interval_ns=number("Interval"),
+            timeout_ns=number("Timeout"),
+            start_period_ns=number("StartPeriod"),
+            start_interval_ns=number("StartInterval"),
+            retries=number("Retries"),
         )
 
 
