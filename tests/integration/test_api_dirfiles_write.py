@@ -676,3 +676,24 @@ async def test_an_images_healthcheck_shows_and_can_be_replaced(
         "retries": 2,
     }
     assert c["withDockerHealthcheck"]["dockerHealthcheck"] == {"args": ["true"], "shell": False}
+
+
+async def test_changes_of_a_step_on_a_whole_image(client: Client, python_ref: str) -> None:
+    # `after` is the image plus the exec's layer: only what the layer holds is compared.
+    data = await client.data(
+        "query($image: String!) { container { from(address: $image) { rootfs { id }"
+        ' withExec(args: ["sh", "-c", "echo x > /tmp/new; echo y >> /etc/hostname.d 2>/dev/null;'
+        ' rm /etc/debian_version; echo changed > /etc/issue"]) { rootfs { id } } } } }',
+        image=python_ref,
+    )
+    image = data["container"]["from"]
+    got = await client.data(
+        "query($a: ID!, $b: ID!) { loadDirectoryFromID(id: $a) { changes(from: $b) {"
+        " addedPaths modifiedPaths removedPaths } } }",
+        a=image["withExec"]["rootfs"]["id"],
+        b=image["rootfs"]["id"],
+    )
+    changes = got["loadDirectoryFromID"]["changes"]
+    assert "tmp/new" in changes["addedPaths"]
+    assert changes["modifiedPaths"] == ["etc/issue"]
+    assert changes["removedPaths"] == ["etc/debian_version"]

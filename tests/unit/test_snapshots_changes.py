@@ -121,3 +121,22 @@ def test_symlink_timestamps_and_chown(tmp_path: Path) -> None:
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (10, 20, 0o4755)
     with pytest.raises(SnapshotPathError, match="no such file"):
         metaops.chown_tree(root, "missing", 1, 1)
+
+
+def test_only_paths_in_the_added_layers_are_compared(tmp_path: Path) -> None:
+    before = tree(tmp_path / "b", {"edit": "1", "gone": "g", "same": "s", "opq/old": "o"})
+    before = tree(before, {"keep/k": "k", "untouched": "u"})
+    layer = tree(tmp_path / "layer", {"edit": "2", "same": "s", "new/n": "n", "opq/fresh": "f"})
+    os.mknod(layer / "gone", 0o600 | 0o020000, 0)
+    os.setxattr(layer / "opq", "trusted.overlay.opaque", b"y")
+    after = tree(tmp_path / "a", {"edit": "2", "same": "s", "new/n": "n", "opq/fresh": "f"})
+    after = tree(after, {"keep/k": "k", "untouched": "changed behind the layers' back"})
+    touched = changes.touched_by([layer])
+    found = changes.compare_trees(before, after, touched)
+    assert found.added == ("new/", "new/n", "opq/fresh")
+    assert found.modified == ("edit",)
+    assert found.all_removed == ("gone", "opq/old")
+    # Without the layers, every path is compared: the untouched one shows too.
+    assert changes.compare_trees(before, after).modified == ("edit", "untouched")
+    assert touched.below(["opq", "x"]).full
+    assert touched.below(["keep"]).children == {}

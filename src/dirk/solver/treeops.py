@@ -84,9 +84,10 @@ def run_tree_op(
                 snap.mount_ro(inputs[op.before]) as before_root,
                 snap.mount_ro(inputs[op.after]) as after_root,
             ):
-                after = fileops.resolve_in_root(after_root, op.after_path)
-                found = changes.compare_trees(
-                    fileops.resolve_in_root(before_root, op.before_path), after
+                _, after, found = _compare_views(
+                    snap,
+                    (inputs[op.before], before_root, op.before_path),
+                    (inputs[op.after], after_root, op.after_path),
                 )
                 changes.apply_changes(after, found, dest)
     except BaseException:
@@ -110,13 +111,18 @@ def _merge(
             after = fileops.resolve_in_root(after_root, side.after_path)
             side_patches.append(patches.diff_patch(before, after, scratch))
             if op.on_conflict == "FAIL_EARLY":
-                side_changes.append(changes.compare_trees(before, after))
+                _, _, found = _compare_views(
+                    snap,
+                    (inputs[side.before], before_root, side.before_path),
+                    (inputs[side.after], after_root, side.after_path),
+                )
+                side_changes.append(found)
     for i, ours in enumerate(side_changes):
         for theirs in side_changes[i + 1 :]:
-            found = merge.conflicts(ours, theirs)
-            if found:
+            clashes = merge.conflicts(ours, theirs)
+            if clashes:
                 raise PatchError(
-                    "the changesets conflict: " + "; ".join(found) + ". Pick onConflict "
+                    "the changesets conflict: " + "; ".join(clashes) + ". Pick onConflict "
                     "(FAIL, LEAVE_CONFLICT_MARKERS, PREFER_OURS, PREFER_THEIRS) to merge anyway"
                 )
     merge.merge_patches(work, side_patches, op.on_conflict)
@@ -136,6 +142,28 @@ def _env_file(snap: Snapshotter, op: RenderEnvFile, inputs: dict[Ref, Snapshot])
     return snap.commit(active)
 
 
+def _compare_views(
+    snap: Snapshotter,
+    before: tuple[Snapshot, Path, str],
+    after: tuple[Snapshot, Path, str],
+) -> tuple[Path, Path, changes.TreeChanges]:
+    """(before dir, after dir, changes) of two mounted views given as (snapshot, mounted root,
+    path). When `after` is `before` with layers on top (the usual case: a step's output
+    compared with its input), only the paths those layers hold are compared."""
+    before_snapshot, before_root, before_path = before
+    after_snapshot, after_root, after_path = after
+    before_parts = fileops.resolve_parts(before_root, before_path)
+    after_parts = fileops.resolve_parts(after_root, after_path)
+    before_dir = before_root.joinpath(*before_parts)
+    after_dir = after_root.joinpath(*after_parts)
+    touched = None
+    if before_parts == after_parts:
+        above = snap.layers_above(before_snapshot, after_snapshot)
+        if above is not None:
+            touched = changes.touched_by(above).below(after_parts)
+    return before_dir, after_dir, changes.compare_trees(before_dir, after_dir, touched)
+
+
 def _read(snap: Snapshotter, snapshot: Snapshot, path: str) -> bytes:
     return snap.read_file(snapshot, path)
 
@@ -149,13 +177,17 @@ def _compare(
             snap.mount_ro(inputs[op.before]) as before_root,
             snap.mount_ro(inputs[op.after]) as after_root,
         ):
-            before = fileops.resolve_in_root(before_root, op.before_path)
-            after = fileops.resolve_in_root(after_root, op.after_path)
             if op.kind == "patch":
+                before = fileops.resolve_in_root(before_root, op.before_path)
+                after = fileops.resolve_in_root(after_root, op.after_path)
                 data = patches.diff_patch(before, after, scratch)
                 fileops.write_file(active.merged, PATCH_FILE, data)
             else:
-                found = changes.compare_trees(before, after)
+                before, after, found = _compare_views(
+                    snap,
+                    (inputs[op.before], before_root, op.before_path),
+                    (inputs[op.after], after_root, op.after_path),
+                )
                 if op.kind == "layer":
                     changes.copy_changed(after, found, active.merged)
                 else:

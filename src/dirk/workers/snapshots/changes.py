@@ -12,12 +12,13 @@ import filecmp
 import os
 import shutil
 import stat
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import attrs
 
 from dirk.workers.snapshots.fileops import Copier, _lstat
-from dirk.workers.snapshots.layerview import is_whiteout
+from dirk.workers.snapshots.layerview import is_opaque, is_whiteout
 
 
 @attrs.frozen
@@ -41,6 +42,48 @@ class TreeChanges:
     @property
     def empty(self) -> bool:
         return not (self.added or self.modified or self.all_removed)
+
+
+@attrs.define
+class Touched:
+    """The paths some layers hold, as a tree: a comparison of `base` with `base` plus those
+    layers only needs to look at them. `full` marks a path below which anything may differ (a
+    non-directory or an opaque directory in some layer)."""
+
+    full: bool = False
+    children: dict[str, Touched] = attrs.field(factory=dict)
+
+    def below(self, parts: Sequence[str]) -> Touched:
+        node = self
+        for name in parts:
+            if node.full:
+                return node
+            child = node.children.get(name)
+            if child is None:
+                return Touched()  # nothing below here was touched
+            node = child
+        return node
+
+
+def touched_by(layer_dirs: Iterable[Path]) -> Touched:
+    root = Touched()
+    for layer in layer_dirs:
+        _mark(str(layer), root)
+    return root
+
+
+def _mark(directory: str, node: Touched) -> None:
+    if node.full:
+        return
+    with os.scandir(directory) as scan:
+        for de in scan:
+            child = node.children.setdefault(de.name, Touched())
+            if not de.is_dir(follow_symlinks=False) or is_opaque(de.path):
+                # A file, link or whiteout replaces whatever was below it in lower layers,
+                # and an opaque directory hides it: anything there may differ.
+                child.full = True
+            else:
+                _mark(de.path, child)
 
 
 def _entries(directory: str) -> dict[str, os.stat_result]:
@@ -81,16 +124,20 @@ def _same(a_path: str, a: os.stat_result, b_path: str, b: os.stat_result) -> boo
     return True
 
 
-def compare_trees(before: Path, after: Path) -> TreeChanges:
-    """The changes that turn `before` into `after`."""
+def compare_trees(before: Path, after: Path, touched: Touched | None = None) -> TreeChanges:
+    """The changes that turn `before` into `after`; with `touched`, only those paths are
+    looked at (the others are known to be the same)."""
     added: list[str] = []
     modified: list[str] = []
     removed: list[str] = []
 
-    def walk(b_dir: str, a_dir: str, prefix: str) -> None:
+    def walk(b_dir: str, a_dir: str, prefix: str, node: Touched | None) -> None:
         old = _entries(b_dir)
         new = _entries(a_dir)
-        for name in sorted(old.keys() | new.keys()):
+        names = old.keys() | new.keys()
+        if node is not None and not node.full:
+            names &= node.children.keys()
+        for name in sorted(names):
             b_st, a_st = old.get(name), new.get(name)
             b_path, a_path = os.path.join(b_dir, name), os.path.join(a_dir, name)
             rel = prefix + name
@@ -107,11 +154,12 @@ def compare_trees(before: Path, after: Path) -> TreeChanges:
             if b_st is None or a_st is None or b_is_dir != a_is_dir:
                 continue
             if b_is_dir:
-                walk(b_path, a_path, rel + "/")
+                below = None if node is None else node if node.full else node.children[name]
+                walk(b_path, a_path, rel + "/", below)
             elif not _same(b_path, b_st, a_path, a_st):
                 modified.append(rel)
 
-    walk(str(before), str(after), "")
+    walk(str(before), str(after), "", touched)
     return TreeChanges(tuple(sorted(added)), tuple(sorted(modified)), tuple(sorted(removed)))
 
 

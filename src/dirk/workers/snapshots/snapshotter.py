@@ -236,6 +236,14 @@ class Snapshotter:
         """Block until released mount dirs are deleted from disk (tests, engine shutdown)."""
         self._reaper.wait()
 
+    def layers_above(self, base: Snapshot, top: Snapshot) -> list[Path] | None:
+        """The layer directories (bottom first) `top` adds when it is `base` with layers on
+        top, as after a step on `base`; None when it is not. Only paths in them can differ."""
+        count = len(base.layers)
+        if top.layers[:count] != base.layers:
+            return None
+        return [self._layers.path(i) for i in top.layers[count:]]
+
     # --- reads without mounting -----------------------------------------------------------
 
     def _view(self, snapshot: Snapshot) -> LayerView:
