@@ -19,6 +19,7 @@ from dirk.api import RequestContext, build_schema
 from dirk.engine import Engine
 from dirk.engine.sessions import Session
 from dirk.wire.errors import format_error
+from dirk.workers.snapshots.hostexport import remove_entries
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -697,3 +698,53 @@ async def test_changes_of_a_step_on_a_whole_image(client: Client, python_ref: st
     assert "tmp/new" in changes["addedPaths"]
     assert changes["modifiedPaths"] == ["etc/issue"]
     assert changes["removedPaths"] == ["etc/debian_version"]
+
+
+async def test_changeset_export_applies_to_the_host(client: Client, tmp_path: Path) -> None:
+    before = await client.dir_id({"edit.txt": "old", "gone.txt": "g", "d/x": "x"})
+    after = await _id(
+        client,
+        "query($d: ID!) { loadDirectoryFromID(id: $d) {"
+        ' withNewFile(path: "edit.txt", contents: "new") { withoutFile(path: "gone.txt") {'
+        ' withoutDirectory(path: "d") { withNewFile(path: "add/a.txt", contents: "a") {'
+        " id } } } } } }",
+        d=before,
+    )
+    host = client.session.workdir / "checkout"
+    (host / "d").mkdir(parents=True)
+    (host / "d" / "x").write_text("x")
+    (host / "edit.txt").write_text("old")
+    (host / "gone.txt").write_text("g")
+    (host / "untracked.txt").write_text("mine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "gone.txt").write_text("not yours")
+    (host / "link").symlink_to(outside)
+    data = await client.data(
+        "query($a: ID!, $b: ID!) { loadDirectoryFromID(id: $a) { changes(from: $b) {"
+        ' export(path: "checkout") } } }',
+        a=after,
+        b=before,
+    )
+    assert data["loadDirectoryFromID"]["changes"]["export"] == str(host)
+    assert (host / "edit.txt").read_text() == "new"
+    assert (host / "add" / "a.txt").read_text() == "a"
+    assert not (host / "gone.txt").exists() and not (host / "d").exists()
+    assert (host / "untracked.txt").read_text() == "mine"
+    assert (outside / "gone.txt").read_text() == "not yours"
+
+
+def test_removing_entries_never_follows_links(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "f").write_text("keep")
+    dest.mkdir()
+    (dest / "via").symlink_to(outside)
+    (dest / "real").mkdir()
+    (dest / "real" / "f").write_text("drop")
+    remove_entries(dest, ["via/sub/f", "via/sub/", "real/f", "missing/x", "../outside/sub/f"])
+    assert (outside / "sub" / "f").read_text() == "keep"
+    assert not (dest / "real" / "f").exists()
+    remove_entries(dest, ["via"])  # the link itself goes, not its target
+    assert not (dest / "via").is_symlink() and (outside / "sub" / "f").exists()

@@ -13,9 +13,11 @@ from typing import Any
 from dirk.api.context import RequestContext
 from dirk.api.directory import SCRATCH, sync_directory, with_directory, without
 from dirk.api.directory_write import compared
+from dirk.api.host import host_path
 from dirk.api.ids import format_id, identity
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Changeset, DiffStat, Directory, File, Handle
+from dirk.solver import reads
 from dirk.solver.ops import ChangeSide, MergeChanges, Ref
 from dirk.solver.treeops import CHANGES_FILE, PATCH_FILE
 
@@ -100,6 +102,17 @@ async def changeset_diff_stats(
         ident = identity(parent.ident, "diffStats", {"index": index})
         handles.append(ctx.table.add(Handle("DiffStat", ident, stat)))
     return handles
+
+
+@leaf("Changeset", "export", memo=False)
+async def changeset_export(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    """The changes applied to a host directory: what `after` removed is removed there, what
+    it added or modified is written (the rest of the host directory stays)."""
+    c = _changes(parent)
+    dest = host_path(ctx.workdir, args["path"])
+    summary = await _summary(ctx, c)
+    layer = compared(c.before, c.after, "layer")
+    return str(await reads.export_changes(ctx.solver, layer, summary["removed"], dest))
 
 
 @leaf("Changeset", "sync")

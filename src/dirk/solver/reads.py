@@ -120,6 +120,15 @@ async def export_directory(
     )
 
 
+async def export_changes(solver: Solver, layer: Ref, removed: Sequence[str], dest: Path) -> Path:
+    """A Changeset's export: `removed` removed below `dest`, then the tree of added and
+    modified files (`layer`) merged into it."""
+    await anyio.to_thread.run_sync(hostexport.remove_entries, dest, removed)
+    return await _in_view(
+        solver, layer, lambda root: hostexport.export_directory(root, dest, wipe=False)
+    )
+
+
 async def export_file(
     solver: Solver, ref: Ref, path: str, dest: Path, *, allow_parent_dir: bool
 ) -> Path:

@@ -75,6 +75,21 @@ class Changeset(ObjectBase[M]):
         return self._leaf_objects("diffStats", [], "DiffStat")
 
     @overload
+    def export(self: Changeset[Async], path: str) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def export(self: Changeset[Sync], path: str) -> str: ...
+
+    def export(self, path: str) -> Any:
+        """Applies the changes to a host directory, removals too; returns the path written.
+
+        Args:
+            path: The host directory; relative paths resolve against the session's working
+                directory.
+        """
+        return self._leaf("export", [("path", path, REQUIRED)], as_str)
+
+    @overload
     def is_empty(self: Changeset[Async]) -> Coroutine[Any, Any, bool]: ...
 
     @overload

@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from dirk.errors import HostPathError
@@ -230,3 +231,48 @@ def _replace_dir(
             os.rename(trash, name, src_dir_fd=pfd, dst_dir_fd=pfd)
         raise
     shutil.rmtree(trash, dir_fd=pfd)
+
+
+def remove_entries(dest: Path, paths: Sequence[str]) -> None:
+    """Remove `paths` (relative, "/"-separated, a trailing "/" for directories) below the host
+    directory `dest`, as a Changeset's export does for what it removed. Nothing is followed:
+    a path that leads through a symlink or a non-directory, or is missing, is left alone."""
+    try:
+        root = os.open(dest, _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return  # dest itself is a symlink: what it points at is not ours to change
+        raise
+    try:
+        for rel in paths:
+            parts = [p for p in rel.strip("/").split("/") if p not in ("", ".")]
+            if not parts or ".." in parts:
+                continue
+            _remove_below(root, parts, dest)
+    finally:
+        os.close(root)
+
+
+def _remove_below(root: int, parts: list[str], dest: Path) -> None:
+    fds: list[int] = []
+    try:
+        dfd = root
+        for name in parts[:-1]:
+            try:
+                dfd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+            except OSError:
+                return  # missing, a file, or a symlink (ELOOP): nothing of ours below
+            fds.append(dfd)
+        st = _lstat_at(dfd, parts[-1])
+        if st is not None:
+            try:
+                _remove_at(dfd, parts[-1], st)
+            except PermissionError:
+                raise HostPathError(
+                    f"cannot remove {'/'.join(parts)} below {dest}: permission denied"
+                ) from None
+    finally:
+        for fd in fds:
+            os.close(fd)
