@@ -4,12 +4,16 @@ found inside the target."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dirk.errors import HostPathError
+from dirk.workers.hostaccess import HostAccess, HostUser
 from dirk.workers.snapshots.hostexport import export_directory, export_file
 
 
@@ -149,3 +153,46 @@ def test_export_below_a_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("x")
     with pytest.raises(HostPathError, match="a parent of it is a file"):
         export_directory(src, tmp_path / "plain" / "dir")
+
+
+def test_new_entries_belong_to_the_owner_of_the_target_directory(tmp_path: Path) -> None:
+    src = _source(tmp_path / "src")
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, 1234, 5678)
+    export_directory(src, home / "out")
+    export_file(src / "a.txt", home / "a.txt")
+    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [home / "a.txt", *home.rglob("*")]}
+    assert owners == {(1234, 5678)}
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A directory every user can traverse (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="dirk-export-", dir="/var/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.mark.anyio
+async def test_export_with_a_users_credentials(shared_tmp: Path) -> None:
+    src = _source(shared_tmp / "src")
+    for path in [src, *src.rglob("*")]:
+        if not path.is_symlink():
+            os.chmod(path, 0o755)
+    home = shared_tmp / "home"
+    home.mkdir()
+    os.chown(home, 1234, 5678)  # a group the user is not in: the chown to it is refused
+    closed = shared_tmp / "closed"
+    closed.mkdir(mode=0o755)
+    access = HostAccess(HostUser(1234, 1234, (1234,)), shared_tmp / "state")
+    try:
+        await access.run(export_directory, src, home / "out")
+        owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in (home / "out").rglob("*")}
+        assert owners == {(1234, 1234)}
+        with pytest.raises(HostPathError, match=r"permission denied|not writable"):
+            await access.run(export_directory, src, closed / "out")
+    finally:
+        access.close()
+    assert not (closed / "out").exists()

@@ -7,11 +7,14 @@ Inside the target nothing is followed: entries are opened relative to their pare
 descriptor with O_NOFOLLOW, and a symlink found there is replaced as an entry, never written
 through, so a link in the target pointing at /etc or elsewhere cannot redirect a write. The
 path the user named (up to the target's parent) is taken as it is, symlinks and all.
-New entries get the owner of the directory they are exported into.
+New entries get the owner of the directory they are exported into where the writer may give
+them away (as root); a writer that may not (running with a user's filesystem credentials)
+leaves them its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -56,6 +59,15 @@ def _open_parent(dest: Path) -> int:
         raise HostPathError(f"cannot export to {dest}: its directory is not writable") from None
 
 
+def _give(fd: int | str, owner: Owner, dfd: int | None = None) -> None:
+    """Hand an entry to `owner` (by fd, or by name in `dfd` without following a link)."""
+    with contextlib.suppress(PermissionError):
+        if isinstance(fd, int):
+            os.fchown(fd, *owner)
+        else:
+            os.chown(fd, *owner, dir_fd=dfd, follow_symlinks=False)
+
+
 def _remove_at(dfd: int, name: str, st: os.stat_result) -> None:
     if stat.S_ISDIR(st.st_mode):
         shutil.rmtree(name, dir_fd=dfd)
@@ -70,7 +82,7 @@ def _write_file(src: str, st: os.stat_result, dfd: int, name: str, owner: Owner)
         try:
             while os.sendfile(fd, sfd, None, 1 << 30) > 0:
                 pass
-            os.fchown(fd, *owner)
+            _give(fd, owner)
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
             os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
         finally:
@@ -86,7 +98,7 @@ def _write_entry(src: str, st: os.stat_result, dfd: int, name: str, owner: Owner
         _write_file(src, st, dfd, name, owner)
     elif stat.S_ISLNK(st.st_mode):
         os.symlink(os.readlink(src), name, dir_fd=dfd)
-        os.chown(name, *owner, dir_fd=dfd, follow_symlinks=False)
+        _give(name, owner, dfd)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
     elif stat.S_ISDIR(st.st_mode):
         os.mkdir(name, 0o700, dir_fd=dfd)
@@ -102,7 +114,7 @@ def _write_entry(src: str, st: os.stat_result, dfd: int, name: str, owner: Owner
 
 
 def _set_dir_meta(fd: int, st: os.stat_result, owner: Owner) -> None:
-    os.fchown(fd, *owner)
+    _give(fd, owner)
     os.fchmod(fd, stat.S_IMODE(st.st_mode))
     os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
