@@ -35,8 +35,8 @@ from dirk.workers.snapshots.tree import Watch, iter_tree
 #: hash is not cached (the "racy git" problem).
 RACY_NS = 2_000_000_000
 _CACHE_LIMIT = 500_000
-#: How many entries the remembered tree digests may watch in all.
-_TREE_MEMO_LIMIT = 1_000_000
+#: How many entries the remembered tree digests may watch in all (~200 bytes each).
+_TREE_MEMO_LIMIT = 300_000
 #: Files up to this size are read in one call.
 _SMALL_FILE = 1 << 20
 _cache: dict[tuple[int, int, int, int, int], bytes] = {}
