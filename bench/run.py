@@ -19,6 +19,7 @@ BENCHES = [
     ("engine cold start to the first answered query", ["cold_start.py"]),
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
     ("unchanged host tree re-import vs cp -a", ["host_reimport.py"]),
+    ("image publish vs skopeo copy", ["publish.py"]),
     ("image pull + unpack vs skopeo + umoci", ["pull.py"]),
 ]
 

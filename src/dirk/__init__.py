@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import FileType as FileType
     from dirk.sdk.gen import HealthcheckConfig as HealthcheckConfig
     from dirk.sdk.gen import Host as Host
+    from dirk.sdk.gen import ImageLayerCompression as ImageLayerCompression
+    from dirk.sdk.gen import ImageMediaTypes as ImageMediaTypes
     from dirk.sdk.gen import Label as Label
     from dirk.sdk.gen import NetworkProtocol as NetworkProtocol
     from dirk.sdk.gen import Node as Node
@@ -86,6 +88,8 @@ _EXPORTS = {
             "FileType",
             "HealthcheckConfig",
             "Host",
+            "ImageLayerCompression",
+            "ImageMediaTypes",
             "Label",
             "NetworkProtocol",
             "Node",

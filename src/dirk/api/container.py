@@ -133,6 +133,7 @@ async def from_image(ctx: RequestContext, c: Container, address: str) -> Contain
         exposed_ports=config.exposed_ports,
         healthcheck=image_healthcheck(config.healthcheck),
         last_exec=None,
+        base_config=resolved.config_digest,
     )
 
 

@@ -37,6 +37,7 @@ from dirk.api import (  # noqa: F401
     exports,
     file,
     host,
+    image_out,
     query,
     reads,
     secret,

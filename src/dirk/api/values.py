@@ -87,6 +87,10 @@ class Container:
     volatile_env: tuple[tuple[str, str], ...] = ()
     default_terminal_cmd: TerminalCommand | None = None
     healthcheck: HealthcheckConfig | None = None
+    #: The config blob of the image it came from (history and settings carry over on publish).
+    base_config: str = ""
+    #: Credentials for publishing: (registry, username, the Secret holding the password).
+    registry_auth: tuple[tuple[str, str, Secret], ...] = ()
 
 
 @attrs.frozen

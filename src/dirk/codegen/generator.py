@@ -386,7 +386,9 @@ class Generator:
             sig = ", ".join([f"self: {cls}[{mode}]", *signature]).replace("{M}", mode)
             returns = result.replace("{M}", mode)
             out.append(f"\n    @overload\n    def {python_name}({sig}) -> {returns}: ...\n")
-        sig = ", ".join(["self", *signature]).replace("{M}", "M")
+        # Object arguments of the implementation take either mode: mypy cannot bind the
+        # class's mode through the overloads' self types.
+        sig = ", ".join(["self", *signature]).replace("{M}", "Any")
         out.append(f"\n    def {python_name}({sig}) -> Any:\n{doc}        return {call}\n")
         return "".join(out)
 

@@ -471,6 +471,68 @@ class RenderEnvFile:
         return f"write env file from {self.source_path or 'nothing'}"
 
 
+@attrs.frozen(cache_hash=True)
+class ImagePlatform:
+    """One platform's image of a container: its root filesystem and image settings.
+
+    `base_config` is the config blob digest of the image the container started from (its
+    history and other settings carry over); "" for scratch. `healthcheck` is the config's
+    Healthcheck object as JSON ("" keeps the base's); `annotations` go into the manifest.
+    """
+
+    rootfs: Ref
+    platform: str
+    env: tuple[str, ...] = ()
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    workdir: str = ""
+    user: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    exposed_ports: tuple[str, ...] = ()
+    base_config: str = ""
+    healthcheck: str = ""
+    annotations: tuple[tuple[str, str], ...] = ()
+
+
+#: Layer compression of an image out: "gzip", "zstd", "none", or "" (reuse what a layer has).
+ImageCompression = Literal["", "gzip", "zstd", "none"]
+ImageMediaTypes = Literal["oci", "docker"]
+
+
+@attrs.frozen(cache_hash=True)
+class ImageTarball:
+    """An OCI image tarball of `images` (the first the main platform, the others its
+    variants): output 0 holds it as the file `/image.tar`."""
+
+    images: tuple[ImagePlatform, ...]
+    compression: ImageCompression = ""
+    media_types: ImageMediaTypes = "oci"
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return tuple(i.rootfs for i in self.images)
+
+    def describe(self) -> str:
+        return "image tarball"
+
+
+@attrs.frozen(cache_hash=True)
+class ImageImport:
+    """The root filesystem of the image `manifest_digest` held by the image tarball at
+    `path` of `source` (read again only when its blobs have left the store)."""
+
+    source: Ref
+    path: str
+    manifest_digest: str
+    platform: str
+    tag: str = ""
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.source,)
+
+    def describe(self) -> str:
+        return f"import image {self.path}"
+
+
 Op = (
     Scratch
     | ImagePull
@@ -490,6 +552,8 @@ Op = (
     | ExtractArchive
     | MergeChanges
     | RenderEnvFile
+    | ImageTarball
+    | ImageImport
 )
 
 #: The instance of each distinct operation that Refs point at (see `Ref`), by its type and

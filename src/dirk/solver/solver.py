@@ -30,6 +30,7 @@ from dirk.errors import (
     StateError,
 )
 from dirk.solver.flights import Flights
+from dirk.solver.images_out import ImagesOut
 from dirk.solver.keys import cache_key
 from dirk.solver.mounts import StepMounts
 from dirk.solver.ops import (
@@ -39,7 +40,9 @@ from dirk.solver.ops import (
     ExtractArchive,
     HostDirectory,
     HostFile,
+    ImageImport,
     ImagePull,
+    ImageTarball,
     MkDir,
     MkFile,
     Op,
@@ -148,6 +151,14 @@ class Solver:
         self._resolved: dict[str, ResolvedImage] = {}
         self._sinks: list[EventSink] = []
         self.counters = _Counters()
+        self.images_out = ImagesOut(
+            solve_all=self.solve_all,
+            db=db,
+            blobs=blobs,
+            layers=layers,
+            snapshotter=snapshotter,
+            images=images,
+        )
 
     # --- public API -----------------------------------------------------------------------
 
@@ -334,6 +345,14 @@ class Solver:
             return OpResult(key, (snapshot,))
         if isinstance(op, Exec):
             return await self._exec(op, key, inputs)
+        if isinstance(op, ImageTarball):
+            snapshots = [inputs[i.rootfs] for i in op.images]
+            out = self.images_out
+            tarball = await out.tarball(op.images, op.compression, op.media_types, snapshots)
+            return OpResult(key, (tarball,))
+        if isinstance(op, ImageImport):
+            rootfs = await self.images_out.unpack_import(op, inputs[op.source])
+            return OpResult(key, (rootfs,))
         if isinstance(op, TREE_OPS):
             scratch = self._layers.layout.tmp
             snapshot = await anyio.to_thread.run_sync(run_tree_op, self._snap, op, inputs, scratch)

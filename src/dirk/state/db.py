@@ -32,6 +32,20 @@ CREATE TABLE IF NOT EXISTS cache (
     created REAL NOT NULL,
     last_used REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS layer_blobs (
+    layer_id TEXT NOT NULL,       -- a layer directory under l/
+    compression TEXT NOT NULL,    -- "gzip", "zstd" or "none"
+    digest TEXT NOT NULL,         -- the blob (in blobs/) holding the layer as a tar
+    diff_id TEXT NOT NULL,        -- the digest of the uncompressed tar
+    size INTEGER NOT NULL,
+    PRIMARY KEY (layer_id, compression)
+);
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,         -- a blob known to be in a repository of a registry
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (digest, registry, repository)
+);
 """
 
 
@@ -89,6 +103,46 @@ class Database:
 
     def remove_layer(self, layer_id: str) -> None:
         self.execute("DELETE FROM layers WHERE id = ?", (layer_id,))
+
+    # --- layer blobs (image layers as tar blobs, per compression) --------------------------
+
+    def add_layer_blob(
+        self, layer_id: str, compression: str, digest: str, diff_id: str, size: int
+    ) -> None:
+        self.execute(
+            "INSERT OR REPLACE INTO layer_blobs(layer_id, compression, digest, diff_id, size) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (layer_id, compression, digest, diff_id, size),
+        )
+
+    def layer_blobs(self, layer_id: str) -> list[tuple[str, str, str, int]]:
+        """(compression, digest, diff_id, size) of every blob made of layer `layer_id`."""
+        rows = self.execute(
+            "SELECT compression, digest, diff_id, size FROM layer_blobs WHERE layer_id = ? "
+            "ORDER BY compression",
+            (layer_id,),
+        )
+        return [(str(c), str(d), str(i), int(s)) for c, d, i, s in rows]
+
+    def remove_layer_blob(self, layer_id: str, compression: str) -> None:
+        self.execute(
+            "DELETE FROM layer_blobs WHERE layer_id = ? AND compression = ?",
+            (layer_id, compression),
+        )
+
+    def add_blob_source(self, digest: str, registry: str, repository: str) -> None:
+        self.execute(
+            "INSERT OR IGNORE INTO blob_sources(digest, registry, repository) VALUES (?, ?, ?)",
+            (digest, registry, repository),
+        )
+
+    def blob_sources(self, digest: str, registry: str) -> list[str]:
+        """Repositories of `registry` known to hold blob `digest`."""
+        rows = self.execute(
+            "SELECT repository FROM blob_sources WHERE digest = ? AND registry = ?",
+            (digest, registry),
+        )
+        return [str(r[0]) for r in rows]
 
     # --- cache ----------------------------------------------------------------------------
 

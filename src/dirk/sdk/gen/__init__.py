@@ -14,6 +14,8 @@ from dirk.sdk.gen.enums import (
     DiffStatKind,
     ExistsType,
     FileType,
+    ImageLayerCompression,
+    ImageMediaTypes,
     NetworkProtocol,
     ReturnType,
 )
@@ -55,6 +57,8 @@ __all__ = [
     "FileType",
     "HealthcheckConfig",
     "Host",
+    "ImageLayerCompression",
+    "ImageMediaTypes",
     "Label",
     "NetworkProtocol",
     "Node",

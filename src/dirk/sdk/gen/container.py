@@ -6,7 +6,13 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.gen.enums import CacheSharingMode, ExistsType, ReturnType
+from dirk.sdk.gen.enums import (
+    CacheSharingMode,
+    ExistsType,
+    ImageLayerCompression,
+    ImageMediaTypes,
+    ReturnType,
+)
 from dirk.sdk.modes import Async, M, Sync
 from dirk.sdk.runtime import (
     REQUIRED,
@@ -1021,3 +1027,177 @@ class Container(ObjectBase[M]):
     def without_workdir(self) -> Container[M]:
         """This container with commands running in the default working directory."""
         return cast("Container[M]", self._select("withoutWorkdir", "Container", []))
+
+    def as_tarball(
+        self,
+        *,
+        platform_variants: list[Container[M]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> File[M]:
+        """The container as an OCI image tarball (with its platform variants, as an index).
+
+        Args:
+            platform_variants: Containers of other platforms to add to the image index.
+            forced_compression: Compresses every layer so; when absent, a layer reuses a blob it has
+                (else gzip).
+            media_types: The media types of the image's manifests and layers.
+        """
+        return cast(
+            "File[M]",
+            self._select(
+                "asTarball",
+                "File",
+                [
+                    ("platformVariants", platform_variants, []),
+                    ("forcedCompression", forced_compression, None),
+                    ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
+                ],
+            ),
+        )
+
+    @overload
+    def export(
+        self: Container[Async],
+        path: str,
+        *,
+        platform_variants: list[Container[Async]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        expand: bool = False,
+    ) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def export(
+        self: Container[Sync],
+        path: str,
+        *,
+        platform_variants: list[Container[Sync]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        expand: bool = False,
+    ) -> str: ...
+
+    def export(
+        self,
+        path: str,
+        *,
+        platform_variants: list[Container[Any]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        expand: bool = False,
+    ) -> Any:
+        """Writes the container as an OCI image tarball to a path of the host; returns the path.
+
+        Args:
+            path: The host path of the tarball; relative paths resolve against the session's working
+                directory.
+            platform_variants: Containers of other platforms to add to the image index.
+            forced_compression: Compresses every layer so; when absent, a layer reuses a blob it has
+                (else gzip).
+            media_types: The media types of the image's manifests and layers.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return self._leaf(
+            "export",
+            [
+                ("path", path, REQUIRED),
+                ("platformVariants", platform_variants, []),
+                ("forcedCompression", forced_compression, None),
+                ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
+                ("expand", expand, False),
+            ],
+            as_str,
+        )
+
+    def import_(self, source: File[M], *, tag: str = "") -> Container[M]:
+        """This container with the root filesystem and configuration of an image tarball.
+
+        Args:
+            source: The OCI image tarball.
+            tag: Which image to take when the tarball holds several tagged ones.
+        """
+        return cast(
+            "Container[M]",
+            self._select("import", "Container", [("source", source, REQUIRED), ("tag", tag, "")]),
+        )
+
+    @overload
+    def publish(
+        self: Container[Async],
+        address: str,
+        *,
+        platform_variants: list[Container[Async]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def publish(
+        self: Container[Sync],
+        address: str,
+        *,
+        platform_variants: list[Container[Sync]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> str: ...
+
+    def publish(
+        self,
+        address: str,
+        *,
+        platform_variants: list[Container[Any]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> Any:
+        """Pushes the container as an image to a registry; returns the address with its digest.
+
+        Args:
+            address: Where to push, as for `docker push`: `registry/repository[:tag]`.
+            platform_variants: Containers of other platforms to push with it, as one image index.
+            forced_compression: Compresses every layer so; when absent, a layer reuses a blob it has
+                (else gzip).
+            media_types: The media types of the image's manifests and layers.
+        """
+        return self._leaf(
+            "publish",
+            [
+                ("address", address, REQUIRED),
+                ("platformVariants", platform_variants, []),
+                ("forcedCompression", forced_compression, None),
+                ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
+            ],
+            as_str,
+        )
+
+    def with_registry_auth(self, address: str, username: str, secret: Secret[M]) -> Container[M]:
+        """This container with credentials for publishing to a registry.
+
+        Args:
+            address: An image address on the registry (only its registry part counts).
+            username: The user name.
+            secret: The password or token.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withRegistryAuth",
+                "Container",
+                [
+                    ("address", address, REQUIRED),
+                    ("username", username, REQUIRED),
+                    ("secret", secret, REQUIRED),
+                ],
+            ),
+        )
+
+    def without_registry_auth(self, address: str) -> Container[M]:
+        """This container without the credentials given for a registry.
+
+        Args:
+            address: An image address on the registry (only its registry part counts).
+        """
+        return cast(
+            "Container[M]",
+            self._select("withoutRegistryAuth", "Container", [("address", address, REQUIRED)]),
+        )

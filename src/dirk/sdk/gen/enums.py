@@ -100,6 +100,29 @@ class FileType(enum.Enum):
     """The same as SYMLINK."""
 
 
+class ImageLayerCompression(enum.Enum):
+    """How the layers of an image written out are compressed."""
+
+    Gzip = "Gzip"
+    """gzip (the most widely supported)."""
+
+    Zstd = "Zstd"
+    """zstd (smaller and faster to unpack; needs a recent runtime)."""
+
+    Uncompressed = "Uncompressed"
+    """No compression: plain tar layers."""
+
+
+class ImageMediaTypes(enum.Enum):
+    """Which family of media types an image written out uses."""
+
+    OCIMediaTypes = "OCIMediaTypes"
+    """The OCI image spec's media types."""
+
+    DockerMediaTypes = "DockerMediaTypes"
+    """Docker's image manifest v2 schema 2 media types (for older registries and runtimes)."""
+
+
 class NetworkProtocol(enum.Enum):
     """A transport protocol of a network port."""
 

@@ -93,6 +93,8 @@ class ResolvedImage:
     config: ImageConfig
     layers: tuple[LayerDescriptor, ...]
     platform: str
+    #: The uncompressed digests of the layers, from the config (empty if it lists none).
+    diff_ids: tuple[str, ...] = ()
 
 
 def _strings(value: Any) -> tuple[str, ...]:

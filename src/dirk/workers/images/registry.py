@@ -93,7 +93,7 @@ class RegistryClient:
         for client in clients:
             await client.aclose()
 
-    def _client_for(self, url: str) -> httpx.AsyncClient:
+    def client_for(self, url: str) -> httpx.AsyncClient:
         local = is_loopback(httpx.URL(url).host)
         client = self._clients.get(local)
         if client is None:
@@ -250,7 +250,7 @@ class RegistryClient:
     ) -> httpx.Response:
         if auth is not None:
             headers = {**headers, "Authorization": auth}
-        client = self._client_for(url)
+        client = self.client_for(url)
         request = client.build_request("GET", url, headers=headers)
         try:
             return await client.send(request, stream=True)
@@ -277,9 +277,13 @@ class RegistryClient:
             if value == stale:
                 raise self._refused(ref)
             return value
-        return "Bearer " + await self._fetch_token(ref, challenge)
+        return "Bearer " + await self.fetch_token(ref, challenge, creds)
 
-    async def _fetch_token(self, ref: ImageReference, challenge: Challenge) -> str:
+    async def fetch_token(
+        self, ref: ImageReference, challenge: Challenge, creds: Credentials | None
+    ) -> str:
+        """A Bearer token from the challenge's realm, for its scope (pull when it names
+        none), asked for with `creds` when there are some."""
         realm = challenge.get("realm")
         if not realm:
             raise RegistryAuthError(
@@ -289,13 +293,12 @@ class RegistryClient:
         params = {"scope": challenge.get("scope") or f"repository:{ref.repository}:pull"}
         if challenge.get("service"):
             params["service"] = challenge.get("service") or ""
-        creds = self.docker_config.credentials(ref.registry)
         auth = httpx.BasicAuth(creds.username, creds.password) if creds else None
         host = httpx.URL(realm).host or realm
 
         async def attempt() -> httpx.Response:
             try:
-                r = await self._client_for(realm).get(realm, params=params, auth=auth)
+                r = await self.client_for(realm).get(realm, params=params, auth=auth)
             except httpx.TransportError as exc:
                 error = _unreachable(host, exc, f"(the token service of {ref.registry})")
                 raise TransientError(error) from None
@@ -318,7 +321,7 @@ class RegistryClient:
                 )
             raise RegistryAuthError(
                 f"the token service of {ref.registry} refused the credentials of user "
-                f"{creds.username!r} from {self.docker_config.path}; check them (docker login)"
+                f"{creds.username!r}; check them (docker login, or withRegistryAuth)"
             )
         if r.status_code >= 400:
             raise RegistryAuthError(

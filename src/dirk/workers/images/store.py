@@ -32,6 +32,7 @@ from dirk.workers.images.config import (
 from dirk.workers.images.decompress import decompressed, make_pipe, open_decompressed, sniff
 from dirk.workers.images.manifest import (
     INDEX_TYPES,
+    LAYER_TYPES,
     media_type_of,
     parse_index,
     parse_manifest,
@@ -44,6 +45,8 @@ from dirk.workers.images.unpack import unpack_tar
 from dirk.workers.snapshots.layers import LayerStore, Snapshot, new_layer_id
 
 MAX_CONCURRENT_DOWNLOADS = 4
+#: The registry name of images that came from a tarball, not a registry.
+IMPORTED = "import.dirk.invalid"
 #: Downloaded bytes are handed to a worker thread (hashing, writing) in pieces of this size.
 _WRITE_BATCH = 1024 * 1024
 _MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -79,6 +82,11 @@ class ImageStore:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    @property
+    def registry(self) -> RegistryClient:
+        """The registry client (pushes share its connections and retry policy)."""
+        return self._client
 
     # --- resolve --------------------------------------------------------------------------
 
@@ -116,6 +124,7 @@ class ImageStore:
             config=ImageConfig.from_json(config_json.get("config")),
             layers=manifest.layers,
             platform=plat,
+            diff_ids=_diff_ids(config_json, len(manifest.layers)),
         )
 
     async def _manifest(
@@ -168,7 +177,26 @@ class ImageStore:
                 tg.start_soon(one, index, layer)
         if errors:
             raise errors[0]
+        await anyio.to_thread.run_sync(self._remember_blobs, image, ids)
         return Snapshot(_topmost_occurrences(ids))
+
+    def _remember_blobs(self, image: ResolvedImage, ids: Sequence[str]) -> None:
+        """Note each layer's blob (so a push reuses it, uncompressed digest included) and the
+        repository it came from (so a push to a sibling repository mounts it)."""
+        db = self.layers.db
+        pulled = image.reference.registry != IMPORTED
+        for layer_id, layer, diff_id in zip(ids, image.layers, image.diff_ids, strict=False):
+            kind = LAYER_TYPES.get(layer.media_type)
+            if kind is not None and len(image.diff_ids) == len(image.layers):
+                db.add_layer_blob(layer_id, kind, layer.digest, diff_id, layer.size)
+            if pulled:
+                db.add_blob_source(
+                    layer.digest, image.reference.registry, image.reference.repository
+                )
+        if pulled:
+            db.add_blob_source(
+                image.config_digest, image.reference.registry, image.reference.repository
+            )
 
     async def _layer(self, ref: ImageReference, layer: LayerDescriptor) -> str:
         lock = self._layer_locks.setdefault(layer.digest, anyio.Lock())
@@ -293,6 +321,15 @@ def _extract_fd(fd: int, kind: str, dest: Path, what: str) -> None:
             unpack_tar(source, dest, what)
     finally:
         os.close(fd)
+
+
+def _diff_ids(config: dict[str, Any], count: int) -> tuple[str, ...]:
+    """The config's diff_ids, when it lists one per layer (else none: they cannot be paired)."""
+    rootfs = config.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list) or len(ids) != count:
+        return ()
+    return tuple(str(i) for i in ids)
 
 
 def _topmost_occurrences(ids: Sequence[str]) -> tuple[str, ...]:

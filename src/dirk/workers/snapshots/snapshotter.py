@@ -271,6 +271,16 @@ class Snapshotter:
         with open(entry.path, "rb") as f:
             return f.read() if limit is None else f.read(limit)
 
+    def file_path(self, snapshot: Snapshot, path: str) -> Path:
+        """Where the regular file at `path` (symlinks followed) lies in its layer: to read,
+        never to write (layers are immutable)."""
+        shown, entry = self._entry(snapshot, path, True)
+        if entry is None:
+            raise SnapshotPathError(f"cannot read {path}: no such file ({shown} does not exist)")
+        if not stat.S_ISREG(entry.st.st_mode):
+            raise SnapshotPathError(f"cannot read {path}: it is a {_kind(entry.st.st_mode)}")
+        return Path(entry.path)
+
     def list_dir(self, snapshot: Snapshot, path: str) -> list[str]:
         """The sorted names in directory `path` (symlinks followed)."""
         entry = self._directory(snapshot, path)

@@ -1,0 +1,165 @@
+"""Images out of the solver: solve a container's root filesystems, then have the images worker
+turn their layers into an image (blobs cached per layer and compression) and publish it,
+write it to the host, or keep it as a tarball. Publishing and exporting have effects outside
+the engine, so they run every time; the blobs they need are made once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import anyio.to_thread
+
+from dirk.errors import ImageError
+from dirk.solver.ops import ImageCompression, ImageImport, ImageMediaTypes, ImagePlatform, Ref
+from dirk.state.blobs import BlobStore
+from dirk.state.db import Database
+from dirk.workers.images.auth import Credentials
+from dirk.workers.images.image_out import (
+    BuiltImage,
+    ImageSettings,
+    PlatformImage,
+    build_image,
+)
+from dirk.workers.images.layers_out import Compression, LayerBlobs
+from dirk.workers.images.push import PushResult, push_image
+from dirk.workers.images.store import ImageStore
+from dirk.workers.images.tarball import (
+    ImportedImage,
+    atomic_host_file,
+    import_image_tar,
+    write_image_tar,
+)
+from dirk.workers.snapshots.layers import LayerStore, Snapshot
+from dirk.workers.snapshots.snapshotter import Snapshotter
+
+SolveAll = Callable[[Sequence[Ref]], Awaitable[list[Snapshot]]]
+TARBALL_NAME = "image.tar"
+
+
+class ImagesOut:
+    def __init__(
+        self,
+        *,
+        solve_all: SolveAll,
+        db: Database,
+        blobs: BlobStore,
+        layers: LayerStore,
+        snapshotter: Snapshotter,
+        images: ImageStore,
+    ) -> None:
+        self._solve_all = solve_all
+        self._db = db
+        self._blobs = blobs
+        self._layers = layers
+        self._snap = snapshotter
+        self._images = images
+        self.layer_blobs = LayerBlobs(blobs, layers, db)
+
+    async def build(
+        self,
+        images: Sequence[ImagePlatform],
+        compression: ImageCompression,
+        media_types: ImageMediaTypes,
+        snapshots: Sequence[Snapshot] | None = None,
+    ) -> BuiltImage:
+        """Every blob of the image of `images`, in the blob store."""
+        if snapshots is None:
+            snapshots = await self._solve_all([i.rootfs for i in images])
+        platforms = [
+            PlatformImage(snapshot.layers, i.platform, _settings(i))
+            for i, snapshot in zip(images, snapshots, strict=True)
+        ]
+        forced: Compression | None = compression or None
+        return await anyio.to_thread.run_sync(
+            lambda: build_image(
+                platforms,
+                self.layer_blobs,
+                compression=forced,
+                media_types=media_types,
+            )
+        )
+
+    async def publish(
+        self,
+        address: str,
+        images: Sequence[ImagePlatform],
+        compression: ImageCompression,
+        media_types: ImageMediaTypes,
+        credentials: Credentials | None,
+    ) -> PushResult:
+        built = await self.build(images, compression, media_types)
+        return await push_image(
+            self._images.registry, self._blobs, self._db, address, built, credentials
+        )
+
+    async def export(
+        self,
+        target: Path,
+        images: Sequence[ImagePlatform],
+        compression: ImageCompression,
+        media_types: ImageMediaTypes,
+    ) -> None:
+        built = await self.build(images, compression, media_types)
+
+        def write() -> None:
+            with atomic_host_file(target) as out:
+                write_image_tar(built, self._blobs, out)
+
+        await anyio.to_thread.run_sync(write)
+
+    async def tarball(
+        self,
+        images: Sequence[ImagePlatform],
+        compression: ImageCompression,
+        media_types: ImageMediaTypes,
+        snapshots: Sequence[Snapshot],
+    ) -> Snapshot:
+        """A one-layer snapshot holding the image as `/image.tar`."""
+        built = await self.build(images, compression, media_types, snapshots)
+
+        def write() -> Snapshot:
+            with self._layers.create() as builder, open(builder.path / TARBALL_NAME, "wb") as f:
+                write_image_tar(built, self._blobs, f)
+            return Snapshot((builder.layer_id,))
+
+        return await anyio.to_thread.run_sync(write)
+
+    async def read_tarball(self, source: Ref, path: str, platform: str, tag: str) -> ImportedImage:
+        """The image in the tarball file `path` of `source`, its blobs now in the store."""
+        (snapshot,) = await self._solve_all([source])
+
+        def read() -> ImportedImage:
+            real = self._snap.file_path(snapshot, path)
+            return import_image_tar(real, self._blobs, platform, tag, f"image tarball {path}")
+
+        return await anyio.to_thread.run_sync(read)
+
+    async def unpack_import(self, op: ImageImport, source: Snapshot) -> Snapshot:
+        def read() -> ImportedImage:
+            real = self._snap.file_path(source, op.path)
+            return import_image_tar(real, self._blobs, op.platform, op.tag, f"image {op.path}")
+
+        imported = await anyio.to_thread.run_sync(read)
+        if imported.resolved.manifest_digest != op.manifest_digest:
+            raise ImageError(
+                f"image tarball {op.path} now holds image {imported.resolved.manifest_digest}, "
+                f"not {op.manifest_digest} as when it was imported"
+            )
+        return await self._images.unpack(imported.resolved)
+
+
+def _settings(i: ImagePlatform) -> ImageSettings:
+    return ImageSettings(
+        env=i.env,
+        entrypoint=i.entrypoint,
+        cmd=i.cmd,
+        workdir=i.workdir,
+        user=i.user,
+        labels=i.labels,
+        exposed_ports=i.exposed_ports,
+        base_config=i.base_config,
+        healthcheck=i.healthcheck,
+        annotations=i.annotations,
+    )

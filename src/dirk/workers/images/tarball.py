@@ -1,0 +1,278 @@
+"""Image tarballs in and out: the OCI image layout as one tar. Blocking: run it in a thread.
+
+Out: `oci-layout`, `index.json` and `blobs/sha256/<hex>`; with Docker media types also
+`manifest.json` (what `docker load` reads), naming the same blobs. Entries are sorted, owned by
+root, dated 0: the same image gives the same tarball. A host path is written to a temporary
+name in the same directory and renamed over the target, so a reader sees the old file or the
+new one, and a symlink at the target is replaced, never written through.
+
+In: an OCI layout tar (or a `docker save` tar); every blob is checked against its digest as
+it goes into the blob store, so what an import leaves behind is always valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from dirk.errors import HostPathError, ImageError, PlatformNotFoundError
+from dirk.state.blobs import BlobStore
+from dirk.workers.images.config import ImageConfig, ResolvedImage, json_object
+from dirk.workers.images.image_out import BuiltImage, Descriptor
+from dirk.workers.images.manifest import (
+    INDEX_TYPES,
+    OCI_INDEX,
+    media_type_of,
+    parse_index,
+    parse_manifest,
+)
+from dirk.workers.images.platform import Platform
+from dirk.workers.images.reference import ImageReference
+from dirk.workers.images.store import IMPORTED
+
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
+REF_NAME = "org.opencontainers.image.ref.name"
+_MAX_JSON = 16 * 1024 * 1024
+
+
+def write_image_tar(image: BuiltImage, blobs: BlobStore, out: IO[bytes]) -> None:
+    """Write `image` as an OCI layout tar (plus `manifest.json` for Docker media types)."""
+    entries: dict[str, tuple[bytes | None, Path | None, int]] = {}
+    entries["oci-layout"] = (OCI_LAYOUT, None, len(OCI_LAYOUT))
+    index = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [image.root.to_json()],
+    }
+    index_data = _json(index)
+    entries["index.json"] = (index_data, None, len(index_data))
+    descs: list[Descriptor] = [*image.blobs(), *(m.manifest for m in image.manifests)]
+    if image.index is not None:
+        descs.append(image.index)
+    for desc in descs:
+        path = blobs.path(desc.digest)
+        entries["blobs/sha256/" + desc.digest.removeprefix("sha256:")] = (None, path, desc.size)
+    if image.media_types == "docker":
+        main = image.manifests[0]
+        docker = [
+            {
+                "Config": _blob_name(main.config.digest),
+                "RepoTags": [],
+                "Layers": [_blob_name(d.digest) for d in main.layers],
+            }
+        ]
+        data = _json(docker)
+        entries["manifest.json"] = (data, None, len(data))
+    with tarfile.TarFile(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for dirname in ("blobs", "blobs/sha256"):
+            info = tarfile.TarInfo(dirname)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o755
+            archive.addfile(info)
+        for name in sorted(entries):
+            content, source, size = entries[name]
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            info.size = size
+            if content is not None:
+                archive.addfile(info, _BytesReader(content))
+            else:
+                assert source is not None
+                with open(source, "rb") as f:
+                    archive.addfile(info, f)
+
+
+def _blob_name(digest: str) -> str:
+    return "blobs/sha256/" + digest.removeprefix("sha256:")
+
+
+def _json(body: object) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+class _BytesReader:
+    def __init__(self, data: bytes) -> None:
+        self._data = memoryview(data)
+        self._pos = 0
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size < 0 else self._pos + size
+        chunk = self._data[self._pos : end].tobytes()
+        self._pos += len(chunk)
+        return chunk
+
+
+@contextlib.contextmanager
+def atomic_host_file(target: Path) -> Iterator[IO[bytes]]:
+    """A file to write that becomes `target` (replacing a file or symlink there) only when the
+    block ends cleanly; parents are created. A directory at `target` is an error."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise HostPathError(
+            f"cannot export to {target}: it is a directory; give the path of a file to write"
+        )
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise HostPathError(f"cannot write {target}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --- in ------------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ImportedImage:
+    """What an image tarball holds for one platform, every blob of it now in the store."""
+
+    resolved: ResolvedImage
+    config_json: dict[str, Any]
+
+
+def import_image_tar(
+    path: Path, blobs: BlobStore, platform: str, tag: str = "", where: str = "the tarball"
+) -> ImportedImage:
+    """Copy the blobs of the image in the tar at `path` into the store and pick the manifest
+    for `platform` (or the only one there is). `tag` picks among several tagged images."""
+    with tarfile.open(path, mode="r:") as archive:
+        members = {_clean(m.name): m for m in archive.getmembers() if m.isreg()}
+        names = set(members)
+
+        def read_json(name: str) -> Any:
+            member = members.get(name)
+            if member is None:
+                raise ImageError(f"{where} has no {name}")
+            if member.size > _MAX_JSON:
+                raise ImageError(f"{where}: {name} is larger than {_MAX_JSON} bytes")
+            f = archive.extractfile(member)
+            assert f is not None
+            try:
+                return json.loads(f.read())
+            except ValueError as exc:
+                raise ImageError(f"{where}: {name} is not valid JSON ({exc})") from None
+
+        def blob(digest: str) -> bytes:
+            store_blob(digest)
+            return blobs.get_bytes(digest)
+
+        def store_blob(digest: str) -> None:
+            if blobs.has(digest):
+                return
+            name = _blob_name(digest)
+            member = members.get(name)
+            if member is None:
+                raise ImageError(f"{where} has no blob {digest} ({name}); it is incomplete")
+            f = archive.extractfile(member)
+            assert f is not None
+            with blobs.writer(digest) as w:
+                while chunk := f.read(1024 * 1024):
+                    w.write(chunk)
+                w.commit()
+
+        if "index.json" in names:
+            manifest_digest = _pick_from_index(read_json("index.json"), blob, platform, tag, where)
+        elif "manifest.json" in names:
+            raise ImageError(
+                f"{where} is a `docker save` tarball without an OCI index.json; dirk imports "
+                "OCI layout tarballs (Container.export, skopeo oci-archive:, docker save of "
+                "Docker 25 and later)"
+            )
+        else:
+            raise ImageError(
+                f"{where} is not an image tarball: it has neither index.json (OCI layout) nor "
+                "manifest.json (docker save)"
+            )
+        body = blob(manifest_digest)
+        _, obj = media_type_of(body, None, where)
+        manifest = parse_manifest(obj, where)
+        config_json = json_object(blob(manifest.config_digest), f"the image config in {where}")
+        for layer in manifest.layers:
+            store_blob(layer.digest)
+    declared = Platform.from_json(config_json)
+    plat = str(declared) if declared.os and declared.architecture else platform
+    rootfs = config_json.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    diff_ids = tuple(str(d) for d in ids) if isinstance(ids, list) else ()
+    if len(diff_ids) != len(manifest.layers):
+        diff_ids = ()
+    resolved = ResolvedImage(
+        reference=ImageReference(IMPORTED, "tarball", None, manifest_digest),
+        manifest_digest=manifest_digest,
+        config_digest=manifest.config_digest,
+        config=ImageConfig.from_json(config_json.get("config")),
+        layers=manifest.layers,
+        platform=plat,
+        diff_ids=diff_ids,
+    )
+    return ImportedImage(resolved, config_json)
+
+
+def _clean(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p and p != ".")
+
+
+def _pick_from_index(index: Any, blob: Any, platform: str, tag: str, where: str) -> str:
+    """The digest of the platform manifest the layout's index.json leads to."""
+    if not isinstance(index, dict):
+        raise ImageError(f"{where}: index.json is not a JSON object")
+    entries = index.get("manifests")
+    if not isinstance(entries, list) or not entries:
+        raise ImageError(f"{where}: index.json lists no image")
+    if tag:
+        tagged = [
+            e
+            for e in entries
+            if isinstance(e, dict)
+            and tag in ((e.get("annotations") or {}).get(REF_NAME, ""), _short_tag(e))
+        ]
+        if not tagged:
+            raise ImageError(f"{where} has no image tagged {tag!r}")
+        entries = tagged
+    wanted = Platform.parse(platform)
+    for _ in range(3):
+        parsed = parse_index({"manifests": entries}, where)
+        if len(parsed.entries) == 1 and parsed.entries[0].media_type not in INDEX_TYPES:
+            return parsed.entries[0].digest
+        manifests = [e for e in parsed.entries if e.media_type not in INDEX_TYPES]
+        if manifests and all(e.platform is not None for e in manifests):
+            try:
+                return parsed.select(wanted, where).digest
+            except PlatformNotFoundError:
+                if len(parsed.entries) == 1:
+                    return parsed.entries[0].digest
+                raise
+        nested = [e for e in parsed.entries if e.media_type in INDEX_TYPES]
+        if not nested:
+            return parsed.entries[0].digest
+        body = blob(nested[0].digest)
+        _, obj = media_type_of(body, None, where)
+        entries = obj.get("manifests") or []
+    raise ImageError(f"{where}: image indexes are nested too deeply")
+
+
+def _short_tag(entry: dict[str, Any]) -> str:
+    name = str((entry.get("annotations") or {}).get(REF_NAME, ""))
+    return name.rsplit(":", 1)[-1] if ":" in name else ""
