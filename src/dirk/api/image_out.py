@@ -19,6 +19,7 @@ from dirk.api.paths import expand
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.secret import load_secret, secret_plaintext_of
 from dirk.api.values import Container, Directory, File, Handle, HealthcheckConfig
+from dirk.solver import reads
 from dirk.solver.ops import (
     ImageCompression,
     ImageImport,
@@ -131,14 +132,19 @@ async def container_publish(ctx: RequestContext, parent: Handle | None, args: Ar
 
 @leaf("Container", "export", memo=False)
 async def container_export(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
+    """The image tarball (an `ImageTarball` step, cached) written to the host the way every
+    export is: beside its place, then renamed over it."""
     c = _ctr(parent)
     raw: str = args["path"]
     if args.get("expand"):
         raw = expand(raw, dict(c.env))
     target = host_path(ctx.workdir, raw)
     compression, media_types = _options(args)
-    await ctx.solver.images_out.export(target, _images(ctx, c, args), compression, media_types)
-    return str(target)
+    op = ImageTarball(_images(ctx, c, args), compression, media_types)
+    written = await reads.export_file(
+        ctx.solver, Ref(op), TARBALL_PATH, target, allow_parent_dir=False
+    )
+    return str(written)
 
 
 @builds("Container", "asTarball")

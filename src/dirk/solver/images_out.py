@@ -1,13 +1,12 @@
 """Images out of the solver: solve a container's root filesystems, then have the images worker
-turn their layers into an image (blobs cached per layer and compression) and publish it,
-write it to the host, or keep it as a tarball. Publishing and exporting have effects outside
-the engine, so they run every time; the blobs they need are made once.
+turn their layers into an image (blobs cached per layer and compression) and publish it or
+keep it as a tarball (which an export copies to the host). Publishing has an effect outside
+the engine, so it runs every time; the blobs it needs are made once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 
 import anyio.to_thread
 
@@ -25,12 +24,7 @@ from dirk.workers.images.image_out import (
 from dirk.workers.images.layers_out import Compression, LayerBlobs
 from dirk.workers.images.push import PushResult, push_image
 from dirk.workers.images.store import ImageStore
-from dirk.workers.images.tarball import (
-    ImportedImage,
-    atomic_host_file,
-    import_image_tar,
-    write_image_tar,
-)
+from dirk.workers.images.tarball import ImportedImage, import_image_tar, write_image_tar
 from dirk.workers.snapshots.layers import LayerStore, Snapshot
 from dirk.workers.snapshots.snapshotter import Snapshotter
 
@@ -93,21 +87,6 @@ class ImagesOut:
         return await push_image(
             self._images.registry, self._blobs, self._db, address, built, credentials
         )
-
-    async def export(
-        self,
-        target: Path,
-        images: Sequence[ImagePlatform],
-        compression: ImageCompression,
-        media_types: ImageMediaTypes,
-    ) -> None:
-        built = await self.build(images, compression, media_types)
-
-        def write() -> None:
-            with atomic_host_file(target) as out:
-                write_image_tar(built, self._blobs, out)
-
-        await anyio.to_thread.run_sync(write)
 
     async def tarball(
         self,

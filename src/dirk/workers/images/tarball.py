@@ -2,9 +2,8 @@
 
 Out: `oci-layout`, `index.json` and `blobs/sha256/<hex>`; with Docker media types also
 `manifest.json` (what `docker load` reads), naming the same blobs. Entries are sorted, owned by
-root, dated 0: the same image gives the same tarball. A host path is written to a temporary
-name in the same directory and renamed over the target, so a reader sees the old file or the
-new one, and a symlink at the target is replaced, never written through.
+root, dated 0: the same image gives the same tarball (an export copies it to the host through
+`snapshots.hostexport`, like every export).
 
 In: an OCI layout tar (or a `docker save` tar); every blob is checked against its digest as
 it goes into the blob store, so what an import leaves behind is always valid.
@@ -12,19 +11,14 @@ it goes into the blob store, so what an import leaves behind is always valid.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import stat
 import tarfile
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
 
-from dirk.errors import HostPathError, ImageError, PlatformNotFoundError
+from dirk.errors import ImageError, PlatformNotFoundError
 from dirk.state.blobs import BlobStore
 from dirk.workers.images.config import ImageConfig, ResolvedImage, json_object
 from dirk.workers.images.image_out import BuiltImage, Descriptor
@@ -109,36 +103,6 @@ class _BytesReader:
         chunk = self._data[self._pos : end].tobytes()
         self._pos += len(chunk)
         return chunk
-
-
-@contextlib.contextmanager
-def atomic_host_file(target: Path) -> Iterator[IO[bytes]]:
-    """A file to write that becomes `target` (replacing a file or symlink there) only when the
-    block ends cleanly; parents are created. A directory at `target` is an error."""
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise HostPathError(
-            f"cannot export to {target}: it is a directory; give the path of a file to write"
-        )
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise HostPathError(f"cannot write {target}: {exc.strerror}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # --- in ------------------------------------------------------------------------------------------
