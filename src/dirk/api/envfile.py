@@ -67,7 +67,7 @@ async def file_as_env_file(ctx: RequestContext, parent: Handle | None, args: Arg
 @builds("EnvFile", "withVariable")
 async def env_file_with_variable(ctx: RequestContext, parent: Handle | None, args: Args) -> EnvFile:
     e = _env(parent)
-    return attrs.evolve(e, edits=(*e.edits, ("set", args["name"], envfiles.quote(args["value"]))))
+    return attrs.evolve(e, edits=(*e.edits, ("set", args["name"], args["value"])))
 
 
 @builds("EnvFile", "withoutVariable")

@@ -17,7 +17,7 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 _DOUBLE = re.compile(r"\\(.)|\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 _SAFE = re.compile(r"[A-Za-z0-9_./:@%+,=-]*")
 
-#: An edit of an EnvFile: ("set", name, raw value), ("unset", name, ""), ("namespace", prefix, "").
+#: An edit of an EnvFile: ("set", name, value), ("unset", name, ""), ("namespace", prefix, "").
 Edit = tuple[str, str, str]
 #: One variable: name, value as written, value after quote removal and expansion.
 Resolved = tuple[str, str, str]
@@ -55,7 +55,11 @@ def cooked(raw: str, env: dict[str, str], do_expand: bool) -> str:
             return _var(env, do_expand, m.group(2) or m.group(3), m.group(0))
 
         return _DOUBLE.sub(one, raw[1:-1])
-    value = re.split(r"\s+#", raw, maxsplit=1)[0].rstrip()
+    return expanded(re.split(r"\s+#", raw, maxsplit=1)[0].rstrip(), env, do_expand)
+
+
+def expanded(value: str, env: dict[str, str], do_expand: bool) -> str:
+    """`$VAR` and `${VAR}` in `value` replaced by their values in `env` (unset: empty)."""
     return re.sub(
         r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)",
         lambda m: _var(env, do_expand, m.group(1) or m.group(2), m.group(0)),
@@ -68,15 +72,16 @@ def resolve(text: str | None, edits: Iterable[Edit], do_expand: bool) -> list[Re
     are read, so a namespace keeps what they expanded to."""
     found: list[Resolved] = []
 
-    def add(name: str, raw: str) -> None:
+    def add(name: str, raw: str, from_file: bool) -> None:
         env = {n: v for n, _, v in found}
-        found.append((name, raw, cooked(raw, env, do_expand)))
+        value = cooked(raw, env, do_expand) if from_file else expanded(raw, env, do_expand)
+        found.append((name, raw, value))
 
     for name, raw in parse_lines(text or ""):
-        add(name, raw)
+        add(name, raw, True)
     for edit, name, value in edits:
         if edit == "set":
-            add(name, value)
+            add(name, value, False)  # a value as given: expanded, no quotes to remove
         elif edit == "unset":
             found = [v for v in found if v[0] != name]
         else:
