@@ -122,3 +122,19 @@ def test_capabilities_of_mask() -> None:
     )
     assert "CAP_SYS_RESOURCE" not in capabilities_of_mask(0x1FFFEFFFFFF)
     assert len(capabilities_of_mask((1 << 41) - 1)) == 41
+
+
+def test_secrets_reach_the_process_env_and_mount_stubs_but_no_repr() -> None:
+    from dirk.workers.executor.spec import SecretFile, build_env, stub_paths
+
+    spec = ContainerSpec(
+        args=("true",),
+        env=("A=1",),
+        secret_env=("TOKEN=s3cret",),
+        secret_files=(SecretFile("/run/keys/id", b"k3y", 1000, 1000, 0o400),),
+    )
+    assert spec.has_secrets and not ContainerSpec(args=("true",)).has_secrets
+    env = build_env(spec, ResolvedUser())
+    assert env.index("A=1") < env.index("TOKEN=s3cret")
+    assert "/run/keys/id" in stub_paths(spec, ca_bundle=False)
+    assert "s3cret" not in repr(spec) and "k3y" not in repr(spec)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dirk.solver import scrub
 from dirk.solver.scrub import MASK, Scrubber, secret_patterns
 
 
@@ -74,6 +75,20 @@ def test_any_chunking_gives_the_scrub_of_the_whole(
     scrubber = Scrubber(values)
     whole = scrubber.scrub(data)
     assert chunked(scrubber, data, cuts) == whole
+    # the same with the holding back used for long values
+    search_limit, scrub._SEARCH_LIMIT = scrub._SEARCH_LIMIT, 0
+    try:
+        assert chunked(scrubber, data, cuts) == whole
+    finally:
+        scrub._SEARCH_LIMIT = search_limit
     # no value is left between the masks
     for pattern in secret_patterns(values):
         assert all(pattern not in part for part in whole.split(MASK))
+
+
+def test_long_values_are_masked_across_writes_too() -> None:
+    value = bytes(range(32, 127)) * 40  # longer than the search limit
+    stream = Scrubber([value]).stream()
+    text = b"<" + value + b">"
+    out = b"".join(stream.feed(text[i : i + 1000]) for i in range(0, len(text), 1000))
+    assert out + stream.finish() == b"<***>"

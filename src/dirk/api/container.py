@@ -39,6 +39,7 @@ from dirk.api.directory import (
 from dirk.api.ids import format_id, identity
 from dirk.api.paths import container_path, expand
 from dirk.api.registry import Args, builds, leaf
+from dirk.api.secret import load_secret
 from dirk.api.values import (
     CacheVolume,
     Container,
@@ -206,7 +207,9 @@ async def container_with_env_variable(
     value: str = args["value"]
     if args["expand"]:
         value = expand(value, dict(c.env))
-    return attrs.evolve(c, env=set_pair(c.env, args["name"], value))
+    name = args["name"]
+    secret_env = tuple(p for p in c.secret_env if p[0] != name)
+    return attrs.evolve(c, env=set_pair(c.env, name, value), secret_env=secret_env)
 
 
 @builds("Container", "withoutEnvVariable")
@@ -325,10 +328,25 @@ async def container_exposed_ports(
 async def container_with_secret_variable(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    raise NotSupportedError(
-        "Container.withSecretVariable is not supported by dirk yet: secrets cannot reach a "
-        "container's environment"
-    )
+    """The variable replaces a plain one of the same name; its value reaches execs only."""
+    c = _ctr(parent)
+    name: str = args["name"]
+    if not name or "=" in name:
+        raise InvalidArgumentError(
+            f"withSecretVariable: {name!r} is not a variable name (non-empty, without '=')"
+        )
+    secret = await load_secret(ctx, args["secret"])
+    secret_env = (*(p for p in c.secret_env if p[0] != name), (name, secret.ref))
+    env = tuple(p for p in c.env if p[0] != name)
+    return attrs.evolve(c, env=env, secret_env=secret_env)
+
+
+@builds("Container", "withoutSecretVariable")
+async def container_without_secret_variable(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Container:
+    c = _ctr(parent)
+    return attrs.evolve(c, secret_env=tuple(p for p in c.secret_env if p[0] != args["name"]))
 
 
 # --- mounts ------------------------------------------------------------------------------------
@@ -358,6 +376,21 @@ async def container_with_mounted_file(
     source = ctx.load(args["source"], "File").value
     assert isinstance(source, File)
     return with_mount(c, Mount(_path(c, args), "file", file=owned_file(c, source, args["owner"])))
+
+
+@builds("Container", "withMountedSecret")
+async def container_with_mounted_secret(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Container:
+    c = _ctr(parent)
+    secret = await load_secret(ctx, args["source"])
+    mode: int = args["mode"]
+    if not 0 <= mode <= 0o7777:
+        raise InvalidArgumentError(
+            f"withMountedSecret: mode {mode} is not a permission mode (0 to 0o7777, e.g. 0o400)"
+        )
+    mount = Mount(_path(c, args), "secret", secret=secret.ref, owner=args["owner"], mode=mode)
+    return with_mount(c, mount)
 
 
 @builds("Container", "withMountedCache")

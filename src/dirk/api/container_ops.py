@@ -93,6 +93,9 @@ def exec_mount(m: Mount) -> ExecMount:
             cache_id=m.cache.key,
             sharing=m.sharing,
         )
+    if m.kind == "secret":
+        assert m.secret is not None
+        return ExecMount(m.target, "secret", secret=m.secret, owner=m.owner, mode=m.mode)
     return ExecMount(m.target, "tmpfs", size=m.size)
 
 
@@ -125,6 +128,7 @@ def with_exec(
         redirect_stdout=redirect_stdout,
         redirect_stderr=redirect_stderr,
         network=network,
+        secret_env=c.secret_env,
     )
     new_mounts: list[Mount] = []
     output = 1

@@ -16,6 +16,7 @@ from types import TracebackType
 
 import anyio.to_thread
 
+from dirk.api.secret_store import live_plaintext
 from dirk.solver.solver import Solver
 from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
@@ -81,6 +82,7 @@ class Engine:
                 images=images,
                 executor=executor,
                 volumes=CacheVolumes(layout.volumes),
+                secrets=live_plaintext,
                 max_parallel=self._max_parallel,
             )
             self._executor = executor

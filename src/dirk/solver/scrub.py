@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 #: What a secret value reads as in scrubbed output (Dagger's spelling).
 MASK = b"***"
+#: Up to this length of the longest value, a stream lets out every byte that cannot start one.
+_SEARCH_LIMIT = 256
 
 
 def secret_patterns(values: Iterable[bytes]) -> tuple[bytes, ...]:
@@ -91,7 +93,10 @@ class StreamScrubber:
     def _undecided(self, data: bytes, start: int) -> int:
         """The first position from `start` on where a value may begin (a whole value that a
         longer one could extend, or the start of one cut off by the chunk's end): what comes
-        before it can be let out now."""
+        before it can be let out now. With long values the search would cost more than it
+        saves: then the last bytes that could hold a value's start wait, whatever they are."""
+        if self._longest > _SEARCH_LIMIT:
+            return start
         for position in range(start, len(data)):
             tail = data[position : position + self._longest]
             if any(p.startswith(tail) or tail.startswith(p) for p in self._patterns):

@@ -26,9 +26,11 @@ from dirk.errors import (
     DirkError,
     ExecError,
     HostPathError,
+    SecretError,
     SolveError,
     StateError,
 )
+from dirk.solver.exec_secrets import exec_secrets
 from dirk.solver.flights import Flights
 from dirk.solver.images_out import ImagesOut
 from dirk.solver.keys import cache_key
@@ -136,8 +138,10 @@ class Solver:
         executor: Executor,
         volumes: CacheVolumes,
         max_parallel: int | None = None,
+        secrets: Callable[[str], bytes] | None = None,
     ) -> None:
         self._db = db
+        self._secrets = secrets or _no_secrets
         self._blobs = blobs
         self._layers = layers
         self._snap = snapshotter
@@ -424,7 +428,10 @@ class Solver:
             mounts: list[BindMount | TmpfsMount] = []
             writable: list[ActiveMount] = []
             for mount in op.mounts:
+                if mount.kind == "secret":  # a file the executor makes on a tmpfs
+                    continue
                 mounts.append(await self._prepare_mount(step, stack, mount, inputs, writable))
+            secrets = exec_secrets(op, root.merged, self._secrets)
             spec = ContainerSpec(
                 args=op.args,
                 env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
@@ -435,13 +442,22 @@ class Solver:
                 stdin=op.stdin,
                 network=op.network,
                 privileged=op.insecure_root_capabilities,
+                secret_env=secrets.env,
+                secret_files=secrets.files,
             )
 
             def on_output(stream: Literal["stdout", "stderr"], chunk: bytes) -> None:
                 self._emit(StepEvent(stream, key, op.describe(), chunk))
 
             self.counters.execs += 1
-            process = await self._executor.run(root.merged, spec, on_output)
+            if secrets.scrubber.active:
+                # Scrubbed before anything sees the output: events, errors, files, the cache.
+                output = secrets.scrubbed_output(on_output)
+                process = await self._executor.run(root.merged, spec, output.on_output)
+                stdout, stderr, order = output.finish()
+                process = attrs.evolve(process, stdout=stdout, stderr=stderr, order=order)
+            else:
+                process = await self._executor.run(root.merged, spec, on_output)
             if not _exit_code_expected(op, process.exit_code):
                 raise ExecError(
                     op.args,
@@ -574,6 +590,10 @@ class Solver:
     def _emit(self, event: StepEvent) -> None:
         for sink in list(self._sinks):
             sink(event)
+
+
+def _no_secrets(secret_id: str) -> bytes:
+    raise SecretError(f"secret {secret_id[:12]}... is not known: this solver holds no secrets")
 
 
 def _has_blob_output(result: OpResult) -> bool:

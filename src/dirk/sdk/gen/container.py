@@ -356,6 +356,39 @@ class Container(ObjectBase[M]):
             ),
         )
 
+    def with_mounted_secret(
+        self,
+        path: str,
+        source: Secret[M],
+        *,
+        owner: str = "",
+        mode: int = 256,
+        expand: bool = False,
+    ) -> Container[M]:
+        """This container with a secret mounted as a read-only file on a tmpfs (never in a layer).
+
+        Args:
+            path: Where the file appears.
+            source: The secret to mount.
+            owner: The owner (`user[:group]` or `uid[:gid]`) of the file; root when empty.
+            mode: The file's permission bits (0400 by default).
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withMountedSecret",
+                "Container",
+                [
+                    ("path", path, REQUIRED),
+                    ("source", source, REQUIRED),
+                    ("owner", owner, ""),
+                    ("mode", mode, 256),
+                    ("expand", expand, False),
+                ],
+            ),
+        )
+
     def with_mounted_cache(
         self,
         path: str,
@@ -676,6 +709,17 @@ class Container(ObjectBase[M]):
                 "Container",
                 [("name", name, REQUIRED), ("secret", secret, REQUIRED)],
             ),
+        )
+
+    def without_secret_variable(self, name: str) -> Container[M]:
+        """This container without the secret environment variable `name`.
+
+        Args:
+            name: The variable's name.
+        """
+        return cast(
+            "Container[M]",
+            self._select("withoutSecretVariable", "Container", [("name", name, REQUIRED)]),
         )
 
     @overload

@@ -18,9 +18,11 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
+import attrs
 
 from dirk.errors import CommandNotFoundError, ExecutorError, InvalidArgumentError
 from dirk.state.layout import StateLayout
@@ -39,10 +41,12 @@ from dirk.workers.executor.runtime import (
 )
 from dirk.workers.executor.spec import (
     CA_BUNDLE_PATH,
+    BindMount,
     ContainerSpec,
     HostFiles,
     OutputCallback,
     ProcessResult,
+    SecretFile,
     build_config,
     capabilities_of_mask,
     search_path,
@@ -50,7 +54,7 @@ from dirk.workers.executor.spec import (
 from dirk.workers.executor.spec import stub_paths as _stub_paths
 from dirk.workers.executor.users import resolve_user_in_rootfs
 from dirk.workers.snapshots.fileops import resolve_in_root
-from dirk.workers.syscalls import MNT_DETACH, is_mount_point, umount
+from dirk.workers.syscalls import MNT_DETACH, is_mount_point, mount, umount
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +223,15 @@ class Executor:
         bundle = self._bundles / container_id
         ns: Netns | None = None
         exited = False  # the runtime saw the container end: no process of it is left
+        own_tmpfs = False  # a tmpfs mounted on this bundle for its secrets
         try:
             if spec.network:
                 ns = self._pool.take() or await self._new_netns()
             bundle.mkdir(parents=True)
+            if spec.has_secrets:
+                own_tmpfs = _keep_on_tmpfs(bundle)
+                binds = _write_secret_files(bundle / "secrets", spec.secret_files)
+                spec = attrs.evolve(spec, mounts=(*spec.mounts, *binds))
             _ensure_kernel_mountpoints(rootfs)
             files = self._write_files(bundle, rootfs, spec, ns)
             config = build_config(
@@ -241,6 +250,8 @@ class Executor:
             exited = True
             return result
         finally:
+            if own_tmpfs:
+                umount(bundle, MNT_DETACH)
             shutil.rmtree(bundle, ignore_errors=True)
             if ns is not None:
                 self._pool.release(ns, reuse=exited and not spec.privileged)
@@ -362,8 +373,14 @@ def _check_exec_size(spec: ContainerSpec) -> None:
     runtime would only say "Argument list too long" in the container's stderr."""
     strings = [*spec.args, *spec.env]
     longest = max(strings, key=len)
-    total = sum(len(s.encode()) + 1 + 8 for s in strings)
+    total = sum(len(s.encode()) + 1 + 8 for s in (*strings, *spec.secret_env))
     limit = os.sysconf("SC_ARG_MAX")
+    secret_too_long = any(len(s.encode()) + 1 > _MAX_ARG_STRLEN for s in spec.secret_env)
+    if secret_too_long:  # named, never shown
+        raise ExecutorError(
+            f"cannot start {_short(spec.args)}: a secret variable is longer than the "
+            f"{_MAX_ARG_STRLEN} bytes the kernel allows for one; mount it as a file instead"
+        )
     if len(longest.encode()) + 1 <= _MAX_ARG_STRLEN and total <= limit:
         return
     what = "environment variable" if longest in spec.env else "argument"
@@ -379,6 +396,41 @@ def _short(args: tuple[str, ...], limit: int = 200) -> str:
     """A command for a message, cut where it is long."""
     text = repr(list(args))
     return text if len(text) <= limit else text[:limit] + "...]"
+
+
+def _keep_on_tmpfs(bundle: Path) -> bool:
+    """Make sure a bundle holding secrets (config.json's env, secret files) is in memory:
+    mount a tmpfs on it unless the bundles dir is one. True when it mounted one."""
+    if is_mount_point(bundle.parent):
+        return False
+    # The state directory may be on disk (no tmpfs at run/c): never let a secret touch it.
+    errno = mount("dirk-secrets", bundle, "tmpfs", 0, "mode=0700,size=16m")
+    if errno != 0:
+        raise ExecutorError(
+            f"could not mount a tmpfs at {bundle} for a step's secrets "
+            f"({os.strerror(errno)}): the engine must run as root"
+        )
+    return True
+
+
+def _write_secret_files(directory: Path, files: Sequence[SecretFile]) -> list[BindMount]:
+    """Each secret file written in `directory` (on the bundle's tmpfs) with its owner and
+    mode, as a read-only bind at its target."""
+    if not files:
+        return []
+    directory.mkdir(mode=0o700)
+    binds = []
+    for index, secret in enumerate(files):
+        path = directory / str(index)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secret.data)
+            os.fchown(fd, secret.uid, secret.gid)
+            os.fchmod(fd, secret.mode)
+        finally:
+            os.close(fd)
+        binds.append(BindMount(path, secret.target, readonly=True))
+    return binds
 
 
 _KERNEL_MOUNTPOINTS = ("proc", "sys", "dev")

@@ -133,8 +133,23 @@ Mount = BindMount | TmpfsMount
 
 
 @attrs.frozen
+class SecretFile:
+    """A secret as a read-only file at `target`: the executor writes `data` on a tmpfs (never
+    in the root filesystem) and binds it there for the run only."""
+
+    target: str
+    data: bytes = attrs.field(repr=False)
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o400
+
+
+@attrs.frozen
 class ContainerSpec:
-    """What to run and how; `user` is "" (root), "name", "uid", "uid:gid" or "name:group"."""
+    """What to run and how; `user` is "" (root), "name", "uid", "uid:gid" or "name:group".
+
+    `secret_env` ("NAME=value", after `env`) and `secret_files` hold secret values: they reach
+    only the container's process, through files on a tmpfs, and never a repr or a log."""
 
     args: tuple[str, ...]
     env: tuple[str, ...] = ()
@@ -145,6 +160,12 @@ class ContainerSpec:
     stdin: bytes | None = None
     network: bool = True
     privileged: bool = False
+    secret_env: tuple[str, ...] = attrs.field(default=(), repr=False)
+    secret_files: tuple[SecretFile, ...] = ()
+
+    @property
+    def has_secrets(self) -> bool:
+        return bool(self.secret_env or self.secret_files)
 
 
 @attrs.frozen
@@ -207,13 +228,14 @@ def normalize_target(target: str) -> str:
 
 def build_env(spec: ContainerSpec, user: ResolvedUser) -> list[str]:
     """The caller's environment plus Docker's defaults for what it lacks (PATH, HOSTNAME, HOME)."""
-    keys = {item.partition("=")[0] for item in spec.env}
+    keys = {item.partition("=")[0] for item in (*spec.env, *spec.secret_env)}
     env: list[str] = []
     if "PATH" not in keys:
         env.append("PATH=" + DEFAULT_PATH)
     if "HOSTNAME" not in keys:
         env.append("HOSTNAME=" + spec.hostname)
     env.extend(spec.env)
+    env.extend(spec.secret_env)
     if "HOME" not in keys:
         env.append("HOME=" + user.home)
     return env
@@ -243,6 +265,7 @@ def stub_paths(spec: ContainerSpec, ca_bundle: bool) -> list[str]:
     if ca_bundle:
         targets.append(CA_BUNDLE_PATH)
     targets.extend(normalize_target(m.target) for m in spec.mounts)
+    targets.extend(normalize_target(f.target) for f in spec.secret_files)
     paths: set[str] = set()
     for target in targets:
         while target != "/":
