@@ -83,3 +83,25 @@ async def test_a_uri_is_read_once_per_session(tmp_path: Path) -> None:
     assert await store.load(entry.ref) == b"value\n"
     assert await store.load(entry.ref) == b"value\n"
     assert counter.read_text() == "x\n"
+
+
+async def test_host_reads_have_the_session_owners_rights(tmp_path: Path) -> None:
+    import os
+
+    from dirk.workers.hostaccess import HostUser
+
+    assert os.geteuid() == 0, "run as root: the test checks rights of another user"
+    nobody = HostUser.of_uid(65534)
+    env = {"PATH": "/usr/bin:/bin"}
+    workdir = tmp_path / "work"
+    workdir.mkdir(mode=0o755)
+    tmp_path.chmod(0o755)
+    assert await read_secret_uri("cmd://id -u", env=env, workdir=workdir, owner=nobody) == (
+        b"65534\n"
+    )
+    private = workdir / "root-only"
+    private.write_text("root's")
+    private.chmod(0o600)
+    with pytest.raises(SecretError, match="cannot read .*root-only: Permission denied"):
+        await read_secret_uri("file://root-only", env=env, workdir=workdir, owner=nobody)
+    assert await read_secret_uri("file://root-only", env=env, workdir=workdir) == b"root's"

@@ -20,6 +20,7 @@ from dirk.api.ids import ROOT, keyed_identity
 from dirk.errors import SecretError
 from dirk.solver.flights import Flights
 from dirk.solver.ops import SecretRef
+from dirk.workers.hostaccess import HostUser
 from dirk.workers.hostsecrets import checked_size, read_secret_uri, split_uri
 
 
@@ -35,9 +36,12 @@ class SecretEntry:
 class SecretStore:
     """The secrets of one session, by handle; also the solver's `SecretSource` for it."""
 
-    def __init__(self, env: Mapping[str, str], workdir: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], workdir: Path, owner: HostUser | None = None
+    ) -> None:
         self._env = dict(env)
         self._workdir = workdir
+        self._owner = owner
         #: Keys the handles, so a handle (in IDs and operations) says nothing about a value.
         self._key = secrets.token_bytes(32)
         self._entries: dict[str, SecretEntry] = {}
@@ -82,7 +86,9 @@ class SecretStore:
             return known
 
         async def read() -> bytes:
-            value = await read_secret_uri(entry.uri, env=self._env, workdir=self._workdir)
+            value = await read_secret_uri(
+                entry.uri, env=self._env, workdir=self._workdir, owner=self._owner
+            )
             self._values[ref.handle] = value
             return value
 

@@ -59,7 +59,9 @@ class SessionTable:
     def of(cls, session: SessionLike) -> SessionTable:
         table = session.state.get(STATE_KEY)
         if not isinstance(table, SessionTable):
-            secrets = SecretStore(session.client_env, session.workdir)
+            # The session's owner (whose rights file:// and cmd:// secrets have), if known.
+            owner = getattr(session, "owner", None)
+            secrets = SecretStore(session.client_env, session.workdir, owner)
             table = session.state[STATE_KEY] = cls(secrets)
         return table
 

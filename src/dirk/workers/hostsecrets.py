@@ -4,21 +4,24 @@ The providers, as Dagger has them: `env://NAME` (the environment the client prog
 it opened the session, not the engine's), `file://PATH` (a file of the host, relative to the
 session's working directory, `~` being the client's HOME), and `cmd://COMMAND` (run with
 `sh -c` on the host, in the working directory and the client's environment; its stdout,
-unchanged, is the value). Values are returned to the caller only: nothing here logs or
-stores them.
+unchanged, is the value). File reads and commands run with the rights of the session's owner
+(the user who opened it), never the engine's. Values are returned to the caller only: nothing
+here logs or stores them.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.to_thread
 
 from dirk.errors import SecretError
+from dirk.workers.hostaccess import HostAccess, HostUser
 
 #: The largest secret value accepted (Dagger's limit for setSecret).
 MAX_SECRET_BYTES = 128_000
@@ -39,16 +42,35 @@ def split_uri(uri: str) -> tuple[str, str]:
     return scheme, rest
 
 
-async def read_secret_uri(uri: str, *, env: Mapping[str, str], workdir: Path) -> bytes:
-    """The value `uri` stands for now."""
+async def read_secret_uri(
+    uri: str, *, env: Mapping[str, str], workdir: Path, owner: HostUser | None = None
+) -> bytes:
+    """The value `uri` stands for now; `owner` is whose rights host access has (None: the
+    engine's own, as when the engine's user opened the session)."""
     scheme, rest = split_uri(uri)
+    if owner is not None and owner.uid == os.geteuid():
+        owner = None
     if scheme == "env":
         value = _from_env(uri, rest, env)
     elif scheme == "file":
-        value = await anyio.to_thread.run_sync(_from_file, uri, rest, env, workdir)
+        value = await _read_as(owner, _from_file, uri, rest, env, workdir)
     else:
-        value = await _from_command(uri, rest, env, workdir)
+        value = await _from_command(uri, rest, env, workdir, owner)
     return checked_size(uri, value)
+
+
+async def _read_as(
+    owner: HostUser | None, read: Callable[[str, str, Mapping[str, str], Path], bytes], *args: Any
+) -> bytes:
+    if owner is None:
+        return await anyio.to_thread.run_sync(read, *args)
+    # Only `HostAccess.check` uses the state root, and a secret file is read, not checked:
+    # the kernel checks the owner's rights on the open itself.
+    access = HostAccess(owner, Path("/"))
+    try:
+        return await access.run(read, *args)
+    finally:
+        access.close()
 
 
 def checked_size(what: str, value: bytes) -> bytes:
@@ -91,7 +113,12 @@ def _from_file(uri: str, raw: str, env: Mapping[str, str], workdir: Path) -> byt
         raise SecretError(f"secret URI {uri!r}: cannot read {path}: {exc.strerror}") from None
 
 
-async def _from_command(uri: str, command: str, env: Mapping[str, str], workdir: Path) -> bytes:
+async def _from_command(
+    uri: str, command: str, env: Mapping[str, str], workdir: Path, owner: HostUser | None
+) -> bytes:
+    as_owner: dict[str, Any] = {}
+    if owner is not None:
+        as_owner = {"user": owner.uid, "group": owner.gid, "extra_groups": owner.groups}
     try:
         process = await anyio.run_process(
             ["sh", "-c", command],
@@ -99,6 +126,7 @@ async def _from_command(uri: str, command: str, env: Mapping[str, str], workdir:
             cwd=workdir,
             env=dict(env),
             stdin=subprocess.DEVNULL,
+            **as_owner,
         )
     except OSError as exc:
         raise SecretError(f"secret URI {uri!r}: cannot run the command: {exc}") from None
