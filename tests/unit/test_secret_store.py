@@ -102,6 +102,6 @@ async def test_host_reads_have_the_session_owners_rights(tmp_path: Path) -> None
     private = workdir / "root-only"
     private.write_text("root's")
     private.chmod(0o600)
-    with pytest.raises(SecretError, match="cannot read .*root-only: Permission denied"):
+    with pytest.raises(SecretError, match=r"cannot read .*root-only: Permission denied"):
         await read_secret_uri("file://root-only", env=env, workdir=workdir, owner=nobody)
     assert await read_secret_uri("file://root-only", env=env, workdir=workdir) == b"root's"
