@@ -4,6 +4,7 @@ in the program's directory, and the value never comes back or stays in the state
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,11 +26,14 @@ def engine() -> Iterator[RunningEngine]:
 
 
 def files_holding(root: Path, value: bytes) -> list[Path]:
+    """Every regular file under `root` whose bytes contain `value` (entries that go away
+    during the walk, like a step's scratch dirs being removed, are skipped)."""
     found = []
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
+    for top, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(top) / name
             try:
-                if value in path.read_bytes():
+                if path.is_file() and not path.is_symlink() and value in path.read_bytes():
                     found.append(path)
             except OSError:
                 continue

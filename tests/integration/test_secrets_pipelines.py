@@ -4,6 +4,7 @@ is nowhere in the resulting root filesystem or the engine's state directory."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from pathlib import Path
@@ -68,12 +69,14 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def files_holding(root: Path, value: bytes) -> list[Path]:
-    """Every regular file under `root` whose bytes contain `value`."""
+    """Every regular file under `root` whose bytes contain `value` (entries that go away
+    during the walk, like a step's scratch dirs being removed, are skipped)."""
     found = []
-    for path in root.rglob("*"):
-        if path.is_file() and not path.is_symlink():
+    for top, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(top) / name
             try:
-                if value in path.read_bytes():
+                if path.is_file() and not path.is_symlink() and value in path.read_bytes():
                     found.append(path)
             except OSError:
                 continue

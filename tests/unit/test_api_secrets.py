@@ -167,7 +167,7 @@ async def test_a_mounted_secret_is_a_secret_mount_of_the_exec(api: Api) -> None:
         + " }",
         s=token,
     )
-    assert result.errors and "is not a permission mode" in result.errors[0].message
+    assert result.errors and "99999 is not a file mode" in result.errors[0].message
 
 
 async def test_using_an_unreadable_uri_secret_names_it(api: Api) -> None:

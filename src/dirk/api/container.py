@@ -384,11 +384,7 @@ async def container_with_mounted_secret(
 ) -> Container:
     c = _ctr(parent)
     secret = await load_secret(ctx, args["source"])
-    mode: int = args["mode"]
-    if not 0 <= mode <= 0o7777:
-        raise InvalidArgumentError(
-            f"withMountedSecret: mode {mode} is not a permission mode (0 to 0o7777, e.g. 0o400)"
-        )
+    mode: int = args["mode"]  # checked to be 0..0o7777 with every mode (api.validate)
     mount = Mount(_path(c, args), "secret", secret=secret.ref, owner=args["owner"], mode=mode)
     return with_mount(c, mount)
 
