@@ -1,9 +1,15 @@
 """dirk: CI/CD pipelines as Python code, run in OCI containers by a caching DAG engine.
 
     import dirk
+    from dirk import dag
 
-    with dirk.Connection() as client:
-        print(client.container().from_("alpine:3.20").with_exec(["echo", "hi"]).stdout())
+    with dirk.connection():
+        print(dag.container().from_("alpine:3.20").with_exec(["echo", "hi"]).stdout())
+
+`async with dirk.connection():` gives the same `dag` with awaitable leaves; `dirk.Connection()`
+gives a client of its own (`with dirk.Connection() as client:`). Dagger's names are here too
+(`dag`, `connection`, `Config`, `QueryError`, `ExecError`, `DaggerError`, `Platform`, ...), so a
+Dagger pipeline ports by changing its imports (`import dirk as dagger`).
 
 A helper that works in both modes takes and returns objects of the mode type variable:
 `def build(client: dirk.Client[dirk.M]) -> dirk.Container[dirk.M]`.
@@ -21,8 +27,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk import errors as errors
+    from dirk.errors import ClientConnectionError as ClientConnectionError
+    from dirk.errors import DaggerError as DaggerError
+    from dirk.errors import DirkError as DirkError
+    from dirk.errors import ExecError as ExecError
+    from dirk.errors import ProvisionError as ProvisionError
+    from dirk.errors import QueryError as QueryError
     from dirk.sdk.config import Config as Config
     from dirk.sdk.connection import Connection as Connection
+    from dirk.sdk.gen import JSON as JSON
     from dirk.sdk.gen import BuildArg as BuildArg
     from dirk.sdk.gen import CacheSharingMode as CacheSharingMode
     from dirk.sdk.gen import CacheVolume as CacheVolume
@@ -48,6 +61,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Label as Label
     from dirk.sdk.gen import NetworkProtocol as NetworkProtocol
     from dirk.sdk.gen import Node as Node
+    from dirk.sdk.gen import Platform as Platform
     from dirk.sdk.gen import Port as Port
     from dirk.sdk.gen import ReturnType as ReturnType
     from dirk.sdk.gen import SearchResult as SearchResult
@@ -56,15 +70,30 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Stat as Stat
     from dirk.sdk.gen import Syncer as Syncer
     from dirk.sdk.modes import Async as Async
+    from dirk.sdk.modes import Either as Either
     from dirk.sdk.modes import M as M
     from dirk.sdk.modes import Mode as Mode
     from dirk.sdk.modes import Sync as Sync
+    from dirk.sdk.shared import connection as connection
+    from dirk.sdk.shared import dag as dag
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
     "Config": "dirk.sdk.config",
     "Connection": "dirk.sdk.connection",
-    **{name: "dirk.sdk.modes" for name in ("Async", "M", "Mode", "Sync")},
+    **{name: "dirk.sdk.modes" for name in ("Async", "Either", "M", "Mode", "Sync")},
+    **{name: "dirk.sdk.shared" for name in ("connection", "dag")},
+    **{
+        name: "dirk.errors"
+        for name in (
+            "ClientConnectionError",
+            "DaggerError",
+            "DirkError",
+            "ExecError",
+            "ProvisionError",
+            "QueryError",
+        )
+    },
     **{
         name: "dirk.sdk.gen"
         for name in (
@@ -88,11 +117,13 @@ _EXPORTS = {
             "FileType",
             "HealthcheckConfig",
             "Host",
+            "JSON",
             "ImageLayerCompression",
             "ImageMediaTypes",
             "Label",
             "NetworkProtocol",
             "Node",
+            "Platform",
             "Port",
             "ReturnType",
             "SearchResult",

@@ -37,7 +37,7 @@ async def test_stdout_stderr_and_exit_code(engine: Engine, busybox_ref: str) -> 
         await engine.solver.result(sh(root, "echo partial; echo oops >&2; exit 3"))
     err = caught.value
     assert err.exit_code == 3
-    assert err.cmd == ["sh", "-c", "echo partial; echo oops >&2; exit 3"]
+    assert err.command == ["sh", "-c", "echo partial; echo oops >&2; exit 3"]
     assert "partial" in err.stdout and "oops" in err.stderr
     assert "exit code: 3" in str(err) and "oops" in str(err)
 

@@ -1,7 +1,8 @@
 """Failures a user meets with the dirk SDK: each ends quickly with a dirk error naming the problem.
 
 Against a real engine (one per module): a wrong session token, malformed or invalid GraphQL sent
-raw, an image that does not exist, an engine address where nothing listens, Ctrl-C.
+raw, an image or tag that does not exist, bad paths, a missing command, an engine address where
+nothing listens, Ctrl-C. Each arrives as the `dirk.errors` class the engine raised.
 """
 
 from __future__ import annotations
@@ -17,11 +18,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 import dirk
-from dirk.errors import ClientConnectionError, ExecError, QueryError, SessionAuthError
+from dirk.errors import (
+    ClientConnectionError,
+    CommandNotFoundError,
+    ExecError,
+    HostPathError,
+    ImageNotFoundError,
+    ImageReferenceError,
+    InvalidArgumentError,
+    SessionAuthError,
+    SnapshotPathError,
+)
 from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine
 
 pytestmark = [pytest.mark.integration]
@@ -124,21 +136,79 @@ def test_bad_requests_get_a_json_graphql_error(
     assert post_query(engine, (token, ""), json={"query": "{ version }"}).json()["data"]
 
 
-def test_unknown_image_gets_a_query_error_naming_it(
+def test_unknown_image_gets_image_not_found_naming_it(
     engine: RunningEngine, bare_env: pytest.MonkeyPatch, registry: str, tmp_path: Path
 ) -> None:
     missing = f"{registry}/no-such-image-{uuid.uuid4().hex[:8]}:latest"
     started = time.monotonic()
     with dirk.Connection(dirk.Config(engine=engine.socket_url, workdir=tmp_path)) as client:
-        with pytest.raises(QueryError) as caught:
+        with pytest.raises(ImageNotFoundError) as caught:
             client.container().from_(missing).with_exec(["true"]).stdout()
         assert not isinstance(caught.value, ExecError)
         assert missing in str(caught.value)
+        assert caught.value.path == ["container", "from"]  # the field that failed
 
-        with pytest.raises(QueryError) as bad:
+        with pytest.raises(ImageReferenceError) as bad:
             client.container().from_("Not A Reference!").with_exec(["true"]).stdout()
+        assert isinstance(bad.value, InvalidArgumentError)
         assert "Not A Reference!" in str(bad.value)
     assert time.monotonic() - started < QUICK_S
+
+
+def test_missing_tag_is_image_not_found_through_dag(
+    engine: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    """`except ImageNotFoundError` works in a program as inside the engine (Dagger's entry)."""
+    missing_tag = busybox_ref.rsplit(":", 1)[0] + f":no-such-tag-{uuid.uuid4().hex[:8]}"
+    with dirk.connection(dirk.Config(engine=engine.socket_url, workdir=tmp_path)):
+        with pytest.raises(ImageNotFoundError) as caught:
+            dirk.dag.container().from_(missing_tag).with_exec(["true"]).sync()
+        assert missing_tag.rsplit(":", 1)[1] in str(caught.value)
+        assert caught.value.error.extensions == {"_type": "IMAGE_NOT_FOUND"}
+
+
+def test_bad_paths_get_the_path_error_classes(
+    engine: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        config = dirk.Config(engine=engine.socket_url, workdir=tmp_path)
+        async with dirk.Connection(config) as client:
+            ctr = client.container().from_(busybox_ref)
+            with pytest.raises(SnapshotPathError, match="/no/such/file") as in_container:
+                await ctr.file("/no/such/file").contents()
+            assert in_container.value.path[-1] == "contents"
+            with pytest.raises(SnapshotPathError, match="it is a dir"):
+                await ctr.file("/etc").contents()
+            with pytest.raises(HostPathError, match="no-such-dir") as on_host:
+                await ctr.with_directory("/src", client.host().directory("no-such-dir")).sync()
+            assert isinstance(on_host.value, InvalidArgumentError)
+
+    anyio.run(main)
+
+
+def test_missing_command_is_an_exec_error_with_exit_code_1(
+    engine: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    """Dagger's behaviour: a failed exec with exit code 1 and the lookup error on stderr; dirk's
+    message also says what to do."""
+    with dirk.Connection(dirk.Config(engine=engine.socket_url, workdir=tmp_path)) as client:
+        ctr = client.container().from_(busybox_ref)
+        with pytest.raises(ExecError) as caught:
+            ctr.with_exec(["no-such-command", "--flag"]).stdout()
+        error = caught.value
+        assert isinstance(error, CommandNotFoundError)
+        assert (error.exit_code, error.command) == (1, ["no-such-command", "--flag"])
+        assert error.stderr == 'exec: "no-such-command": executable file not found in $PATH\n'
+        message = str(error)
+        assert 'process "no-such-command --flag" did not complete successfully' in message
+        assert "exit code: 1" in message
+        assert "executable file not found in $PATH (PATH=" in message
+        assert "install it in an earlier step, fix the name, or set PATH" in message
+
+        with pytest.raises(CommandNotFoundError) as by_path:
+            ctr.with_exec(["/opt/none/tool"]).sync()
+        assert by_path.value.exit_code == 1
+        assert by_path.value.stderr == "fork/exec /opt/none/tool: no such file or directory\n"
 
 
 def _closed_port() -> int:

@@ -86,7 +86,7 @@ EXPECTED = {
 
 
 def check_exec_error(error: ExecError) -> None:
-    assert error.cmd == ["sh", "-c", FAILING]
+    assert error.command == ["sh", "-c", FAILING]
     assert error.exit_code == 3
     assert error.stdout == "out\n"
     assert error.stderr == "err\n"

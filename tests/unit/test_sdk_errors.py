@@ -51,7 +51,7 @@ def test_basic_auth_carries_the_token_with_an_empty_password() -> None:
 
 def test_exec_error_extensions_become_exec_error() -> None:
     error = {
-        "message": "process ['sh', '-c', 'exit 3'] did not complete successfully: exit code: 3",
+        "message": 'process "sh -c exit 3" did not complete successfully: exit code: 3',
         "path": ["container", "withExec", "sync"],
         "extensions": {
             "_type": "EXEC_ERROR",
@@ -63,7 +63,7 @@ def test_exec_error_extensions_become_exec_error() -> None:
     }
     with pytest.raises(ExecError) as caught:
         _query(_answer(200, {"data": None, "errors": [error]}))
-    assert (caught.value.cmd, caught.value.exit_code) == (["sh", "-c", "exit 3"], 3)
+    assert (caught.value.command, caught.value.exit_code) == (["sh", "-c", "exit 3"], 3)
     assert (caught.value.stdout, caught.value.stderr) == ("partial\n", "bad thing\n")
     assert caught.value.path == ["container", "withExec", "sync"]
     assert "exit code: 3" in str(caught.value) and "bad thing" in str(caught.value)

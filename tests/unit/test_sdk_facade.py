@@ -97,7 +97,7 @@ def test_object_list_fetches_fields_in_one_query(engine: FakeEngine) -> None:
 
 def test_exec_error_carries_command_and_output(engine: FakeEngine) -> None:
     engine.errors["stdout"] = {
-        "message": "process ['false'] did not complete successfully: exit code: 1",
+        "message": 'process "false" did not complete successfully: exit code: 1',
         "extensions": {
             "_type": "EXEC_ERROR",
             "cmd": ["false"],
@@ -109,7 +109,7 @@ def test_exec_error_carries_command_and_output(engine: FakeEngine) -> None:
     with dirk.Connection() as client, pytest.raises(ExecError) as caught:
         client.container().from_("alpine").with_exec(["false"]).stdout()
     assert caught.value.exit_code == 1
-    assert caught.value.cmd == ["false"]
+    assert caught.value.command == ["false"]
     assert caught.value.stderr == "boom\n"
     assert "boom" in str(caught.value)
     assert caught.value.path == ["container", "from", "withExec", "stdout"]

@@ -55,6 +55,29 @@ def sync_use() -> None:
         contents: str = ctr.file("/etc/os-release").contents()
 
 
+def add_ci(ctr: dirk.Container[dirk.M]) -> dirk.Container[dirk.M]:
+    return ctr.with_env_variable("CI", "1")
+
+
+async def dagger_style_async() -> None:
+    async with dirk.connection() as client:
+        assert_type(client, dirk.Client[Async])
+        ctr = dirk.dag.container().from_("alpine").with_(add_ci).with_exec(["true"])
+        assert_type(ctr, dirk.Container[dirk.Either])
+        out: str = await ctr.stdout()
+        synced = await ctr
+        assert_type(synced, dirk.Container[dirk.Either])
+        typed = await client.container().with_(add_ci)
+        assert_type(typed, dirk.Container[Async])
+
+
+def dagger_style_sync() -> None:
+    with dirk.connection() as client:
+        assert_type(client, dirk.Client[Sync])
+        out: str = dirk.dag.container().from_("alpine").with_exec(["true"]).stdout()
+        assert_type(client.container().with_(add_ci).stdout(), str)
+
+
 async def mistakes() -> None:
     with dirk.Connection() as sync_client:
         async with dirk.Connection() as async_client:
@@ -62,6 +85,7 @@ async def mistakes() -> None:
             sync_dir = sync_client.directory()
             async_client.container().with_directory("/x", sync_dir)  # E2
             async_client.container().with_exec("echo hi")  # E3
+            await sync_client.container()  # E4
 """
 
 

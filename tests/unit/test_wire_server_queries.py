@@ -167,7 +167,7 @@ async def test_errors_inside_task_groups_are_unwrapped(
     assert error["extensions"]["stderr"] == "no rule"
     _, body = await post(client, auth, {"query": "{ groupFail(exec: false) }"})
     assert body["errors"][0]["message"] == "path 'x' is outside the workdir"
-    assert "extensions" not in body["errors"][0]
+    assert body["errors"][0]["extensions"] == {"_type": "INVALID_ARGUMENT"}  # the leaf's code
 
 
 async def test_unexpected_resolver_exception_is_graphql_error_and_logged(

@@ -9,8 +9,9 @@ runner makes them awaitables in async mode and blocking calls in sync mode.
 from __future__ import annotations
 
 import enum
+import json
 import re
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import anyio
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
+S = TypeVar("S", bound=str)
 ObjT = TypeVar("ObjT", bound="ObjectBase[Any]")
 
 #: The default of an argument the schema requires: never omitted.
@@ -60,8 +62,17 @@ class Runner:
     interrupted (Ctrl-C) cancels its coroutine."""
 
     def __init__(self, executor: Executor, portal: BlockingPortal | None = None) -> None:
-        self.executor = executor
-        self.portal = portal
+        self._executor = executor
+        self._portal = portal
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    @property
+    def portal(self) -> BlockingPortal | None:
+        """The sync mode's event loop; None in async mode."""
+        return self._portal
 
     def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> Coroutine[Any, Any, T] | T:
         if self.portal is None:
@@ -143,6 +154,41 @@ class ObjectBase(Generic[M]):
         cls = class_for(type_name)
         chain = (Call("node", (("id", id),), on=type_name),)
         return cls(self._runner, chain, id=id, prefetched=prefetched)
+
+    def _list_arg(self, method: str, name: str, value: Any, item: type) -> Any:
+        """`value` if it is a list (or tuple) of `item`s, else a `TypeError` that shows the fix:
+        GraphQL would quietly turn a lone string into a list of one (`with_exec("echo hi")`
+        would look for a program named `echo hi`)."""
+        if value is None:
+            return value
+        where = f"{type(self).__name__}.{method}()"
+        kind = "strings" if item is str else f"{item.__name__} objects"
+        if not isinstance(value, list | tuple):
+            if name == "args" and isinstance(value, str):
+                fix = f"{method}({json.dumps(['sh', '-c', value])}) to run it in a shell"
+            else:
+                fix = f"{name}=[{value!r}]"
+            raise TypeError(
+                f"{where}: {name} is a list of {kind}, not a {type(value).__name__} "
+                f"({value!r}); write {fix}"
+            )
+        for index, each in enumerate(value):
+            if not isinstance(each, item):
+                raise TypeError(
+                    f"{where}: {name} is a list of {kind}, but {name}[{index}] is {each!r} "
+                    f"({type(each).__name__})"
+                )
+        return value
+
+    def _await(self) -> Generator[Any, None, Any]:
+        """`await obj`: the coroutine of `obj.sync()`, in an `async with` connection."""
+        if self._runner.portal is not None:
+            raise TypeError(
+                f"a {type(self).__name__} of a `with` connection (sync mode) cannot be awaited: "
+                "call .sync(), or open the connection with `async with`"
+            )
+        coroutine: Coroutine[Any, Any, Any] = getattr(self, "sync")()  # noqa: B009
+        return coroutine.__await__()
 
     # --- leaves ------------------------------------------------------------------------------
 
@@ -279,6 +325,13 @@ def as_bool(value: Any) -> bool:
 
 def as_none(value: Any) -> None:
     return None
+
+
+def as_scalar(cls: type[S]) -> Callable[[Any], S]:
+    def convert(value: Any) -> S:
+        return cls(value)
+
+    return convert
 
 
 def as_enum(cls: type[E]) -> Callable[[Any], E]:

@@ -2,8 +2,9 @@
 
 Everything here follows the wire contract: session creation on the engine's unix socket (or on
 TCP with the admin token), queries as `POST /query` with HTTP Basic auth (the session token as
-user name, empty password), and JSON error bodies mapped onto `dirk.errors`. Queries get no
-read timeout unless the caller sets one: an evaluation can legitimately run for a long time.
+user name, empty password), and JSON error bodies raised as the `dirk.errors` class the engine
+raised (`dirk.wire.codes`). Queries get no read timeout unless the caller sets one: an
+evaluation can legitimately run for a long time.
 The program that owns a session holds it attached (`SessionAttachment`), so that the engine ends
 the session when the program dies however it dies.
 """
@@ -16,7 +17,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -25,11 +26,12 @@ import httpx
 
 from dirk.errors import (
     ClientConnectionError,
-    ExecError,
     QueryError,
+    QueryErrorValue,
     QueryTimeoutError,
     SessionAuthError,
 )
+from dirk.wire.codes import EXEC_ERROR, error_from_wire
 
 #: Seconds to wait for a TCP/unix connection to the engine to open.
 CONNECT_TIMEOUT = 10.0
@@ -138,34 +140,44 @@ def _raise_auth(response: httpx.Response, address: EngineAddress, what: str) -> 
         )
 
 
-def error_from_graphql(error: Mapping[str, Any]) -> QueryError:
-    """The dirk exception for one entry of a GraphQL answer's `errors`."""
+def _entry(error: Any) -> QueryErrorValue:
+    """One entry of an answer's `errors`, whatever its shape."""
+    if not isinstance(error, Mapping):
+        return QueryErrorValue(str(error))
     message = str(error.get("message") or "the engine reported an error without a message")
     path = [p for p in error.get("path") or [] if isinstance(p, str | int)]
-    extensions = error.get("extensions") or {}
-    if isinstance(extensions, Mapping) and extensions.get("_type") == "EXEC_ERROR":
-        return ExecError(
-            cmd=[str(arg) for arg in extensions.get("cmd") or []],
-            exit_code=int(extensions.get("exitCode", -1)),
-            stdout=str(extensions.get("stdout", "")),
-            stderr=str(extensions.get("stderr", "")),
-            message=message,
-            path=path,
-        )
-    return QueryError(message, path)
+    locations = [
+        {"line": int(loc["line"]), "column": int(loc["column"])}
+        for loc in error.get("locations") or []
+        if isinstance(loc, Mapping)
+        and isinstance(loc.get("line"), int)
+        and isinstance(loc.get("column"), int)
+    ]
+    extensions = error.get("extensions")
+    return QueryErrorValue(
+        message,
+        path or None,
+        locations or None,
+        dict(extensions) if isinstance(extensions, Mapping) else {},
+    )
+
+
+def error_from_graphql(errors: Sequence[Any]) -> QueryError:
+    """The dirk exception for a GraphQL answer's `errors`: the class the first error's code
+    names (`dirk.wire.codes`), with every entry in `errors`; the message mentions the others."""
+    entries = [_entry(error) for error in errors] or [_entry({})]
+    first = entries[0]
+    message = first.message
+    if len(entries) > 1 and first.extensions.get("_type") != EXEC_ERROR:
+        others = "; ".join(entry.message for entry in entries[1:])
+        message = f"{message} (and {len(entries) - 1} more: {others})"
+    return error_from_wire(message, first.path or [], first.extensions, entries)
 
 
 def _raise_errors(body: Any, response: httpx.Response, address: EngineAddress) -> None:
     errors = body.get("errors") if isinstance(body, Mapping) else None
-    if errors:
-        first = errors[0] if isinstance(errors[0], Mapping) else {"message": str(errors[0])}
-        exc = error_from_graphql(first)
-        if len(errors) > 1 and not isinstance(exc, ExecError):
-            others = "; ".join(
-                str(e.get("message", e)) for e in errors[1:] if isinstance(e, Mapping)
-            )
-            exc = QueryError(f"{exc.message} (and {len(errors) - 1} more: {others})", exc.path)
-        raise exc
+    if errors and isinstance(errors, list):
+        raise error_from_graphql(errors)
     if response.status_code >= 400:
         raise ClientConnectionError(
             f"the dirk engine at {address} answered HTTP {response.status_code} "

@@ -349,7 +349,7 @@ def _log_resolver_error(error: GraphQLError) -> None:
     original = error.original_error
     causes = [
         # A SolveError wraps a bug in a step: its cause is what needs the traceback.
-        leaf.cause if isinstance(leaf, SolveError) else leaf
+        leaf.cause if isinstance(leaf, SolveError) and leaf.cause is not None else leaf
         for leaf in (leaves(original) if original is not None else [])
     ]
     unexpected = [leaf for leaf in causes if not isinstance(leaf, DirkError | GraphQLError)]

@@ -30,6 +30,7 @@ from dirk.sdk.gen.inputs import BuildArg
 from dirk.sdk.gen.label import Label
 from dirk.sdk.gen.node import Node
 from dirk.sdk.gen.port import Port
+from dirk.sdk.gen.scalars import JSON, Platform
 from dirk.sdk.gen.search_result import SearchResult
 from dirk.sdk.gen.search_submatch import SearchSubmatch
 from dirk.sdk.gen.secret import Secret
@@ -37,6 +38,7 @@ from dirk.sdk.gen.stat import Stat
 from dirk.sdk.gen.syncer import Syncer
 
 __all__ = [
+    "JSON",
     "BuildArg",
     "CacheSharingMode",
     "CacheVolume",
@@ -62,6 +64,7 @@ __all__ = [
     "Label",
     "NetworkProtocol",
     "Node",
+    "Platform",
     "Port",
     "ReturnType",
     "SearchResult",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_str, register
 
 
@@ -21,6 +21,9 @@ class CacheVolume(ObjectBase[M]):
 
     @overload
     def id(self: CacheVolume[Sync]) -> str: ...
+
+    @overload
+    def id(self: CacheVolume[Either]) -> Any: ...
 
     def id(self) -> Any:
         """An opaque identifier of this volume; computing it runs nothing."""

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.gen.enums import ChangesetMergeConflict, ChangesetsMergeConflict
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_bool, as_list, as_str, register
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ class Changeset(ObjectBase[M]):
     @overload
     def id(self: Changeset[Sync]) -> str: ...
 
+    @overload
+    def id(self: Changeset[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this changeset; computing it runs nothing."""
         return self._leaf("id", [], as_str)
@@ -38,6 +41,9 @@ class Changeset(ObjectBase[M]):
     @overload
     def sync(self: Changeset[Sync]) -> Changeset[Sync]: ...
 
+    @overload
+    def sync(self: Changeset[Either]) -> Any: ...
+
     def sync(self) -> Any:
         """Runs both directories' pipelines and returns this changeset's ID."""
         return self._leaf_sync("sync", [], "Changeset")
@@ -47,6 +53,9 @@ class Changeset(ObjectBase[M]):
 
     @overload
     def added_paths(self: Changeset[Sync]) -> list[str]: ...
+
+    @overload
+    def added_paths(self: Changeset[Either]) -> Any: ...
 
     def added_paths(self) -> Any:
         """Paths added in `after`; directories end with `/`."""
@@ -70,6 +79,9 @@ class Changeset(ObjectBase[M]):
     @overload
     def diff_stats(self: Changeset[Sync]) -> list[DiffStat[Sync]]: ...
 
+    @overload
+    def diff_stats(self: Changeset[Either]) -> Any: ...
+
     def diff_stats(self) -> Any:
         """Per path: the kind of change and the lines added and removed."""
         return self._leaf_objects("diffStats", [], "DiffStat")
@@ -79,6 +91,9 @@ class Changeset(ObjectBase[M]):
 
     @overload
     def export(self: Changeset[Sync], path: str) -> str: ...
+
+    @overload
+    def export(self: Changeset[Either], path: str) -> Any: ...
 
     def export(self, path: str) -> Any:
         """Applies the changes to a host directory, removals too; returns the path written.
@@ -95,6 +110,9 @@ class Changeset(ObjectBase[M]):
     @overload
     def is_empty(self: Changeset[Sync]) -> bool: ...
 
+    @overload
+    def is_empty(self: Changeset[Either]) -> Any: ...
+
     def is_empty(self) -> Any:
         """Whether nothing changed."""
         return self._leaf("isEmpty", [], as_bool)
@@ -109,6 +127,9 @@ class Changeset(ObjectBase[M]):
     @overload
     def modified_paths(self: Changeset[Sync]) -> list[str]: ...
 
+    @overload
+    def modified_paths(self: Changeset[Either]) -> Any: ...
+
     def modified_paths(self) -> Any:
         """Files that exist in both and differ."""
         return self._leaf("modifiedPaths", [], as_list(as_str))
@@ -118,6 +139,9 @@ class Changeset(ObjectBase[M]):
 
     @overload
     def removed_paths(self: Changeset[Sync]) -> list[str]: ...
+
+    @overload
+    def removed_paths(self: Changeset[Either]) -> Any: ...
 
     def removed_paths(self) -> Any:
         """Paths removed in `after`; a removed directory ends with `/`, its contents unlisted."""
@@ -166,8 +190,27 @@ class Changeset(ObjectBase[M]):
                 "withChangesets",
                 "Changeset",
                 [
-                    ("changes", changes, REQUIRED),
+                    (
+                        "changes",
+                        self._list_arg("with_changesets", "changes", changes, str),
+                        REQUIRED,
+                    ),
                     ("onConflict", on_conflict, ChangesetsMergeConflict.FAIL),
                 ],
             ),
         )
+
+    def with_(self, cb: Callable[[Changeset[M]], Changeset[M]]) -> Changeset[M]:
+        """`cb(self)`: a reusable step (a function from Changeset to Changeset)
+        applied without breaking the chain, as in Dagger's SDK."""
+        return cb(self)
+
+    @overload
+    def __await__(self: Changeset[Async]) -> Generator[Any, None, Changeset[Async]]: ...
+
+    @overload
+    def __await__(self: Changeset[Either]) -> Generator[Any, None, Changeset[Either]]: ...
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await obj` is `await obj.sync()`, as in Dagger's SDK."""
+        return self._await()

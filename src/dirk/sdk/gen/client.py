@@ -7,8 +7,9 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.gen.enums import CacheSharingMode
-from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import REQUIRED, ObjectBase, as_str, register
+from dirk.sdk.gen.scalars import Platform
+from dirk.sdk.modes import Async, Either, M, Sync
+from dirk.sdk.runtime import REQUIRED, ObjectBase, as_scalar, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.cache_volume import CacheVolume
@@ -128,19 +129,25 @@ class Client(ObjectBase[M]):
     @overload
     def version(self: Client[Sync]) -> str: ...
 
+    @overload
+    def version(self: Client[Either]) -> Any: ...
+
     def version(self) -> Any:
         """The engine's version."""
         return self._leaf("version", [], as_str)
 
     @overload
-    def default_platform(self: Client[Async]) -> Coroutine[Any, Any, str]: ...
+    def default_platform(self: Client[Async]) -> Coroutine[Any, Any, Platform]: ...
 
     @overload
-    def default_platform(self: Client[Sync]) -> str: ...
+    def default_platform(self: Client[Sync]) -> Platform: ...
+
+    @overload
+    def default_platform(self: Client[Either]) -> Any: ...
 
     def default_platform(self) -> Any:
         """The platform the engine runs containers for by default."""
-        return self._leaf("defaultPlatform", [], as_str)
+        return self._leaf("defaultPlatform", [], as_scalar(Platform))
 
     def node(self, id: str) -> Node[M]:
         """Any object, loaded by its ID.

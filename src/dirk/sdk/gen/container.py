@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.gen.enums import (
@@ -13,7 +13,8 @@ from dirk.sdk.gen.enums import (
     ImageMediaTypes,
     ReturnType,
 )
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.gen.scalars import Platform
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import (
     REQUIRED,
     ObjectBase,
@@ -21,6 +22,7 @@ from dirk.sdk.runtime import (
     as_int,
     as_list,
     as_optional,
+    as_scalar,
     as_str,
     register,
 )
@@ -50,6 +52,9 @@ class Container(ObjectBase[M]):
     @overload
     def id(self: Container[Sync]) -> str: ...
 
+    @overload
+    def id(self: Container[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this container; computing it runs nothing."""
         return self._leaf("id", [], as_str)
@@ -59,6 +64,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def sync(self: Container[Sync]) -> Container[Sync]: ...
+
+    @overload
+    def sync(self: Container[Either]) -> Any: ...
 
     def sync(self) -> Any:
         """Runs the container's pipeline and returns its ID once everything has finished."""
@@ -111,7 +119,7 @@ class Container(ObjectBase[M]):
                 "withExec",
                 "Container",
                 [
-                    ("args", args, REQUIRED),
+                    ("args", self._list_arg("with_exec", "args", args, str), REQUIRED),
                     ("useEntrypoint", use_entrypoint, False),
                     ("stdin", stdin, ""),
                     ("redirectStdin", redirect_stdin, ""),
@@ -132,6 +140,9 @@ class Container(ObjectBase[M]):
     @overload
     def stdout(self: Container[Sync]) -> str: ...
 
+    @overload
+    def stdout(self: Container[Either]) -> Any: ...
+
     def stdout(self) -> Any:
         """The standard output of the last command."""
         return self._leaf("stdout", [], as_str)
@@ -142,6 +153,9 @@ class Container(ObjectBase[M]):
     @overload
     def stderr(self: Container[Sync]) -> str: ...
 
+    @overload
+    def stderr(self: Container[Either]) -> Any: ...
+
     def stderr(self) -> Any:
         """The standard error of the last command."""
         return self._leaf("stderr", [], as_str)
@@ -151,6 +165,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def exit_code(self: Container[Sync]) -> int: ...
+
+    @overload
+    def exit_code(self: Container[Either]) -> Any: ...
 
     def exit_code(self) -> Any:
         """The exit code of the last command."""
@@ -190,6 +207,9 @@ class Container(ObjectBase[M]):
     @overload
     def env_variable(self: Container[Sync], name: str) -> str | None: ...
 
+    @overload
+    def env_variable(self: Container[Either], name: str) -> Any: ...
+
     def env_variable(self, name: str) -> Any:
         """The value of an environment variable, or null when it is not set.
 
@@ -203,6 +223,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def env_variables(self: Container[Sync]) -> list[EnvVariable[Sync]]: ...
+
+    @overload
+    def env_variables(self: Container[Either]) -> Any: ...
 
     def env_variables(self) -> Any:
         """Every environment variable of the container, in order."""
@@ -228,6 +251,9 @@ class Container(ObjectBase[M]):
     @overload
     def workdir(self: Container[Sync]) -> str: ...
 
+    @overload
+    def workdir(self: Container[Either]) -> Any: ...
+
     def workdir(self) -> Any:
         """The working directory of the container's commands."""
         return self._leaf("workdir", [], as_str)
@@ -248,6 +274,9 @@ class Container(ObjectBase[M]):
     @overload
     def user(self: Container[Sync]) -> str: ...
 
+    @overload
+    def user(self: Container[Either]) -> Any: ...
+
     def user(self) -> Any:
         """The user the container's commands run as."""
         return self._leaf("user", [], as_str)
@@ -264,7 +293,10 @@ class Container(ObjectBase[M]):
             self._select(
                 "withEntrypoint",
                 "Container",
-                [("args", args, REQUIRED), ("keepDefaultArgs", keep_default_args, False)],
+                [
+                    ("args", self._list_arg("with_entrypoint", "args", args, str), REQUIRED),
+                    ("keepDefaultArgs", keep_default_args, False),
+                ],
             ),
         )
 
@@ -273,6 +305,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def entrypoint(self: Container[Sync]) -> list[str]: ...
+
+    @overload
+    def entrypoint(self: Container[Either]) -> Any: ...
 
     def entrypoint(self) -> Any:
         """The container's entrypoint."""
@@ -285,7 +320,12 @@ class Container(ObjectBase[M]):
             args: The default arguments.
         """
         return cast(
-            "Container[M]", self._select("withDefaultArgs", "Container", [("args", args, REQUIRED)])
+            "Container[M]",
+            self._select(
+                "withDefaultArgs",
+                "Container",
+                [("args", self._list_arg("with_default_args", "args", args, str), REQUIRED)],
+            ),
         )
 
     @overload
@@ -293,6 +333,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def default_args(self: Container[Sync]) -> list[str]: ...
+
+    @overload
+    def default_args(self: Container[Either]) -> Any: ...
 
     def default_args(self) -> Any:
         """The container's default arguments (the image's CMD)."""
@@ -542,8 +585,8 @@ class Container(ObjectBase[M]):
                 [
                     ("path", path, REQUIRED),
                     ("source", source, REQUIRED),
-                    ("exclude", exclude, []),
-                    ("include", include, []),
+                    ("exclude", self._list_arg("with_directory", "exclude", exclude, str), []),
+                    ("include", self._list_arg("with_directory", "include", include, str), []),
                     ("gitignore", gitignore, False),
                     ("owner", owner, ""),
                     ("expand", expand, False),
@@ -597,6 +640,16 @@ class Container(ObjectBase[M]):
         do_not_follow_symlinks: bool = False,
         expand: bool = False,
     ) -> bool: ...
+
+    @overload
+    def exists(
+        self: Container[Either],
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+        expand: bool = False,
+    ) -> Any: ...
 
     def exists(
         self,
@@ -677,6 +730,9 @@ class Container(ObjectBase[M]):
     @overload
     def label(self: Container[Sync], name: str) -> str | None: ...
 
+    @overload
+    def label(self: Container[Either], name: str) -> Any: ...
+
     def label(self, name: str) -> Any:
         """The value of an image label, or null when it is not set.
 
@@ -690,6 +746,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def labels(self: Container[Sync]) -> list[Label[Sync]]: ...
+
+    @overload
+    def labels(self: Container[Either]) -> Any: ...
 
     def labels(self) -> Any:
         """Every image label of the container."""
@@ -728,6 +787,9 @@ class Container(ObjectBase[M]):
     @overload
     def exposed_ports(self: Container[Sync]) -> list[Port[Sync]]: ...
 
+    @overload
+    def exposed_ports(self: Container[Either]) -> Any: ...
+
     def exposed_ports(self) -> Any:
         """The ports the container's image declares."""
         return self._leaf_objects("exposedPorts", [], "Port")
@@ -737,6 +799,9 @@ class Container(ObjectBase[M]):
 
     @overload
     def combined_output(self: Container[Sync]) -> str: ...
+
+    @overload
+    def combined_output(self: Container[Either]) -> Any: ...
 
     def combined_output(self) -> Any:
         """Standard output and standard error of the last command, interleaved as written."""
@@ -754,6 +819,9 @@ class Container(ObjectBase[M]):
     @overload
     def image_ref(self: Container[Sync]) -> str: ...
 
+    @overload
+    def image_ref(self: Container[Either]) -> Any: ...
+
     def image_ref(self) -> Any:
         """The pulled image pinned by digest; only while the root filesystem is that image."""
         return self._leaf("imageRef", [], as_str)
@@ -764,19 +832,25 @@ class Container(ObjectBase[M]):
     @overload
     def mounts(self: Container[Sync]) -> list[str]: ...
 
+    @overload
+    def mounts(self: Container[Either]) -> Any: ...
+
     def mounts(self) -> Any:
         """The paths where something is mounted, in mount order."""
         return self._leaf("mounts", [], as_list(as_str))
 
     @overload
-    def platform(self: Container[Async]) -> Coroutine[Any, Any, str]: ...
+    def platform(self: Container[Async]) -> Coroutine[Any, Any, Platform]: ...
 
     @overload
-    def platform(self: Container[Sync]) -> str: ...
+    def platform(self: Container[Sync]) -> Platform: ...
+
+    @overload
+    def platform(self: Container[Either]) -> Any: ...
 
     def platform(self) -> Any:
         """The platform the container runs as."""
-        return self._leaf("platform", [], as_str)
+        return self._leaf("platform", [], as_scalar(Platform))
 
     def with_annotation(self, name: str, value: str) -> Container[M]:
         """This container with an OCI annotation set (for published images).
@@ -814,7 +888,11 @@ class Container(ObjectBase[M]):
                 "withDefaultTerminalCmd",
                 "Container",
                 [
-                    ("args", args, REQUIRED),
+                    (
+                        "args",
+                        self._list_arg("with_default_terminal_cmd", "args", args, str),
+                        REQUIRED,
+                    ),
                     ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
@@ -849,7 +927,11 @@ class Container(ObjectBase[M]):
                 "withDockerHealthcheck",
                 "Container",
                 [
-                    ("args", args, REQUIRED),
+                    (
+                        "args",
+                        self._list_arg("with_docker_healthcheck", "args", args, str),
+                        REQUIRED,
+                    ),
                     ("shell", shell, None),
                     ("interval", interval, None),
                     ("timeout", timeout, None),
@@ -906,7 +988,7 @@ class Container(ObjectBase[M]):
                 "Container",
                 [
                     ("path", path, REQUIRED),
-                    ("sources", sources, REQUIRED),
+                    ("sources", self._list_arg("with_files", "sources", sources, str), REQUIRED),
                     ("permissions", permissions, None),
                     ("owner", owner, ""),
                     ("expand", expand, False),
@@ -1025,7 +1107,12 @@ class Container(ObjectBase[M]):
         return cast(
             "Container[M]",
             self._select(
-                "withoutFiles", "Container", [("paths", paths, REQUIRED), ("expand", expand, False)]
+                "withoutFiles",
+                "Container",
+                [
+                    ("paths", self._list_arg("without_files", "paths", paths, str), REQUIRED),
+                    ("expand", expand, False),
+                ],
             ),
         )
 
@@ -1093,7 +1180,11 @@ class Container(ObjectBase[M]):
                 "asTarball",
                 "File",
                 [
-                    ("platformVariants", platform_variants, []),
+                    (
+                        "platformVariants",
+                        self._list_arg("as_tarball", "platform_variants", platform_variants, str),
+                        [],
+                    ),
                     ("forcedCompression", forced_compression, None),
                     ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
                 ],
@@ -1122,6 +1213,17 @@ class Container(ObjectBase[M]):
         expand: bool = False,
     ) -> str: ...
 
+    @overload
+    def export(
+        self: Container[Either],
+        path: str,
+        *,
+        platform_variants: list[Container[Either]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        expand: bool = False,
+    ) -> Any: ...
+
     def export(
         self,
         path: str,
@@ -1146,7 +1248,11 @@ class Container(ObjectBase[M]):
             "export",
             [
                 ("path", path, REQUIRED),
-                ("platformVariants", platform_variants, []),
+                (
+                    "platformVariants",
+                    self._list_arg("export", "platform_variants", platform_variants, str),
+                    [],
+                ),
                 ("forcedCompression", forced_compression, None),
                 ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
                 ("expand", expand, False),
@@ -1186,6 +1292,16 @@ class Container(ObjectBase[M]):
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
     ) -> str: ...
 
+    @overload
+    def publish(
+        self: Container[Either],
+        address: str,
+        *,
+        platform_variants: list[Container[Either]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> Any: ...
+
     def publish(
         self,
         address: str,
@@ -1207,7 +1323,11 @@ class Container(ObjectBase[M]):
             "publish",
             [
                 ("address", address, REQUIRED),
-                ("platformVariants", platform_variants, []),
+                (
+                    "platformVariants",
+                    self._list_arg("publish", "platform_variants", platform_variants, str),
+                    [],
+                ),
                 ("forcedCompression", forced_compression, None),
                 ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
             ],
@@ -1245,3 +1365,18 @@ class Container(ObjectBase[M]):
             "Container[M]",
             self._select("withoutRegistryAuth", "Container", [("address", address, REQUIRED)]),
         )
+
+    def with_(self, cb: Callable[[Container[M]], Container[M]]) -> Container[M]:
+        """`cb(self)`: a reusable step (a function from Container to Container)
+        applied without breaking the chain, as in Dagger's SDK."""
+        return cb(self)
+
+    @overload
+    def __await__(self: Container[Async]) -> Generator[Any, None, Container[Async]]: ...
+
+    @overload
+    def __await__(self: Container[Either]) -> Generator[Any, None, Container[Either]]: ...
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await obj` is `await obj.sync()`, as in Dagger's SDK."""
+        return self._await()

@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from typing import Any, overload
 
 from dirk.sdk.gen.enums import DiffStatKind
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_enum, as_int, as_optional, as_str, register
 
 
@@ -31,6 +31,9 @@ class DiffStat(ObjectBase[M]):
     @overload
     def id(self: DiffStat[Sync]) -> str: ...
 
+    @overload
+    def id(self: DiffStat[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this statistic."""
         return self._leaf("id", [], as_str)
@@ -40,6 +43,9 @@ class DiffStat(ObjectBase[M]):
 
     @overload
     def added_lines(self: DiffStat[Sync]) -> int: ...
+
+    @overload
+    def added_lines(self: DiffStat[Either]) -> Any: ...
 
     def added_lines(self) -> Any:
         """Lines added."""
@@ -51,6 +57,9 @@ class DiffStat(ObjectBase[M]):
     @overload
     def kind(self: DiffStat[Sync]) -> DiffStatKind: ...
 
+    @overload
+    def kind(self: DiffStat[Either]) -> Any: ...
+
     def kind(self) -> Any:
         """The kind of change."""
         return self._leaf("kind", [], as_enum(DiffStatKind))
@@ -60,6 +69,9 @@ class DiffStat(ObjectBase[M]):
 
     @overload
     def old_path(self: DiffStat[Sync]) -> str | None: ...
+
+    @overload
+    def old_path(self: DiffStat[Either]) -> Any: ...
 
     def old_path(self) -> Any:
         """The former path of a renamed file."""
@@ -71,6 +83,9 @@ class DiffStat(ObjectBase[M]):
     @overload
     def path(self: DiffStat[Sync]) -> str: ...
 
+    @overload
+    def path(self: DiffStat[Either]) -> Any: ...
+
     def path(self) -> Any:
         """The path that changed."""
         return self._leaf("path", [], as_str)
@@ -80,6 +95,9 @@ class DiffStat(ObjectBase[M]):
 
     @overload
     def removed_lines(self: DiffStat[Sync]) -> int: ...
+
+    @overload
+    def removed_lines(self: DiffStat[Either]) -> Any: ...
 
     def removed_lines(self) -> Any:
         """Lines removed."""

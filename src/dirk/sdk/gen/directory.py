@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.gen.enums import ExistsType
 from dirk.sdk.gen.inputs import BuildArg
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_bool, as_list, as_optional, as_str, register
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ class Directory(ObjectBase[M]):
     @overload
     def id(self: Directory[Sync]) -> str: ...
 
+    @overload
+    def id(self: Directory[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this directory; computing it runs nothing."""
         return self._leaf("id", [], as_str)
@@ -40,6 +43,9 @@ class Directory(ObjectBase[M]):
 
     @overload
     def sync(self: Directory[Sync]) -> Directory[Sync]: ...
+
+    @overload
+    def sync(self: Directory[Either]) -> Any: ...
 
     def sync(self) -> Any:
         """Runs the directory's pipeline and returns its ID once everything has finished."""
@@ -52,6 +58,9 @@ class Directory(ObjectBase[M]):
 
     @overload
     def entries(self: Directory[Sync], *, path: str | None = None) -> list[str]: ...
+
+    @overload
+    def entries(self: Directory[Either], *, path: str | None = None) -> Any: ...
 
     def entries(self, *, path: str | None = None) -> Any:
         """The names of the entries of this directory or of a subdirectory, sorted.
@@ -105,7 +114,11 @@ class Directory(ObjectBase[M]):
                 [
                     ("dockerfile", dockerfile, "Dockerfile"),
                     ("platform", platform, None),
-                    ("buildArgs", build_args, []),
+                    (
+                        "buildArgs",
+                        self._list_arg("docker_build", "build_args", build_args, BuildArg),
+                        [],
+                    ),
                     ("target", target, ""),
                     ("noInit", no_init, False),
                 ],
@@ -117,6 +130,9 @@ class Directory(ObjectBase[M]):
 
     @overload
     def digest(self: Directory[Sync]) -> str: ...
+
+    @overload
+    def digest(self: Directory[Either]) -> Any: ...
 
     def digest(self) -> Any:
         """A digest of everything in this directory: names, kinds, modes, owners and contents."""
@@ -139,6 +155,15 @@ class Directory(ObjectBase[M]):
         expected_type: ExistsType | None = None,
         do_not_follow_symlinks: bool = False,
     ) -> bool: ...
+
+    @overload
+    def exists(
+        self: Directory[Either],
+        path: str,
+        *,
+        expected_type: ExistsType | None = None,
+        do_not_follow_symlinks: bool = False,
+    ) -> Any: ...
 
     def exists(
         self,
@@ -172,6 +197,9 @@ class Directory(ObjectBase[M]):
     @overload
     def export(self: Directory[Sync], path: str, *, wipe: bool = False) -> str: ...
 
+    @overload
+    def export(self: Directory[Either], path: str, *, wipe: bool = False) -> Any: ...
+
     def export(self, path: str, *, wipe: bool = False) -> Any:
         """Writes this directory's contents to a path of the host; returns the path written.
 
@@ -202,8 +230,8 @@ class Directory(ObjectBase[M]):
                 "filter",
                 "Directory",
                 [
-                    ("exclude", exclude, []),
-                    ("include", include, []),
+                    ("exclude", self._list_arg("filter", "exclude", exclude, str), []),
+                    ("include", self._list_arg("filter", "include", include, str), []),
                     ("gitignore", gitignore, False),
                 ],
             ),
@@ -216,6 +244,9 @@ class Directory(ObjectBase[M]):
 
     @overload
     def find_up(self: Directory[Sync], name: str, start: str) -> str | None: ...
+
+    @overload
+    def find_up(self: Directory[Either], name: str, start: str) -> Any: ...
 
     def find_up(self, name: str, start: str) -> Any:
         """The path of the nearest `name` in `start` or one of its parents; null when none.
@@ -234,6 +265,9 @@ class Directory(ObjectBase[M]):
     @overload
     def glob(self: Directory[Sync], pattern: str) -> list[str]: ...
 
+    @overload
+    def glob(self: Directory[Either], pattern: str) -> Any: ...
+
     def glob(self, pattern: str) -> Any:
         """The paths below this directory that match a glob pattern; directories end with `/`.
 
@@ -247,6 +281,9 @@ class Directory(ObjectBase[M]):
 
     @overload
     def name(self: Directory[Sync]) -> str: ...
+
+    @overload
+    def name(self: Directory[Either]) -> Any: ...
 
     def name(self) -> Any:
         """The directory's name."""
@@ -286,6 +323,23 @@ class Directory(ObjectBase[M]):
         limit: int | None = None,
     ) -> list[SearchResult[Sync]]: ...
 
+    @overload
+    def search(
+        self: Directory[Either],
+        pattern: str,
+        *,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+    ) -> Any: ...
+
     def search(
         self,
         pattern: str,
@@ -319,8 +373,8 @@ class Directory(ObjectBase[M]):
         return self._leaf_objects(
             "search",
             [
-                ("paths", paths, []),
-                ("globs", globs, []),
+                ("paths", self._list_arg("search", "paths", paths, str), []),
+                ("globs", self._list_arg("search", "globs", globs, str), []),
                 ("pattern", pattern, REQUIRED),
                 ("literal", literal, False),
                 ("multiline", multiline, False),
@@ -426,8 +480,8 @@ class Directory(ObjectBase[M]):
                 [
                     ("path", path, REQUIRED),
                     ("source", source, REQUIRED),
-                    ("exclude", exclude, []),
-                    ("include", include, []),
+                    ("exclude", self._list_arg("with_directory", "exclude", exclude, str), []),
+                    ("include", self._list_arg("with_directory", "include", include, str), []),
                     ("gitignore", gitignore, False),
                     ("owner", owner, ""),
                     ("permissions", permissions, None),
@@ -542,7 +596,7 @@ class Directory(ObjectBase[M]):
                 "Directory",
                 [
                     ("path", path, REQUIRED),
-                    ("sources", sources, REQUIRED),
+                    ("sources", self._list_arg("with_files", "sources", sources, str), REQUIRED),
                     ("permissions", permissions, None),
                 ],
             ),
@@ -602,5 +656,25 @@ class Directory(ObjectBase[M]):
             paths: The files' paths.
         """
         return cast(
-            "Directory[M]", self._select("withoutFiles", "Directory", [("paths", paths, REQUIRED)])
+            "Directory[M]",
+            self._select(
+                "withoutFiles",
+                "Directory",
+                [("paths", self._list_arg("without_files", "paths", paths, str), REQUIRED)],
+            ),
         )
+
+    def with_(self, cb: Callable[[Directory[M]], Directory[M]]) -> Directory[M]:
+        """`cb(self)`: a reusable step (a function from Directory to Directory)
+        applied without breaking the chain, as in Dagger's SDK."""
+        return cb(self)
+
+    @overload
+    def __await__(self: Directory[Async]) -> Generator[Any, None, Directory[Async]]: ...
+
+    @overload
+    def __await__(self: Directory[Either]) -> Generator[Any, None, Directory[Either]]: ...
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await obj` is `await obj.sync()`, as in Dagger's SDK."""
+        return self._await()

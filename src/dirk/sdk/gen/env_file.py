@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_bool, as_str, register
 
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ class EnvFile(ObjectBase[M]):
     @overload
     def id(self: EnvFile[Sync]) -> str: ...
 
+    @overload
+    def id(self: EnvFile[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this env file; computing it runs nothing."""
         return self._leaf("id", [], as_str)
@@ -39,6 +42,9 @@ class EnvFile(ObjectBase[M]):
 
     @overload
     def exists(self: EnvFile[Sync], name: str) -> bool: ...
+
+    @overload
+    def exists(self: EnvFile[Either], name: str) -> Any: ...
 
     def exists(self, name: str) -> Any:
         """Whether a variable is set.
@@ -55,6 +61,9 @@ class EnvFile(ObjectBase[M]):
 
     @overload
     def get(self: EnvFile[Sync], name: str, *, raw: bool | None = None) -> str: ...
+
+    @overload
+    def get(self: EnvFile[Either], name: str, *, raw: bool | None = None) -> Any: ...
 
     def get(self, name: str, *, raw: bool | None = None) -> Any:
         """The value of a variable (its last occurrence), or an empty string.
@@ -82,6 +91,9 @@ class EnvFile(ObjectBase[M]):
 
     @overload
     def variables(self: EnvFile[Sync], *, raw: bool | None = None) -> list[EnvVariable[Sync]]: ...
+
+    @overload
+    def variables(self: EnvFile[Either], *, raw: bool | None = None) -> Any: ...
 
     def variables(self, *, raw: bool | None = None) -> Any:
         """Every variable, in order.
@@ -114,3 +126,8 @@ class EnvFile(ObjectBase[M]):
         return cast(
             "EnvFile[M]", self._select("withoutVariable", "EnvFile", [("name", name, REQUIRED)])
         )
+
+    def with_(self, cb: Callable[[EnvFile[M]], EnvFile[M]]) -> EnvFile[M]:
+        """`cb(self)`: a reusable step (a function from EnvFile to EnvFile)
+        applied without breaking the chain, as in Dagger's SDK."""
+        return cb(self)

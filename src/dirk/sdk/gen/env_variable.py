@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_str, register
 
 
@@ -27,6 +27,9 @@ class EnvVariable(ObjectBase[M]):
     @overload
     def id(self: EnvVariable[Sync]) -> str: ...
 
+    @overload
+    def id(self: EnvVariable[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this variable."""
         return self._leaf("id", [], as_str)
@@ -37,6 +40,9 @@ class EnvVariable(ObjectBase[M]):
     @overload
     def name(self: EnvVariable[Sync]) -> str: ...
 
+    @overload
+    def name(self: EnvVariable[Either]) -> Any: ...
+
     def name(self) -> Any:
         """The variable's name."""
         return self._leaf("name", [], as_str)
@@ -46,6 +52,9 @@ class EnvVariable(ObjectBase[M]):
 
     @overload
     def value(self: EnvVariable[Sync]) -> str: ...
+
+    @overload
+    def value(self: EnvVariable[Either]) -> Any: ...
 
     def value(self) -> Any:
         """The variable's value."""

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_str, register
 
 if TYPE_CHECKING:
@@ -25,6 +25,9 @@ class Error(ObjectBase[M]):
     @overload
     def id(self: Error[Sync]) -> str: ...
 
+    @overload
+    def id(self: Error[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this error."""
         return self._leaf("id", [], as_str)
@@ -35,6 +38,9 @@ class Error(ObjectBase[M]):
     @overload
     def message(self: Error[Sync]) -> str: ...
 
+    @overload
+    def message(self: Error[Either]) -> Any: ...
+
     def message(self) -> Any:
         """What went wrong."""
         return self._leaf("message", [], as_str)
@@ -44,6 +50,9 @@ class Error(ObjectBase[M]):
 
     @overload
     def values(self: Error[Sync]) -> list[ErrorValue[Sync]]: ...
+
+    @overload
+    def values(self: Error[Either]) -> Any: ...
 
     def values(self) -> Any:
         """The named values attached to the error."""
@@ -62,3 +71,8 @@ class Error(ObjectBase[M]):
                 "withValue", "Error", [("name", name, REQUIRED), ("value", value, REQUIRED)]
             ),
         )
+
+    def with_(self, cb: Callable[[Error[M]], Error[M]]) -> Error[M]:
+        """`cb(self)`: a reusable step (a function from Error to Error)
+        applied without breaking the chain, as in Dagger's SDK."""
+        return cb(self)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
-from dirk.sdk.runtime import ObjectBase, as_str, register
+from dirk.sdk.gen.scalars import JSON
+from dirk.sdk.modes import Async, Either, M, Sync
+from dirk.sdk.runtime import ObjectBase, as_scalar, as_str, register
 
 
 @register("ErrorValue")
@@ -27,6 +28,9 @@ class ErrorValue(ObjectBase[M]):
     @overload
     def id(self: ErrorValue[Sync]) -> str: ...
 
+    @overload
+    def id(self: ErrorValue[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this value."""
         return self._leaf("id", [], as_str)
@@ -37,16 +41,22 @@ class ErrorValue(ObjectBase[M]):
     @overload
     def name(self: ErrorValue[Sync]) -> str: ...
 
+    @overload
+    def name(self: ErrorValue[Either]) -> Any: ...
+
     def name(self) -> Any:
         """The value's name."""
         return self._leaf("name", [], as_str)
 
     @overload
-    def value(self: ErrorValue[Async]) -> Coroutine[Any, Any, str]: ...
+    def value(self: ErrorValue[Async]) -> Coroutine[Any, Any, JSON]: ...
 
     @overload
-    def value(self: ErrorValue[Sync]) -> str: ...
+    def value(self: ErrorValue[Sync]) -> JSON: ...
+
+    @overload
+    def value(self: ErrorValue[Either]) -> Any: ...
 
     def value(self) -> Any:
         """The value."""
-        return self._leaf("value", [], as_str)
+        return self._leaf("value", [], as_scalar(JSON))

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_int, as_str, register
 
 if TYPE_CHECKING:
@@ -27,6 +27,9 @@ class File(ObjectBase[M]):
     @overload
     def id(self: File[Sync]) -> str: ...
 
+    @overload
+    def id(self: File[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this file; computing it runs nothing."""
         return self._leaf("id", [], as_str)
@@ -36,6 +39,9 @@ class File(ObjectBase[M]):
 
     @overload
     def sync(self: File[Sync]) -> File[Sync]: ...
+
+    @overload
+    def sync(self: File[Either]) -> Any: ...
 
     def sync(self) -> Any:
         """Runs the file's pipeline and returns its ID once everything has finished."""
@@ -50,6 +56,11 @@ class File(ObjectBase[M]):
     def contents(
         self: File[Sync], *, offset_lines: int | None = None, limit_lines: int | None = None
     ) -> str: ...
+
+    @overload
+    def contents(
+        self: File[Either], *, offset_lines: int | None = None, limit_lines: int | None = None
+    ) -> Any: ...
 
     def contents(self, *, offset_lines: int | None = None, limit_lines: int | None = None) -> Any:
         """The file's contents, optionally a range of its lines.
@@ -72,6 +83,9 @@ class File(ObjectBase[M]):
     @overload
     def digest(self: File[Sync], *, exclude_metadata: bool = False) -> str: ...
 
+    @overload
+    def digest(self: File[Either], *, exclude_metadata: bool = False) -> Any: ...
+
     def digest(self, *, exclude_metadata: bool = False) -> Any:
         """A digest of the file's contents (and, unless excluded, its name, mode and owner).
 
@@ -87,6 +101,9 @@ class File(ObjectBase[M]):
 
     @overload
     def export(self: File[Sync], path: str, *, allow_parent_dir_path: bool = False) -> str: ...
+
+    @overload
+    def export(self: File[Either], path: str, *, allow_parent_dir_path: bool = False) -> Any: ...
 
     def export(self, path: str, *, allow_parent_dir_path: bool = False) -> Any:
         """Writes the file to a path of the host; returns the path written.
@@ -107,6 +124,9 @@ class File(ObjectBase[M]):
 
     @overload
     def name(self: File[Sync]) -> str: ...
+
+    @overload
+    def name(self: File[Either]) -> Any: ...
 
     def name(self) -> Any:
         """The file's name, without its directory."""
@@ -145,6 +165,23 @@ class File(ObjectBase[M]):
         paths: list[str] | None = None,
         globs: list[str] | None = None,
     ) -> list[SearchResult[Sync]]: ...
+
+    @overload
+    def search(
+        self: File[Either],
+        pattern: str,
+        *,
+        literal: bool = False,
+        multiline: bool = False,
+        dotall: bool = False,
+        insensitive: bool = False,
+        skip_ignored: bool = False,
+        skip_hidden: bool = False,
+        files_only: bool = False,
+        limit: int | None = None,
+        paths: list[str] | None = None,
+        globs: list[str] | None = None,
+    ) -> Any: ...
 
     def search(
         self,
@@ -188,8 +225,8 @@ class File(ObjectBase[M]):
                 ("skipHidden", skip_hidden, False),
                 ("filesOnly", files_only, False),
                 ("limit", limit, None),
-                ("paths", paths, []),
-                ("globs", globs, []),
+                ("paths", self._list_arg("search", "paths", paths, str), []),
+                ("globs", self._list_arg("search", "globs", globs, str), []),
             ],
             "SearchResult",
         )
@@ -199,6 +236,9 @@ class File(ObjectBase[M]):
 
     @overload
     def size(self: File[Sync]) -> int: ...
+
+    @overload
+    def size(self: File[Either]) -> Any: ...
 
     def size(self) -> Any:
         """The file's size in bytes."""
@@ -267,3 +307,18 @@ class File(ObjectBase[M]):
                 ],
             ),
         )
+
+    def with_(self, cb: Callable[[File[M]], File[M]]) -> File[M]:
+        """`cb(self)`: a reusable step (a function from File to File)
+        applied without breaking the chain, as in Dagger's SDK."""
+        return cb(self)
+
+    @overload
+    def __await__(self: File[Async]) -> Generator[Any, None, File[Async]]: ...
+
+    @overload
+    def __await__(self: File[Either]) -> Generator[Any, None, File[Either]]: ...
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await obj` is `await obj.sync()`, as in Dagger's SDK."""
+        return self._await()

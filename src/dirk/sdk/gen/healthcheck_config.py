@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_bool, as_int, as_list, as_str, register
 
 
@@ -22,6 +22,9 @@ class HealthcheckConfig(ObjectBase[M]):
     @overload
     def id(self: HealthcheckConfig[Sync]) -> str: ...
 
+    @overload
+    def id(self: HealthcheckConfig[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this configuration."""
         return self._leaf("id", [], as_str)
@@ -31,6 +34,9 @@ class HealthcheckConfig(ObjectBase[M]):
 
     @overload
     def args(self: HealthcheckConfig[Sync]) -> list[str]: ...
+
+    @overload
+    def args(self: HealthcheckConfig[Either]) -> Any: ...
 
     def args(self) -> Any:
         """The check's command and arguments."""
@@ -42,6 +48,9 @@ class HealthcheckConfig(ObjectBase[M]):
     @overload
     def interval(self: HealthcheckConfig[Sync]) -> str: ...
 
+    @overload
+    def interval(self: HealthcheckConfig[Either]) -> Any: ...
+
     def interval(self) -> Any:
         """Time between two checks."""
         return self._leaf("interval", [], as_str)
@@ -51,6 +60,9 @@ class HealthcheckConfig(ObjectBase[M]):
 
     @overload
     def retries(self: HealthcheckConfig[Sync]) -> int: ...
+
+    @overload
+    def retries(self: HealthcheckConfig[Either]) -> Any: ...
 
     def retries(self) -> Any:
         """Consecutive failures after which the container is unhealthy."""
@@ -62,6 +74,9 @@ class HealthcheckConfig(ObjectBase[M]):
     @overload
     def shell(self: HealthcheckConfig[Sync]) -> bool: ...
 
+    @overload
+    def shell(self: HealthcheckConfig[Either]) -> Any: ...
+
     def shell(self) -> Any:
         """Whether `args[0]` is a shell command line."""
         return self._leaf("shell", [], as_bool)
@@ -71,6 +86,9 @@ class HealthcheckConfig(ObjectBase[M]):
 
     @overload
     def start_interval(self: HealthcheckConfig[Sync]) -> str: ...
+
+    @overload
+    def start_interval(self: HealthcheckConfig[Either]) -> Any: ...
 
     def start_interval(self) -> Any:
         """Time between checks during the start period."""
@@ -82,6 +100,9 @@ class HealthcheckConfig(ObjectBase[M]):
     @overload
     def start_period(self: HealthcheckConfig[Sync]) -> str: ...
 
+    @overload
+    def start_period(self: HealthcheckConfig[Either]) -> Any: ...
+
     def start_period(self) -> Any:
         """Time after start during which failures do not count."""
         return self._leaf("startPeriod", [], as_str)
@@ -91,6 +112,9 @@ class HealthcheckConfig(ObjectBase[M]):
 
     @overload
     def timeout(self: HealthcheckConfig[Sync]) -> str: ...
+
+    @overload
+    def timeout(self: HealthcheckConfig[Either]) -> Any: ...
 
     def timeout(self) -> Any:
         """Time one check may take."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_optional, as_str, register
 
 if TYPE_CHECKING:
@@ -25,6 +25,9 @@ class Host(ObjectBase[M]):
 
     @overload
     def id(self: Host[Sync]) -> str: ...
+
+    @overload
+    def id(self: Host[Either]) -> Any: ...
 
     def id(self) -> Any:
         """An opaque identifier of the host; computing it runs nothing."""
@@ -55,8 +58,8 @@ class Host(ObjectBase[M]):
                 "Directory",
                 [
                     ("path", path, REQUIRED),
-                    ("exclude", exclude, []),
-                    ("include", include, []),
+                    ("exclude", self._list_arg("directory", "exclude", exclude, str), []),
+                    ("include", self._list_arg("directory", "include", include, str), []),
                     ("noCache", no_cache, False),
                     ("gitignore", gitignore, False),
                 ],
@@ -82,6 +85,9 @@ class Host(ObjectBase[M]):
 
     @overload
     def find_up(self: Host[Sync], name: str, *, no_cache: bool = False) -> str | None: ...
+
+    @overload
+    def find_up(self: Host[Either], name: str, *, no_cache: bool = False) -> Any: ...
 
     def find_up(self, name: str, *, no_cache: bool = False) -> Any:
         """The host path of the nearest `name` in the working directory or a parent; else null.

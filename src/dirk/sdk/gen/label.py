@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_str, register
 
 
@@ -27,6 +27,9 @@ class Label(ObjectBase[M]):
     @overload
     def id(self: Label[Sync]) -> str: ...
 
+    @overload
+    def id(self: Label[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this label."""
         return self._leaf("id", [], as_str)
@@ -37,6 +40,9 @@ class Label(ObjectBase[M]):
     @overload
     def name(self: Label[Sync]) -> str: ...
 
+    @overload
+    def name(self: Label[Either]) -> Any: ...
+
     def name(self) -> Any:
         """The label's name."""
         return self._leaf("name", [], as_str)
@@ -46,6 +52,9 @@ class Label(ObjectBase[M]):
 
     @overload
     def value(self: Label[Sync]) -> str: ...
+
+    @overload
+    def value(self: Label[Either]) -> Any: ...
 
     def value(self) -> Any:
         """The label's value."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_str, register
 
 
@@ -21,6 +21,9 @@ class Node(ObjectBase[M]):
 
     @overload
     def id(self: Node[Sync]) -> str: ...
+
+    @overload
+    def id(self: Node[Either]) -> Any: ...
 
     def id(self) -> Any:
         """An opaque identifier of this object; computing it runs nothing."""

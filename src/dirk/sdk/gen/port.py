@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from typing import Any, overload
 
 from dirk.sdk.gen.enums import NetworkProtocol
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_bool, as_enum, as_int, as_optional, as_str, register
 
 
@@ -30,6 +30,9 @@ class Port(ObjectBase[M]):
     @overload
     def id(self: Port[Sync]) -> str: ...
 
+    @overload
+    def id(self: Port[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this port."""
         return self._leaf("id", [], as_str)
@@ -39,6 +42,9 @@ class Port(ObjectBase[M]):
 
     @overload
     def port(self: Port[Sync]) -> int: ...
+
+    @overload
+    def port(self: Port[Either]) -> Any: ...
 
     def port(self) -> Any:
         """The port number."""
@@ -50,6 +56,9 @@ class Port(ObjectBase[M]):
     @overload
     def protocol(self: Port[Sync]) -> NetworkProtocol: ...
 
+    @overload
+    def protocol(self: Port[Either]) -> Any: ...
+
     def protocol(self) -> Any:
         """The port's transport protocol."""
         return self._leaf("protocol", [], as_enum(NetworkProtocol))
@@ -60,6 +69,9 @@ class Port(ObjectBase[M]):
     @overload
     def description(self: Port[Sync]) -> str | None: ...
 
+    @overload
+    def description(self: Port[Either]) -> Any: ...
+
     def description(self) -> Any:
         """What the port is for, if known."""
         return self._leaf("description", [], as_optional(as_str))
@@ -69,6 +81,9 @@ class Port(ObjectBase[M]):
 
     @overload
     def experimental_skip_healthcheck(self: Port[Sync]) -> bool: ...
+
+    @overload
+    def experimental_skip_healthcheck(self: Port[Either]) -> Any: ...
 
     def experimental_skip_healthcheck(self) -> Any:
         """Whether a service skips waiting for this port to answer."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_int, as_str, register
 
 if TYPE_CHECKING:
@@ -32,6 +32,9 @@ class SearchResult(ObjectBase[M]):
     @overload
     def absolute_offset(self: SearchResult[Sync]) -> int: ...
 
+    @overload
+    def absolute_offset(self: SearchResult[Either]) -> Any: ...
+
     def absolute_offset(self) -> Any:
         """The byte offset in the file where the matched lines start."""
         return self._leaf("absoluteOffset", [], as_int)
@@ -41,6 +44,9 @@ class SearchResult(ObjectBase[M]):
 
     @overload
     def file_path(self: SearchResult[Sync]) -> str: ...
+
+    @overload
+    def file_path(self: SearchResult[Either]) -> Any: ...
 
     def file_path(self) -> Any:
         """The file's path, relative to the searched directory."""
@@ -52,6 +58,9 @@ class SearchResult(ObjectBase[M]):
     @overload
     def id(self: SearchResult[Sync]) -> str: ...
 
+    @overload
+    def id(self: SearchResult[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this result."""
         return self._leaf("id", [], as_str)
@@ -62,6 +71,9 @@ class SearchResult(ObjectBase[M]):
     @overload
     def line_number(self: SearchResult[Sync]) -> int: ...
 
+    @overload
+    def line_number(self: SearchResult[Either]) -> Any: ...
+
     def line_number(self) -> Any:
         """The number of the first matched line, counted from 1."""
         return self._leaf("lineNumber", [], as_int)
@@ -71,6 +83,9 @@ class SearchResult(ObjectBase[M]):
 
     @overload
     def matched_lines(self: SearchResult[Sync]) -> str: ...
+
+    @overload
+    def matched_lines(self: SearchResult[Either]) -> Any: ...
 
     def matched_lines(self) -> Any:
         """The matched lines, with their line endings."""
@@ -83,6 +98,9 @@ class SearchResult(ObjectBase[M]):
 
     @overload
     def submatches(self: SearchResult[Sync]) -> list[SearchSubmatch[Sync]]: ...
+
+    @overload
+    def submatches(self: SearchResult[Either]) -> Any: ...
 
     def submatches(self) -> Any:
         """Where in the matched lines each match is."""

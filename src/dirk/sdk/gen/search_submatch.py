@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_int, as_str, register
 
 
@@ -28,6 +28,9 @@ class SearchSubmatch(ObjectBase[M]):
     @overload
     def end(self: SearchSubmatch[Sync]) -> int: ...
 
+    @overload
+    def end(self: SearchSubmatch[Either]) -> Any: ...
+
     def end(self) -> Any:
         """The byte offset in the matched lines where the match ends."""
         return self._leaf("end", [], as_int)
@@ -37,6 +40,9 @@ class SearchSubmatch(ObjectBase[M]):
 
     @overload
     def id(self: SearchSubmatch[Sync]) -> str: ...
+
+    @overload
+    def id(self: SearchSubmatch[Either]) -> Any: ...
 
     def id(self) -> Any:
         """An opaque identifier of this match."""
@@ -48,6 +54,9 @@ class SearchSubmatch(ObjectBase[M]):
     @overload
     def start(self: SearchSubmatch[Sync]) -> int: ...
 
+    @overload
+    def start(self: SearchSubmatch[Either]) -> Any: ...
+
     def start(self) -> Any:
         """The byte offset in the matched lines where the match starts."""
         return self._leaf("start", [], as_int)
@@ -57,6 +66,9 @@ class SearchSubmatch(ObjectBase[M]):
 
     @overload
     def text(self: SearchSubmatch[Sync]) -> str: ...
+
+    @overload
+    def text(self: SearchSubmatch[Either]) -> Any: ...
 
     def text(self) -> Any:
         """The matched text."""

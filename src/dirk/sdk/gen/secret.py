@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_str, register
 
 
@@ -22,6 +22,9 @@ class Secret(ObjectBase[M]):
     @overload
     def id(self: Secret[Sync]) -> str: ...
 
+    @overload
+    def id(self: Secret[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this secret; it does not contain the value."""
         return self._leaf("id", [], as_str)
@@ -31,6 +34,9 @@ class Secret(ObjectBase[M]):
 
     @overload
     def name(self: Secret[Sync]) -> str: ...
+
+    @overload
+    def name(self: Secret[Either]) -> Any: ...
 
     def name(self) -> Any:
         """The secret's name."""
@@ -42,6 +48,9 @@ class Secret(ObjectBase[M]):
     @overload
     def plaintext(self: Secret[Sync]) -> str: ...
 
+    @overload
+    def plaintext(self: Secret[Either]) -> Any: ...
+
     def plaintext(self) -> Any:
         """The secret's value."""
         return self._leaf("plaintext", [], as_str)
@@ -51,6 +60,9 @@ class Secret(ObjectBase[M]):
 
     @overload
     def uri(self: Secret[Sync]) -> str: ...
+
+    @overload
+    def uri(self: Secret[Either]) -> Any: ...
 
     def uri(self) -> Any:
         """The URI the secret is read from; empty for a secret made by setSecret."""

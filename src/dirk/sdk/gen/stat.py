@@ -7,7 +7,7 @@ from collections.abc import Coroutine
 from typing import Any, overload
 
 from dirk.sdk.gen.enums import FileType
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_enum, as_int, as_optional, as_str, register
 
 
@@ -23,6 +23,9 @@ class Stat(ObjectBase[M]):
     @overload
     def file_type(self: Stat[Sync]) -> FileType | None: ...
 
+    @overload
+    def file_type(self: Stat[Either]) -> Any: ...
+
     def file_type(self) -> Any:
         """The entry's kind."""
         return self._leaf("fileType", [], as_optional(as_enum(FileType)))
@@ -32,6 +35,9 @@ class Stat(ObjectBase[M]):
 
     @overload
     def id(self: Stat[Sync]) -> str: ...
+
+    @overload
+    def id(self: Stat[Either]) -> Any: ...
 
     def id(self) -> Any:
         """An opaque identifier of this result."""
@@ -43,6 +49,9 @@ class Stat(ObjectBase[M]):
     @overload
     def name(self: Stat[Sync]) -> str: ...
 
+    @overload
+    def name(self: Stat[Either]) -> Any: ...
+
     def name(self) -> Any:
         """The entry's name, without its directory."""
         return self._leaf("name", [], as_str)
@@ -53,6 +62,9 @@ class Stat(ObjectBase[M]):
     @overload
     def permissions(self: Stat[Sync]) -> int: ...
 
+    @overload
+    def permissions(self: Stat[Either]) -> Any: ...
+
     def permissions(self) -> Any:
         """The entry's mode bits."""
         return self._leaf("permissions", [], as_int)
@@ -62,6 +74,9 @@ class Stat(ObjectBase[M]):
 
     @overload
     def size(self: Stat[Sync]) -> int: ...
+
+    @overload
+    def size(self: Stat[Either]) -> Any: ...
 
     def size(self) -> Any:
         """The entry's size in bytes."""

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Generator
 from typing import Any, overload
 
-from dirk.sdk.modes import Async, M, Sync
+from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import ObjectBase, as_str, register
 
 
@@ -22,6 +22,9 @@ class Syncer(ObjectBase[M]):
     @overload
     def id(self: Syncer[Sync]) -> str: ...
 
+    @overload
+    def id(self: Syncer[Either]) -> Any: ...
+
     def id(self) -> Any:
         """An opaque identifier of this object; computing it runs nothing."""
         return self._leaf("id", [], as_str)
@@ -32,6 +35,19 @@ class Syncer(ObjectBase[M]):
     @overload
     def sync(self: Syncer[Sync]) -> Syncer[Sync]: ...
 
+    @overload
+    def sync(self: Syncer[Either]) -> Any: ...
+
     def sync(self) -> Any:
         """Runs the object's pipeline and returns its ID once everything has finished."""
         return self._leaf_sync("sync", [], "Syncer")
+
+    @overload
+    def __await__(self: Syncer[Async]) -> Generator[Any, None, Syncer[Async]]: ...
+
+    @overload
+    def __await__(self: Syncer[Either]) -> Generator[Any, None, Syncer[Either]]: ...
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """`await obj` is `await obj.sync()`, as in Dagger's SDK."""
+        return self._await()

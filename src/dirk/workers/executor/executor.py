@@ -335,14 +335,9 @@ class Executor:
         )
 
     def _runtime_failure(self, rt: Runtime, spec: ContainerSpec, message: str) -> Exception:
-        command = not_found_command(message)
-        if command is not None:
-            path = search_path(spec.env)
-            return CommandNotFoundError(
-                f"command {command!r} not found in the container: no executable of that name "
-                f"in PATH={path} (or at that path). Install it in an earlier step, fix the "
-                "name, or set PATH with an env variable"
-            )
+        if not_found_command(message) is not None:
+            # Dagger's words and exit code (its init exits 1 when the lookup fails).
+            return CommandNotFoundError.for_command(spec.args, search_path(spec.env))
         return ExecutorError(f"{rt.name} could not start {list(spec.args)!r}: {message}")
 
     async def _kill(self, rt: Runtime, container_id: str, child: Child) -> None:
