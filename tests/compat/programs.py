@@ -230,6 +230,11 @@ def expected_result() -> dict[str, object]:
             "cmd": ["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"],
             "message": "(contains 'exit code: 3')",
         },
+        "missing_command": {
+            "exit_code": 1,
+            "stderr": 'exec: "no-such-command": executable file not found in $PATH\n',
+            "cmd": ["no-such-command", "--flag"],
+        },
         "expect_any_exit_code": 5,
         "after_sync": "synced\n",
     }

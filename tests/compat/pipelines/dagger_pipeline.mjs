@@ -92,6 +92,18 @@ async function pipeline(client, image, nonce) {
   };
   await step("exec_error", execError());
 
+  // Dagger answers a command missing from the image as a failed exec with exit code 1.
+  const missingCommand = async () => {
+    try {
+      await base.withExec(["no-such-command", "--flag"]).sync();
+    } catch (error) {
+      if (!(error instanceof ExecError)) throw error;
+      return { exit_code: error.exitCode, stderr: error.stderr, cmd: error.cmd };
+    }
+    return null;
+  };
+  await step("missing_command", missingCommand());
+
   await step(
     "expect_any_exit_code",
     base.withExec(["sh", "-c", "exit 5"], { expect: ReturnType.Any }).exitCode(),

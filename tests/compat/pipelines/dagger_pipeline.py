@@ -103,6 +103,16 @@ async def pipeline(client: Any, image: str, nonce: str) -> dict[str, Any]:
 
     await step("exec_error", exec_error())
 
+    async def missing_command() -> dict[str, Any] | None:
+        """Dagger answers a command missing from the image as a failed exec with exit code 1."""
+        try:
+            await base.with_exec(["no-such-command", "--flag"]).sync()
+        except dagger.ExecError as error:
+            return {"exit_code": error.exit_code, "stderr": error.stderr, "cmd": error.command}
+        return None
+
+    await step("missing_command", missing_command())
+
     allowed = base.with_exec(["sh", "-c", "exit 5"], expect=dagger.ReturnType.ANY)
     await step("expect_any_exit_code", allowed.exit_code())
 
