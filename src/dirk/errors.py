@@ -294,6 +294,8 @@ class QueryLimitError(InvalidArgumentError):
     """A request is larger than the engine's limits (characters, tokens, fields); the message
     names the limit and the environment variable that raises it."""
 
+    code = "QUERY_LIMIT"
+
 
 class QueryTimeoutError(QueryError):
     """A query ran longer than the client's `Config.timeout`; the engine may still be working."""
@@ -333,6 +335,7 @@ class PatchError(InvalidArgumentError):
     """A patch (`withPatch`, `withPatchFile`) does not apply to the directory it is given."""
 
     code = "PATCH_ERROR"
+
 
 class DockerfileError(InvalidArgumentError):
     """A Dockerfile cannot be built as written (syntax, unknown stage, unsupported instruction,

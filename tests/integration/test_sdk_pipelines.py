@@ -230,3 +230,26 @@ async def test_async_leaves_run_concurrently(
         took = time.monotonic() - started
     assert results == {i: f"{nonce}-{i}\n" for i in range(4)}
     assert took < 1.5, f"4 execs of 0.5 s took {took:.2f} s: they did not run at once"
+
+
+def test_dagger_entry_dag_in_both_modes(
+    engine: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    """Dagger's `connection()` + global `dag`, sync and async, on one real engine; `with_` and
+    `await obj` as Dagger's SDK has them."""
+    nonce = uuid.uuid4().hex[:8]
+
+    def tagged(ctr: dirk.Container[dirk.Either]) -> dirk.Container[dirk.Either]:
+        return ctr.with_env_variable("NONCE", nonce)
+
+    built = dirk.dag.container().from_(busybox_ref).with_(tagged)  # before any block: lazy
+    with dirk.connection(config(engine, tmp_path)):
+        assert built.with_exec(["sh", "-c", 'echo "sync $NONCE"']).stdout() == f"sync {nonce}\n"
+
+    async def main() -> str:
+        async with dirk.connection(config(engine, tmp_path)):
+            synced = await built.with_exec(["sh", "-c", 'echo "$NONCE" > /n'])
+            contents: str = await synced.file("/n").contents()
+            return contents
+
+    assert anyio.run(main) == f"{nonce}\n"

@@ -156,3 +156,15 @@ def test_typed_errors_arrive_through_dag(engine: FakeEngine) -> None:
     }
     with dirk.connection(), pytest.raises(ImageNotFoundError, match="no tag 'nope'"):
         dag.container().from_("alpine:nope").with_exec(["true"]).stdout()
+
+
+def test_a_dag_object_reused_in_a_later_block_gets_a_fresh_id(engine: FakeEngine) -> None:
+    src = dag.directory()
+    with dirk.connection():
+        first = src.id()
+        assert src.id() == first  # asked once per session
+    with dirk.connection():
+        dag.container().with_directory("/src", src).stdout()
+    id_queries = [q for q in engine.queries if q == "{ directory { id } }"]
+    assert len(id_queries) == 2  # the first session's ID is not sent to the second
+    assert first not in engine.queries[-1]

@@ -118,7 +118,7 @@ def _arguments(args: Sequence[tuple[str, Any, Any]]) -> Args:
 class ObjectBase(Generic[M]):
     """A lazy API object: a chain of calls, evaluated only by leaf methods."""
 
-    __slots__ = ("_chain", "_id", "_prefetched", "_runner")
+    __slots__ = ("_chain", "_id", "_id_session", "_prefetched", "_runner")
     _graphql_name: ClassVar[str] = ""
     #: Scalar fields fetched together with `id` when objects come in a list.
     _prefetch: ClassVar[tuple[str, ...]] = ("id",)
@@ -134,6 +134,10 @@ class ObjectBase(Generic[M]):
         self._runner = runner
         self._chain = chain
         self._id = id
+        #: The session (executor) that minted `_id` when this object asked for it: an object of
+        #: `dirk.dag` outlives its `dirk.connection()` block, its ID does not. None: the ID came
+        #: with the chain (`node(id:)`).
+        self._id_session: object | None = None
         self._prefetched = dict(prefetched or {})
 
     def __repr__(self) -> str:
@@ -219,8 +223,8 @@ class ObjectBase(Generic[M]):
 
         async def evaluate() -> Any:
             id = str(await self._runner.execute((*self._chain, call)))
-            if self._id is None and type_name == self._graphql_name:
-                self._id = id
+            if not self._has_id() and type_name == self._graphql_name:
+                self._id, self._id_session = id, self._runner.executor
             return self._loaded(type_name, id)
 
         return self._runner.run(evaluate)
@@ -240,9 +244,14 @@ class ObjectBase(Generic[M]):
 
     async def _fetch_id(self) -> str:
         """This object's ID, asked once (`{ <chain> { id } }`) and then cached on the object."""
-        if self._id is None:
+        if self._id is None or not self._has_id():
             self._id = str(await self._runner.execute((*self._chain, Call("id"))))
+            self._id_session = self._runner.executor
         return self._id
+
+    def _has_id(self) -> bool:
+        """Whether `_id` is known and valid in the current session."""
+        return self._id is not None and self._id_session in (None, self._runner.executor)
 
 
 async def resolve_ids(chain: tuple[Call, ...], runner: Runner) -> tuple[Call, ...]:
@@ -258,7 +267,7 @@ async def resolve_ids(chain: tuple[Call, ...], runner: Runner) -> tuple[Call, ..
                         f"{obj!r} belongs to another dirk.Connection: IDs are only valid in the "
                         "session that made them; build the object with this connection's client"
                     )
-                if obj._id is None:
+                if not obj._has_id():
                     pending[id(obj)] = obj
     await _fetch_ids(list(pending.values()))
 
