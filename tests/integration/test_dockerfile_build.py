@@ -283,7 +283,7 @@ def test_failing_run_names_command_and_exit_code(engine: RunningEngine, tmp_path
         client.host().directory("ctx").docker_build().sync()
     error = caught.value
     assert error.exit_code == 7
-    assert error.cmd == ["/bin/sh", "-c", 'echo compiling && echo "broken build" >&2 && exit 7']
+    assert error.command == ["/bin/sh", "-c", 'echo compiling && echo "broken build" >&2 && exit 7']
     assert error.stdout == "compiling\n"
     assert "broken build" in error.stderr
     assert "exit code: 7" in str(error)
