@@ -1,10 +1,11 @@
-"""The released Dagger Python SDK publishes, exports and imports images through `dirk run`;
-skopeo reads what it wrote."""
+"""The released Dagger SDKs (Python and TypeScript) publish, export and import images through
+`dirk run`; skopeo reads what they wrote."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -71,4 +72,34 @@ def test_python_sdk_publishes_exports_and_imports(
     assert {layer["mediaType"] for layer in zstd["layers"]} == {zstd_layer}
     remote = skopeo_inspect("--tls-verify=false", f"docker://{address}")
     assert remote["Digest"] == str(got["publish"]).rsplit("@", 1)[1]
+    assert_cleaned_up(result)
+
+
+def test_typescript_sdk_publishes_an_index_exports_and_imports(
+    request: pytest.FixtureRequest,
+    compat_tools: CompatTools,
+    engine: RunningEngine,
+    python_image: str,
+    workspace: Path,
+    nonce: str,
+) -> None:
+    address = f"{REGISTRY}/images-out-compat/ts:{nonce}"
+    (workspace / "node_modules").symlink_to(compat_tools.node_modules, target_is_directory=True)
+    pipeline = shutil.copy(PIPELINES / "dagger_images.mjs", workspace / "images.mjs")
+    result = run_program(
+        request,
+        [compat_tools.dirk, "run", "--", compat_tools.node, pipeline, python_image, address, nonce],
+        cwd=workspace,
+        engine=engine,
+    )
+    got = result.result_json()
+    assert re.fullmatch(re.escape(address) + r"@sha256:[0-9a-f]{64}", str(got["publish"])), got
+    assert got["export_docker"] == str(workspace / "docker.tar"), got
+    assert got["imported_stdout"] == nonce + "\n", got
+
+    index = skopeo_inspect("--tls-verify=false", "--raw", f"docker://{address}")
+    platforms = sorted(m["platform"]["architecture"] for m in index["manifests"])
+    assert platforms == ["amd64", "arm64"]
+    docker = skopeo_inspect(f"docker-archive:{workspace / 'docker.tar'}")
+    assert "COMPAT=typescript" in docker["Env"]
     assert_cleaned_up(result)

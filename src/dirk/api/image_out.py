@@ -36,8 +36,17 @@ _COMPRESSION: dict[str | None, ImageCompression] = {
     "Gzip": "gzip",
     "Zstd": "zstd",
     "Uncompressed": "none",
+    "GZIP": "gzip",
+    "ZSTD": "zstd",
+    "UNCOMPRESSED": "none",
 }
-_MEDIA_TYPES: dict[str, ImageMediaTypes] = {"OCIMediaTypes": "oci", "DockerMediaTypes": "docker"}
+#: Dagger's enum values and their aliases (the TypeScript SDK sends OCI and DOCKER).
+_MEDIA_TYPES: dict[str, ImageMediaTypes] = {
+    "OCIMediaTypes": "oci",
+    "DockerMediaTypes": "docker",
+    "OCI": "oci",
+    "DOCKER": "docker",
+}
 TARBALL_PATH = "/image.tar"
 
 

@@ -112,6 +112,15 @@ class ImageLayerCompression(enum.Enum):
     Uncompressed = "Uncompressed"
     """No compression: plain tar layers."""
 
+    GZIP = "GZIP"
+    """The same as Gzip."""
+
+    ZSTD = "ZSTD"
+    """The same as Zstd."""
+
+    UNCOMPRESSED = "UNCOMPRESSED"
+    """The same as Uncompressed."""
+
 
 class ImageMediaTypes(enum.Enum):
     """Which family of media types an image written out uses."""
@@ -121,6 +130,12 @@ class ImageMediaTypes(enum.Enum):
 
     DockerMediaTypes = "DockerMediaTypes"
     """Docker's image manifest v2 schema 2 media types (for older registries and runtimes)."""
+
+    OCI = "OCI"
+    """The same as OCIMediaTypes."""
+
+    DOCKER = "DOCKER"
+    """The same as DockerMediaTypes."""
 
 
 class NetworkProtocol(enum.Enum):
