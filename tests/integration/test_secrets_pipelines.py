@@ -226,3 +226,26 @@ async def test_without_secret_variable_and_uri_secrets(
     assert ran["stdout"] == "[unset]\n"
     missing = await client.run('{ secret(uri: "env://NOT_SENT") { plaintext } }')
     assert missing.errors and "env://NOT_SENT" in missing.errors[0].message
+
+
+async def test_an_exported_image_holds_no_secret(
+    engine: Engine, workdir: Path, busybox_ref: str
+) -> None:
+    client = Client(engine, workdir)
+    value = hexvalue()
+    sid = await client.secret("exported", value)
+    data = await client.data(
+        "query($image: String!, $s: ID!) { container { from(address: $image) {"
+        ' withSecretVariable(name: "TOKEN", secret: $s) {'
+        ' withMountedSecret(path: "/run/keys/id", source: $s) {'
+        ' withExec(args: ["sh", "-c", "test -n \\"$TOKEN\\" && cat /run/keys/id > /dev/null"]) {'
+        ' export(path: "image.tar", forcedCompression: Uncompressed) } } } } } }',
+        image=busybox_ref,
+        s=sid,
+    )
+    assert data["container"]["from"]["withSecretVariable"]["withMountedSecret"]["withExec"]
+    tarball = (workdir / "image.tar").read_bytes()
+    assert len(tarball) > 100_000  # the busybox layer itself, uncompressed
+    assert value.encode() not in tarball
+    assert b"TOKEN" not in tarball  # not even the variable's name reaches the image config
+    assert b"run/keys" not in tarball  # nor the mount point
