@@ -266,7 +266,8 @@ class Generator:
                     default,
                     sent,
                     arg.description or "",
-                    self._item_type(arg.type),
+                    # A list of IDs of an expected type takes objects, as its annotation says.
+                    "ObjectBase" if expected and _is_list(arg.type) else self._item_type(arg.type),
                 )
             )
         return params

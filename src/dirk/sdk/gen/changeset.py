@@ -192,7 +192,7 @@ class Changeset(ObjectBase[M]):
                 [
                     (
                         "changes",
-                        self._list_arg("with_changesets", "changes", changes, str),
+                        self._list_arg("with_changesets", "changes", changes, ObjectBase),
                         REQUIRED,
                     ),
                     ("onConflict", on_conflict, ChangesetsMergeConflict.FAIL),

@@ -988,7 +988,11 @@ class Container(ObjectBase[M]):
                 "Container",
                 [
                     ("path", path, REQUIRED),
-                    ("sources", self._list_arg("with_files", "sources", sources, str), REQUIRED),
+                    (
+                        "sources",
+                        self._list_arg("with_files", "sources", sources, ObjectBase),
+                        REQUIRED,
+                    ),
                     ("permissions", permissions, None),
                     ("owner", owner, ""),
                     ("expand", expand, False),
@@ -1182,7 +1186,9 @@ class Container(ObjectBase[M]):
                 [
                     (
                         "platformVariants",
-                        self._list_arg("as_tarball", "platform_variants", platform_variants, str),
+                        self._list_arg(
+                            "as_tarball", "platform_variants", platform_variants, ObjectBase
+                        ),
                         [],
                     ),
                     ("forcedCompression", forced_compression, None),
@@ -1250,7 +1256,7 @@ class Container(ObjectBase[M]):
                 ("path", path, REQUIRED),
                 (
                     "platformVariants",
-                    self._list_arg("export", "platform_variants", platform_variants, str),
+                    self._list_arg("export", "platform_variants", platform_variants, ObjectBase),
                     [],
                 ),
                 ("forcedCompression", forced_compression, None),
@@ -1325,7 +1331,7 @@ class Container(ObjectBase[M]):
                 ("address", address, REQUIRED),
                 (
                     "platformVariants",
-                    self._list_arg("publish", "platform_variants", platform_variants, str),
+                    self._list_arg("publish", "platform_variants", platform_variants, ObjectBase),
                     [],
                 ),
                 ("forcedCompression", forced_compression, None),

@@ -596,7 +596,11 @@ class Directory(ObjectBase[M]):
                 "Directory",
                 [
                     ("path", path, REQUIRED),
-                    ("sources", self._list_arg("with_files", "sources", sources, str), REQUIRED),
+                    (
+                        "sources",
+                        self._list_arg("with_files", "sources", sources, ObjectBase),
+                        REQUIRED,
+                    ),
                     ("permissions", permissions, None),
                 ],
             ),
