@@ -23,6 +23,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dirk.engine import Engine
+from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import Exec, ImagePull, Ref
 from exec_baseline import RawRuntime
 
@@ -31,16 +32,16 @@ PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 async def _image(engine: Engine) -> Ref:
-    resolved = await engine.solver.resolve_image(BUSYBOX)
+    resolved = await engine.solver.resolve_image(BACKGROUND, BUSYBOX)
     root = Ref(ImagePull(BUSYBOX, resolved.manifest_digest))
-    await engine.solver.solve(root)
+    await engine.solver.solve(BACKGROUND, root)
     return root
 
 
 async def exec_overhead(state: Path, runs: int) -> dict[str, float]:
     async with Engine(state) as engine:
         root = await _image(engine)
-        snapshot = await engine.solver.solve(root)
+        snapshot = await engine.solver.solve(BACKGROUND, root)
         active = engine.snapshotter.mount_rw(snapshot)
         raw = RawRuntime(active.merged, engine.runtime_name, "prepared")
         raw_ip = RawRuntime(active.merged, engine.runtime_name, "ip")
@@ -51,7 +52,7 @@ async def exec_overhead(state: Path, runs: int) -> dict[str, float]:
             for i in range(runs + 3):
                 op = Exec(root=root, args=("true",), env=(PATH, f"BENCH_RUN={time.time_ns()}"))
                 started = time.perf_counter()
-                await engine.solver.result(op)
+                await engine.solver.result(BACKGROUND, op)
                 elapsed = time.perf_counter() - started
                 raw_elapsed = raw.run_once()
                 raw_ip_elapsed = raw_ip.run_once()
@@ -89,19 +90,19 @@ async def cached_pipeline(state: Path, steps: int = 20) -> dict[str, float]:
     async with Engine(state) as engine:
         root = await _image(engine)
         started = time.perf_counter()
-        await engine.solver.result(_pipeline(root, steps, salt))
+        await engine.solver.result(BACKGROUND, _pipeline(root, steps, salt))
         cold = time.perf_counter() - started
         started = time.perf_counter()
-        await engine.solver.result(_pipeline(root, steps, salt))
+        await engine.solver.result(BACKGROUND, _pipeline(root, steps, salt))
         warm_memory = time.perf_counter() - started
     started = time.perf_counter()
     async with Engine(state) as engine:
         engine_start = time.perf_counter() - started
-        resolved = await engine.solver.resolve_image(BUSYBOX)
+        resolved = await engine.solver.resolve_image(BACKGROUND, BUSYBOX)
         root = Ref(ImagePull(BUSYBOX, resolved.manifest_digest))
         started = time.perf_counter()
         last = _pipeline(root, steps, salt)
-        await engine.solver.result(last)
+        await engine.solver.result(BACKGROUND, last)
         warm_disk = time.perf_counter() - started
         assert engine.solver.counters.execs == 0, "the cached re-run executed something"
     return {

@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 
 from dirk.engine import Engine
+from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import HostDirectory, Ref
 from dirk.workers.snapshots import hostdir
 
@@ -53,7 +54,7 @@ async def reimport(engine: Engine, tree: Path) -> float:
     """Host keys are never remembered across calls: each solve checks the tree again."""
     op = HostDirectory(str(tree))
     started = time.perf_counter()
-    await engine.solver.solve(Ref(op))
+    await engine.solver.solve(BACKGROUND, Ref(op))
     return time.perf_counter() - started
 
 
@@ -64,7 +65,7 @@ async def main_async(files: int, rounds: int) -> None:
         make_tree(tree, files)
         async with Engine(base / "state") as engine:
             started = time.perf_counter()
-            await engine.solver.solve(Ref(HostDirectory(str(tree))))
+            await engine.solver.solve(BACKGROUND, Ref(HostDirectory(str(tree))))
             first = time.perf_counter() - started
             ours: list[float] = []
             theirs: list[float] = []

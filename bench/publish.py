@@ -32,6 +32,7 @@ import anyio
 import httpx
 
 from dirk.engine import Engine
+from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import ImagePlatform, ImagePull, Ref
 from dirk.workers.images.reference import ImageReference
 
@@ -46,9 +47,9 @@ async def dirk_rounds(
     times: dict[str, list[float]] = {"mount": [], "upload": []}
     async with Engine(work / "state") as engine:
         solver = engine.solver
-        resolved = await solver.resolve_image(image)
+        resolved = await solver.resolve_image(BACKGROUND, image)
         pull = Ref(ImagePull(image, resolved.manifest_digest, resolved.platform))
-        await solver.solve(pull)  # the pull is not what is measured
+        await solver.solve(BACKGROUND, pull)  # the pull is not what is measured
         c = resolved.config
         platform = ImagePlatform(
             rootfs=pull,
@@ -66,7 +67,7 @@ async def dirk_rounds(
         async def publish(registry: str) -> float:
             address = f"{registry}/bench-publish-{uuid.uuid4().hex[:10]}/dirk:bench"
             start = time.perf_counter()
-            await solver.images_out.publish(address, [platform], "", "oci", None)
+            await solver.images_out.publish(BACKGROUND, address, [platform], "", "oci", None)
             return time.perf_counter() - start
 
         source = ImageReference.parse(image).registry

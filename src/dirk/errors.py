@@ -324,6 +324,13 @@ class SecretError(InvalidArgumentError):
     code = "SECRET_ERROR"
 
 
+class UnknownSecretError(SecretError):
+    """A step asked for a secret its session does not hold (never set, or set in another
+    session); the message names the secret."""
+
+    code = "UNKNOWN_SECRET"
+
+
 class PipelineError(QueryError):
     """The pipeline raised an error itself (`withError` with a non-empty message); the
     message is the pipeline's own."""

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 
 from dirk.engine import Engine
+from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import ExecMount, Ref
 from tests.integration.engine_helpers import image, sh
 
@@ -28,7 +29,7 @@ async def main(state: Path, reference: str) -> None:
             "dd if=/dev/zero of=/big bs=1M count=8; touch /cache/started; sleep 600",
             mounts=[marker],
         )
-        await engine.solver.result(hang)
+        await engine.solver.result(BACKGROUND, hang)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from dirk.errors import (
     ImageNotFoundError,
     RegistryUnreachableError,
 )
+from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import Copy, Exec, ExecMount, HostDirectory, MkFile, Ref, Scratch, Sharing
 from dirk.state.db import Database
 
@@ -27,14 +28,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 async def test_stdout_stderr_and_exit_code(engine: Engine, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
-    result = await engine.solver.result(sh(root, "echo out; echo err >&2; exit 0"))
+    result = await engine.solver.result(BACKGROUND, sh(root, "echo out; echo err >&2; exit 0"))
     assert result.exec is not None
     assert result.exec.stdout == b"out\n"
     assert result.exec.stderr == b"err\n"
     assert result.exec.exit_code == 0
 
     with pytest.raises(ExecError) as caught:
-        await engine.solver.result(sh(root, "echo partial; echo oops >&2; exit 3"))
+        await engine.solver.result(BACKGROUND, sh(root, "echo partial; echo oops >&2; exit 3"))
     err = caught.value
     assert err.exit_code == 3
     assert err.command == ["sh", "-c", "echo partial; echo oops >&2; exit 3"]
@@ -46,11 +47,11 @@ async def test_expect_any_returns_the_exit_code(engine: Engine, busybox_ref: str
     import attrs
 
     root, _ = await image(engine, busybox_ref)
-    result = await engine.solver.result(attrs.evolve(sh(root, "exit 7"), expect="ANY"))
+    result = await engine.solver.result(BACKGROUND, attrs.evolve(sh(root, "exit 7"), expect="ANY"))
     assert result.exec is not None and result.exec.exit_code == 7
     failing = attrs.evolve(sh(root, "exit 0"), expect="FAILURE")
     with pytest.raises(ExecError):
-        await engine.solver.result(failing)
+        await engine.solver.result(BACKGROUND, failing)
 
 
 async def test_env_workdir_and_user(engine: Engine, busybox_ref: str) -> None:
@@ -78,8 +79,8 @@ async def test_steps_build_on_each_other_and_files_are_readable(
     first = sh(root, "mkdir -p /data && echo one > /data/a && rm /bin/vi")
     second = sh(Ref(first), "echo two >> /data/a; ls /bin/vi || echo gone")
     assert (await stdout(engine, second)).strip() == "gone"
-    assert await engine.solver.read_file(Ref(second), "/data/a") == b"one\ntwo\n"
-    assert "a" in await engine.solver.list_dir(Ref(second), "/data")
+    assert await engine.solver.read_file(BACKGROUND, Ref(second), "/data/a") == b"one\ntwo\n"
+    assert "a" in await engine.solver.list_dir(BACKGROUND, Ref(second), "/data")
 
 
 async def test_mounts_read_only_and_writable(engine: Engine, busybox_ref: str) -> None:
@@ -93,11 +94,11 @@ async def test_mounts_read_only_and_writable(engine: Engine, busybox_ref: str) -
 
     rw = ExecMount("/mnt/rw", source=data, source_path="/payload")
     step = sh(root, "echo added > /mnt/rw/new.txt", mounts=[rw])
-    result = await engine.solver.result(step)
+    result = await engine.solver.result(BACKGROUND, step)
     assert len(result.outputs) == 2
-    assert await engine.solver.read_file(Ref(step, 1), "/payload/new.txt") == b"added\n"
+    assert await engine.solver.read_file(BACKGROUND, Ref(step, 1), "/payload/new.txt") == b"added\n"
     # The mount's changes do not leak into the container's own root filesystem.
-    assert await engine.solver.stat(Ref(step, 0), "/mnt/rw/new.txt") is None
+    assert await engine.solver.stat(BACKGROUND, Ref(step, 0), "/mnt/rw/new.txt") is None
 
     tmp = ExecMount("/scratch", kind="tmpfs")
     assert "tmpfs" in await stdout(engine, sh(root, "grep ' /scratch ' /proc/mounts", mounts=[tmp]))
@@ -195,10 +196,10 @@ async def test_independent_branches_run_concurrently(engine: Engine, busybox_ref
     for i, branch in enumerate(branches[1:], start=1):
         merged = Ref(Copy(merged, f"/out{i}", branch, "/out"))
     started = time.monotonic()
-    await engine.solver.solve(merged)
+    await engine.solver.solve(BACKGROUND, merged)
     elapsed = time.monotonic() - started
     assert elapsed < 2.5, f"3 independent 1 s steps took {elapsed:.1f} s: not concurrent"
-    assert await engine.solver.read_file(merged, "/out2") == b"2\n"
+    assert await engine.solver.read_file(BACKGROUND, merged, "/out2") == b"2\n"
 
 
 async def test_changed_host_file_reruns_unchanged_does_not(
@@ -229,24 +230,26 @@ async def test_pip_fetches_a_package_over_the_network(engine: Engine, python_ref
         args=("python3", "-m", "pip", "download", "--no-deps", "-d", "/tmp/dl", "six==1.16.0"),
         env=config.env,
     )
-    result = await engine.solver.result(step)
-    assert await engine.solver.list_dir(Ref(step), "/tmp/dl") == ["six-1.16.0-py2.py3-none-any.whl"]
+    result = await engine.solver.result(BACKGROUND, step)
+    assert await engine.solver.list_dir(BACKGROUND, Ref(step), "/tmp/dl") == [
+        "six-1.16.0-py2.py3-none-any.whl"
+    ]
     assert result.exec is not None and result.exec.exit_code == 0
 
 
 async def test_bad_input_gets_clear_errors(engine: Engine, busybox_ref: str, registry: str) -> None:
     with pytest.raises(ImageNotFoundError) as not_found:
-        await engine.solver.resolve_image(f"{registry}/busybox:no-such-tag")
+        await engine.solver.resolve_image(BACKGROUND, f"{registry}/busybox:no-such-tag")
     assert "no-such-tag" in str(not_found.value)
     with pytest.raises(ImageNotFoundError):
-        await engine.solver.resolve_image(f"{registry}/no-such-image:latest")
+        await engine.solver.resolve_image(BACKGROUND, f"{registry}/no-such-image:latest")
     with pytest.raises(RegistryUnreachableError) as unreachable:
-        await engine.solver.resolve_image("127.0.0.1:5999/busybox:latest")
+        await engine.solver.resolve_image(BACKGROUND, "127.0.0.1:5999/busybox:latest")
     assert "127.0.0.1:5999" in str(unreachable.value)
 
     root, _ = await image(engine, busybox_ref)
     with pytest.raises(CommandNotFoundError) as missing:
-        await engine.solver.result(Exec(root=root, args=("no-such-command", "--flag")))
+        await engine.solver.result(BACKGROUND, Exec(root=root, args=("no-such-command", "--flag")))
     assert "no-such-command" in str(missing.value)
 
 
@@ -286,7 +289,7 @@ async def test_sigkill_mid_run_leaves_a_usable_cache(tmp_path: Path, busybox_ref
         root, _ = await image(engine, busybox_ref)
         prepared, _ = steps(root)
         # The steps that finished before the kill are cache hits; the rest runs fine.
-        assert await engine.solver.read_file(prepared, "/b") == b"b\na\n"
+        assert await engine.solver.read_file(BACKGROUND, prepared, "/b") == b"b\na\n"
         assert engine.solver.counters.execs == 0
         assert engine.solver.counters.cache_hits >= 1
         assert await stdout(engine, sh(prepared, "cat /b /a")) == "b\na\na\n"
@@ -303,13 +306,13 @@ def _overlays_under(path: Path) -> list[str]:
 async def test_cancelled_exec_releases_its_mounts(engine: Engine, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
     data = Ref(MkFile(root, "/d/x", b"x\n"))
-    await engine.solver.solve(data)  # pulled and written before the clock starts
+    await engine.solver.solve(BACKGROUND, data)  # pulled and written before the clock starts
     mounts = [
         ExecMount("/mnt/rw", source=data, source_path="/d"),
         ExecMount("/mnt/ro", source=data, source_path="/d", readonly=True),
     ]
     with anyio.move_on_after(1.0) as scope:
-        await engine.solver.result(sh(root, "sleep 30", mounts=mounts))
+        await engine.solver.result(BACKGROUND, sh(root, "sleep 30", mounts=mounts))
     assert scope.cancelled_caught
     assert _overlays_under(engine.layout.run) == [], "a cancelled exec left overlays mounted"
 
@@ -324,13 +327,13 @@ async def test_cache_entries_naming_lost_layers_or_garbage_are_recomputed(
 
     async with Engine(state) as engine:
         root, _ = await image(engine, busybox_ref)
-        result = await engine.solver.result(step(root))
+        result = await engine.solver.result(BACKGROUND, step(root))
         lost = result.outputs[0].layers[-1]
     shutil.rmtree(state / "l" / lost)  # e.g. deleted by hand
     async with Engine(state) as engine:
         root, _ = await image(engine, busybox_ref)
         assert await stdout(engine, step(root)) == "out\n"
-        assert await engine.solver.read_file(Ref(step(root)), "/f") == b"kept\n"
+        assert await engine.solver.read_file(BACKGROUND, Ref(step(root)), "/f") == b"kept\n"
         assert engine.solver.counters.execs == 1
     db = Database(state / "dirk.db")
     db.execute("UPDATE cache SET result = ?", ("{not json",))
@@ -348,10 +351,10 @@ async def test_a_chain_of_hundreds_of_steps_solves(engine: Engine) -> None:
             ref = Ref(MkFile(ref, f"/f{i}", b"%d" % i))
         return ref
 
-    assert await engine.solver.read_file(chain(), "/f399") == b"399"
+    assert await engine.solver.read_file(BACKGROUND, chain(), "/f399") == b"399"
     # The same chain built again (as another session would): known, nothing runs again.
     executed = engine.solver.counters.executed
-    assert await engine.solver.read_file(chain(), "/f0") == b"0"
+    assert await engine.solver.read_file(BACKGROUND, chain(), "/f0") == b"0"
     assert engine.solver.counters.executed == executed
 
 
@@ -378,7 +381,7 @@ async def test_host_directory_filters_and_a_change_during_the_copy(
     engine: Engine, busybox_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dirk.errors import HostPathError
-    from dirk.solver import solver as solver_module
+    from dirk.solver.handlers import host as host_handler
 
     src = tmp_path / "project"
     (src / "pkg" / "sub").mkdir(parents=True)
@@ -387,17 +390,19 @@ async def test_host_directory_filters_and_a_change_during_the_copy(
     (src / "build").mkdir()
     (src / "build" / "out.py").write_text("excluded\n")
     filtered = Ref(HostDirectory(str(src), include=("**/*.py",), exclude=("build/",)))
-    assert await engine.solver.read_file(filtered, "/pkg/sub/mod.py") == b"print('hi')\n"
-    assert await engine.solver.stat(filtered, "/pkg/notes.txt") is None
-    assert await engine.solver.stat(filtered, "/build/out.py") is None
+    assert (
+        await engine.solver.read_file(BACKGROUND, filtered, "/pkg/sub/mod.py") == b"print('hi')\n"
+    )
+    assert await engine.solver.stat(BACKGROUND, filtered, "/pkg/notes.txt") is None
+    assert await engine.solver.stat(BACKGROUND, filtered, "/build/out.py") is None
 
-    real_import = solver_module.import_host_path
+    real_import = host_handler.import_host_path
 
     def import_after_an_edit(*args: object, **kwargs: object) -> object:
         (src / "pkg" / "sub" / "mod.py").write_text("print('edited meanwhile')\n")
         return real_import(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(solver_module, "import_host_path", import_after_an_edit)
+    monkeypatch.setattr(host_handler, "import_host_path", import_after_an_edit)
     (src / "pkg" / "sub" / "mod.py").write_text("print('second version')\n")
     with pytest.raises(HostPathError, match="changed while the engine was copying it"):
-        await engine.solver.solve(Ref(HostDirectory(str(src))))
+        await engine.solver.solve(BACKGROUND, Ref(HostDirectory(str(src))))

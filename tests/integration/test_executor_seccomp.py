@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dirk.engine import Engine
+from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import Exec
 from dirk.workers.executor.executor import Executor
 from dirk.workers.executor.spec import ContainerSpec, ProcessResult
@@ -124,7 +125,7 @@ async def test_python_threads_processes_and_refused_calls(
         outputs = {}
         for privileged in (False, True):
             step = Exec(root, args, env=config.env, insecure_root_capabilities=privileged)
-            result = await engine.solver.result(step)
+            result = await engine.solver.result(BACKGROUND, step)
             assert result.exec is not None and result.exec.exit_code == 0, result.exec
             outputs[privileged] = json.loads(result.exec.stdout)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import stat
@@ -53,6 +54,11 @@ def step(s: Snapshotter, base: Snapshot, change: Callable[[Path], None]) -> Snap
         s.release(active)
         raise
     return s.commit(active)
+
+
+def _flatten_source(ids: tuple[str, ...]) -> str:
+    """How a flattened base of the layers `ids` (bottom first) is recorded."""
+    return "flatten:" + hashlib.sha256(",".join(ids).encode()).hexdigest()
 
 
 def layer_count(layout: StateLayout) -> int:
@@ -246,8 +252,14 @@ def test_symlinks_never_reach_the_host(snap: Snapshotter) -> None:
 
 
 def test_deep_stacks_are_flattened(layout: StateLayout, layers: LayerStore) -> None:
-    snap = Snapshotter(layout, layers)
+    # Both depths are pinned: the default is what fits in one page of mount options, so it
+    # depends on the length of the state dir's path (49 under some pytest temp dirs). A base
+    # is a prefix whose length is a multiple of `max_lowers - 1`; with 35 and 9 (no common
+    # multiple below 315) neither snapshotter can reuse a base the other made, so the bases
+    # made are known exactly, whatever machine or temp dir runs this.
+    snap = Snapshotter(layout, layers, max_lowers=36)
     small = Snapshotter(layout, layers, max_lowers=10)
+    assert (snap.max_lowers, small.max_lowers) == (36, 10), "the state dir path is too long"
     snapshot = Snapshot()
     present: set[int] = set()
     for i in range(300):
@@ -269,7 +281,9 @@ def test_deep_stacks_are_flattened(layout: StateLayout, layers: LayerStore) -> N
         snapshot = step(snap, snapshot, change)
     expected = sorted(str(i) for i in present)
     assert len(snapshot.layers) == 300
-    assert snap.max_lowers < 300
+    # Growing the chain needed bases of 35, 70, ... 280 layers; mounting all 300 with 10
+    # lowers needs 297 layers flattened, made on 288, on 279, ... on 9.
+    expected_bases = set(range(35, 281, 35)) | set(range(9, 298, 9))
     for s in (snap, small):
         for _ in range(2):
             active = s.mount_rw(snapshot)
@@ -282,8 +296,9 @@ def test_deep_stacks_are_flattened(layout: StateLayout, layers: LayerStore) -> N
         with s.mount_ro(snapshot) as root:
             assert sorted(os.listdir(root / "data")) == expected
         assert layer_count(layout) == before
-    flattened = layers.db.execute("SELECT count(*) FROM layers WHERE source LIKE 'flatten:%'")
-    assert flattened[0][0] >= 300 // snap.max_lowers + 300 // small.max_lowers
+    rows = layers.db.execute("SELECT source FROM layers WHERE source LIKE 'flatten:%'")
+    made = {str(row[0]) for row in rows}
+    assert made == {_flatten_source(snapshot.layers[:n]) for n in expected_bases}
     assert snap.read_file(snapshot, "/counter") == b"299"
     assert snap.list_dir(snapshot, "/data") == expected
     # A new step on top still commits exactly one new layer.

@@ -12,6 +12,7 @@ from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
 from dirk.errors import ExecError
+from dirk.solver.job import EventSink, Job, discard_events
 from dirk.solver.ops import Exec, Op, Ref
 from dirk.workers.images.config import ImageConfig, ResolvedImage
 from dirk.workers.images.reference import ImageReference
@@ -55,7 +56,9 @@ class FakeSolver:
     solved: list[Op] = attrs.Factory(list)
     _memo: dict[Op, asyncio.Future[FakeResult]] = attrs.Factory(dict)
 
-    async def resolve_image(self, reference: str, platform: str = "linux/amd64") -> ResolvedImage:
+    async def resolve_image(
+        self, job: Job, reference: str, platform: str = "linux/amd64"
+    ) -> ResolvedImage:
         self.resolved.append((reference, platform))
         return ResolvedImage(
             ImageReference.parse(reference),
@@ -66,7 +69,7 @@ class FakeSolver:
             platform,
         )
 
-    async def result(self, op: Op) -> FakeResult:
+    async def result(self, job: Job, op: Op) -> FakeResult:
         """Like the real solver, each distinct operation is computed once (`ran` lists the
         execs computed); `solved` lists every call."""
         self.solved.append(op)
@@ -87,27 +90,27 @@ class FakeSolver:
         outputs = ("snapshot",) * (1 + len(op.output_mounts()))
         return FakeResult("key", outputs, FakeOutcome(code, stdout, b"err\n"))
 
-    async def solve(self, ref: Ref) -> Any:
-        return (await self.result(ref.op)).outputs[ref.output]
+    async def solve(self, job: Job, ref: Ref) -> Any:
+        return (await self.result(job, ref.op)).outputs[ref.output]
 
-    async def solve_all(self, refs: Any) -> list[Any]:
-        return [await self.solve(ref) for ref in refs]
+    async def solve_all(self, job: Job, refs: Any) -> list[Any]:
+        return [await self.solve(job, ref) for ref in refs]
 
-    async def read_file(self, ref: Ref, path: str, limit: int | None = None) -> bytes:
+    async def read_file(self, job: Job, ref: Ref, path: str, limit: int | None = None) -> bytes:
         return self.files[path]
 
-    async def list_dir(self, ref: Ref, path: str) -> list[str]:
+    async def list_dir(self, job: Job, ref: Ref, path: str) -> list[str]:
         prefix = path.rstrip("/") + "/"
         return sorted({p[len(prefix) :].split("/")[0] for p in self.files if p.startswith(prefix)})
 
-    async def list_entries(self, ref: Ref, path: str) -> list[tuple[str, str]]:
+    async def list_entries(self, job: Job, ref: Ref, path: str) -> list[tuple[str, str]]:
         entries = []
-        for name in await self.list_dir(ref, path):
-            info = await self.stat(ref, path.rstrip("/") + "/" + name)
+        for name in await self.list_dir(job, ref, path):
+            info = await self.stat(job, ref, path.rstrip("/") + "/" + name)
             entries.append((name, info.kind if info is not None else "other"))
         return entries
 
-    async def stat(self, ref: Ref, path: str, *, follow: bool = False) -> FakeInfo | None:
+    async def stat(self, job: Job, ref: Ref, path: str, *, follow: bool = False) -> FakeInfo | None:
         if path in self.files:
             return FakeInfo("file", len(self.files[path]))
         if any(p.startswith(path.rstrip("/") + "/") for p in self.files):
@@ -125,6 +128,8 @@ class FakeSession:
     workdir: Path
     state: dict[str, Any] = attrs.Factory(dict)
     client_env: dict[str, str] = attrs.Factory(dict)
+    token: str = "fake-session-token"
+    events: EventSink = discard_events
 
 
 _SCHEMA: GraphQLSchema | None = None

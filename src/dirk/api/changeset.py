@@ -28,7 +28,7 @@ def _changes(parent: Handle | None) -> Changeset:
 
 
 async def _summary(ctx: RequestContext, c: Changeset, kind: str = "paths") -> dict[str, Any]:
-    data = await ctx.solver.read_file(compared(c.before, c.after, kind), CHANGES_FILE)
+    data = await ctx.solver.read_file(ctx.job, compared(c.before, c.after, kind), CHANGES_FILE)
     summary: dict[str, Any] = json.loads(data)
     return summary
 
@@ -112,7 +112,7 @@ async def changeset_export(ctx: RequestContext, parent: Handle | None, args: Arg
     dest = host_path(ctx.workdir, args["path"])
     summary = await _summary(ctx, c)
     layer = compared(c.before, c.after, "layer")
-    return str(await reads.export_changes(ctx.solver, layer, summary["removed"], dest))
+    return str(await reads.export_changes(ctx.solver, ctx.job, layer, summary["removed"], dest))
 
 
 @leaf("Changeset", "sync")

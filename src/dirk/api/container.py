@@ -56,7 +56,7 @@ from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.platform import Platform
 
 if TYPE_CHECKING:
-    from dirk.solver.solver import ExecOutcome
+    from dirk.solver.results import ExecOutcome
 
 # --- resolution helpers --------------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ def _ctr(parent: Handle | None) -> Container:
 
 
 async def exec_outcome(ctx: RequestContext, op: Exec) -> ExecOutcome:
-    result = await ctx.solver.result(op)
+    result = await ctx.solver.result(ctx.job, op)
     assert result.exec is not None, "an Exec result carries its outcome"
     return result.exec
 
@@ -117,7 +117,7 @@ async def from_image(ctx: RequestContext, c: Container, address: str) -> Contain
     table = ctx.table
 
     async def resolve() -> ResolvedImage:
-        return await ctx.solver.resolve_image(address, c.platform)
+        return await ctx.solver.resolve_image(ctx.job, address, c.platform)
 
     resolved = await table.once(table.images, (address, c.platform), resolve)
     config = resolved.config
@@ -192,7 +192,7 @@ async def container_sync(ctx: RequestContext, parent: Handle | None, args: Args)
         source = m.directory.ref if m.directory else m.file.ref if m.file else None
         if source is not None:
             refs.append(source)
-    await ctx.solver.solve_all(refs)
+    await ctx.solver.solve_all(ctx.job, refs)
     return format_id(parent.type_name, parent.ident)
 
 

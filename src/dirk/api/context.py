@@ -1,4 +1,5 @@
-"""What every resolver gets as `info.context`: the engine (for its solver) and the session."""
+"""What every resolver gets as `info.context`: the engine (for its solver), the session, and
+the solver job of this request (the session's secret store and event sink)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import attrs
 
 from dirk.api.table import SessionTable
 from dirk.api.values import Handle
+from dirk.solver.job import Job
 
 if TYPE_CHECKING:
     from graphql import GraphQLResolveInfo
@@ -24,10 +26,22 @@ class RequestContext:
 
     engine: Engine
     session: Session
+    _job: Job | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def solver(self) -> Solver:
         return self.engine.solver
+
+    @property
+    def job(self) -> Job:
+        """What every solver call of this request passes, made once: the session's secret
+        store (the table's) and its event sink."""
+        if self._job is None:
+            session = self.session
+            self._job = Job(
+                session=session.token[:8], secrets=self.table.secrets, events=session.events
+            )
+        return self._job
 
     @property
     def table(self) -> SessionTable:

@@ -203,7 +203,7 @@ async def directory_without_directory(
 async def list_entries(ctx: RequestContext, d: Directory, path: str | None) -> list[str]:
     """The sorted names in `path` of `d`; directories end with "/" as in Dagger >= 0.13."""
     full = inside(d.subdir, path or ".")
-    entries = await ctx.solver.list_entries(d.ref, full)
+    entries = await ctx.solver.list_entries(ctx.job, d.ref, full)
     return [name + "/" if kind == "dir" else name for name, kind in entries]
 
 
@@ -213,9 +213,9 @@ async def directory_entries(ctx: RequestContext, parent: Handle | None, args: Ar
 
 
 async def sync_directory(ctx: RequestContext, d: Directory) -> None:
-    await ctx.solver.solve(d.ref)
+    await ctx.solver.solve(ctx.job, d.ref)
     if d.subdir != "/":
-        info = await ctx.solver.stat(d.ref, d.subdir)
+        info = await ctx.solver.stat(ctx.job, d.ref, d.subdir)
         if info is None:
             raise SnapshotPathError(
                 f"{d.subdir}: no such file or directory (check the path: it is taken inside "

@@ -28,7 +28,7 @@ Variable = tuple[str, str]  # name, value
 async def _resolved(ctx: RequestContext, e: EnvFile) -> list[envfiles.Resolved]:
     text = None
     if e.source is not None:
-        data = await ctx.solver.read_file(e.source.ref, e.source.path)
+        data = await ctx.solver.read_file(ctx.job, e.source.ref, e.source.path)
         text = data.decode("utf-8", errors="replace")
     return envfiles.resolve(text, e.edits, e.expand)
 

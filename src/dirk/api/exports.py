@@ -15,7 +15,9 @@ async def directory_export(ctx: RequestContext, parent: Handle | None, args: Arg
     assert parent is not None and isinstance(parent.value, Directory)
     d = parent.value
     dest = host_path(ctx.workdir, args["path"])
-    written = await reads.export_directory(ctx.solver, d.ref, d.subdir, dest, wipe=args["wipe"])
+    written = await reads.export_directory(
+        ctx.solver, ctx.job, d.ref, d.subdir, dest, wipe=args["wipe"]
+    )
     return str(written)
 
 
@@ -25,6 +27,6 @@ async def file_export(ctx: RequestContext, parent: Handle | None, args: Args) ->
     f = parent.value
     dest = host_path(ctx.workdir, args["path"])
     written = await reads.export_file(
-        ctx.solver, f.ref, f.path, dest, allow_parent_dir=args["allowParentDirPath"]
+        ctx.solver, ctx.job, f.ref, f.path, dest, allow_parent_dir=args["allowParentDirPath"]
     )
     return str(written)

@@ -23,7 +23,7 @@ def _file(parent: Handle | None) -> File:
 
 async def stat_file(ctx: RequestContext, f: File) -> FileInfo:
     """The file's metadata; an error unless it exists and is a regular file (or a link)."""
-    info = await ctx.solver.stat(f.ref, f.path, follow=True)
+    info = await ctx.solver.stat(ctx.job, f.ref, f.path, follow=True)
     if info is None:
         raise SnapshotPathError(
             f"{f.path}: no such file or directory (check the path: it is taken inside the "
@@ -47,7 +47,7 @@ def select_lines(text: str, offset: int | None, limit: int | None) -> str:
 @leaf("File", "contents")
 async def file_contents(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
     f = _file(parent)
-    data = await ctx.solver.read_file(f.ref, f.path)
+    data = await ctx.solver.read_file(ctx.job, f.ref, f.path)
     text = data.decode("utf-8", errors="replace")
     return select_lines(text, args.get("offsetLines"), args.get("limitLines"))
 
@@ -118,7 +118,7 @@ def replaced(
 async def file_with_replaced(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
     f = _file(parent)
     info = await stat_file(ctx, f)
-    data = await ctx.solver.read_file(f.ref, f.path)
+    data = await ctx.solver.read_file(ctx.job, f.ref, f.path)
     new = replaced(
         data,
         args["search"].encode(),

@@ -134,7 +134,7 @@ async def container_publish(ctx: RequestContext, parent: Handle | None, args: Ar
     compression, media_types = _options(args)
     creds = await _credentials(ctx, c, _registry(address))
     result = await ctx.solver.images_out.publish(
-        address, _images(ctx, c, args), compression, media_types, creds
+        ctx.job, address, _images(ctx, c, args), compression, media_types, creds
     )
     return result.address
 
@@ -151,7 +151,7 @@ async def container_export(ctx: RequestContext, parent: Handle | None, args: Arg
     compression, media_types = _options(args)
     op = ImageTarball(_images(ctx, c, args), compression, media_types)
     written = await reads.export_file(
-        ctx.solver, Ref(op), TARBALL_PATH, target, allow_parent_dir=False
+        ctx.solver, ctx.job, Ref(op), TARBALL_PATH, target, allow_parent_dir=False
     )
     return str(written)
 
@@ -170,7 +170,9 @@ async def container_import(ctx: RequestContext, parent: Handle | None, args: Arg
     source = ctx.load(args["source"], "File").value
     assert isinstance(source, File)
     tag: str = args["tag"] or ""
-    imported = await ctx.solver.images_out.read_tarball(source.ref, source.path, c.platform, tag)
+    imported = await ctx.solver.images_out.read_tarball(
+        ctx.job, source.ref, source.path, c.platform, tag
+    )
     resolved = imported.resolved
     config = resolved.config
     op = ImageImport(source.ref, source.path, resolved.manifest_digest, resolved.platform, tag)

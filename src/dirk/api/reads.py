@@ -76,7 +76,7 @@ def _items(
 
 
 async def _info(ctx: RequestContext, ref: Ref, path: str, follow: bool) -> FileInfo | None:
-    return await ctx.solver.stat(ref, path, follow=follow)
+    return await ctx.solver.stat(ctx.job, ref, path, follow=follow)
 
 
 async def exists_at(ctx: RequestContext, ref: Ref, path: str, args: Args) -> bool:
@@ -165,19 +165,21 @@ async def directory_name(ctx: RequestContext, parent: Handle | None, args: Args)
 @leaf("Directory", "digest")
 async def directory_digest(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
     d = _dir(parent)
-    return await reads.tree_digest(ctx.solver, d.ref, d.subdir)
+    return await reads.tree_digest(ctx.solver, ctx.job, d.ref, d.subdir)
 
 
 @leaf("File", "digest")
 async def file_digest(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
     f = _file(parent)
-    return await reads.file_digest(ctx.solver, f.ref, f.path, metadata=not args["excludeMetadata"])
+    return await reads.file_digest(
+        ctx.solver, ctx.job, f.ref, f.path, metadata=not args["excludeMetadata"]
+    )
 
 
 @leaf("Directory", "glob")
 async def directory_glob(ctx: RequestContext, parent: Handle | None, args: Args) -> list[str]:
     d = _dir(parent)
-    return await reads.glob(ctx.solver, d.ref, d.subdir, args["pattern"])
+    return await reads.glob(ctx.solver, ctx.job, d.ref, d.subdir, args["pattern"])
 
 
 @leaf("Directory", "findUp")
@@ -189,7 +191,7 @@ async def directory_find_up(ctx: RequestContext, parent: Handle | None, args: Ar
     start = inside(d.subdir, args["start"])
     while True:
         candidate = inside(start, name)
-        if await ctx.solver.stat(d.ref, candidate) is not None:
+        if await ctx.solver.stat(ctx.job, d.ref, candidate) is not None:
             rel = candidate[len(d.subdir) :] if d.subdir != "/" else candidate
             return rel.lstrip("/")
         if start == d.subdir:
@@ -236,7 +238,7 @@ async def directory_search(ctx: RequestContext, parent: Handle | None, args: Arg
     assert parent is not None
     d = _dir(parent)
     paths = list(args["paths"] or ())
-    hits = await reads.search_tree(ctx.solver, d.ref, d.subdir, paths, _options(args))
+    hits = await reads.search_tree(ctx.solver, ctx.job, d.ref, d.subdir, paths, _options(args))
     return _results(ctx, parent, args, hits)
 
 
@@ -244,7 +246,7 @@ async def directory_search(ctx: RequestContext, parent: Handle | None, args: Arg
 async def file_search(ctx: RequestContext, parent: Handle | None, args: Args) -> list[Handle]:
     assert parent is not None
     f = _file(parent)
-    hits = await reads.search_file(ctx.solver, f.ref, f.path, _options(args))
+    hits = await reads.search_file(ctx.solver, ctx.job, f.ref, f.path, _options(args))
     return _results(ctx, parent, args, hits)
 
 

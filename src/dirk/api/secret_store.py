@@ -10,7 +10,6 @@ plaintext), never for `id`; then kept for the session, so a command behind `cmd:
 from __future__ import annotations
 
 import secrets
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,7 +56,6 @@ class SecretStore:
         handle = keyed_identity(self._key, ROOT, "setSecret", {"name": name, "v": plaintext.hex()})
         entry = SecretEntry(name, "", SecretRef("name:" + name, handle))
         self._values.setdefault(handle, plaintext)
-        _LIVE[handle] = self
         return self._entries.setdefault(handle, entry)
 
     def from_uri(self, uri: str, cache_key: str | None) -> SecretEntry:
@@ -66,7 +64,6 @@ class SecretStore:
         split_uri(uri)
         cache_id = "key:" + cache_key if cache_key else "uri:" + uri
         handle = keyed_identity(self._key, ROOT, "secret", {"uri": uri, "cacheKey": cache_key})
-        _LIVE[handle] = self
         return self._entries.setdefault(handle, SecretEntry(uri, uri, SecretRef(cache_id, handle)))
 
     def entry(self, ref: SecretRef) -> SecretEntry:
@@ -103,19 +100,3 @@ class SecretStore:
                 "only in the session that created them"
             )
         return value
-
-
-#: The store of every live secret by handle (a store goes when its session's table does).
-_LIVE: weakref.WeakValueDictionary[str, SecretStore] = weakref.WeakValueDictionary()
-
-
-def live_plaintext(secret_id: str) -> bytes:
-    """The engine's secret source: the value of a secret of any live session, by handle.
-    Handles are keyed per session and appear only in that session's IDs and operations, so
-    a step can only name secrets of the session that built it."""
-    store = _LIVE.get(secret_id)
-    if store is None:
-        raise SecretError(
-            f"secret {secret_id[:12]}... is not known to this engine: its session has ended"
-        )
-    return store.plaintext(secret_id)

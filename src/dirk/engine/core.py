@@ -16,7 +16,6 @@ from types import TracebackType
 
 import anyio.to_thread
 
-from dirk.api.secret_store import live_plaintext
 from dirk.solver.solver import Solver
 from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
@@ -60,7 +59,8 @@ class Engine:
 
     async def start(self) -> None:
         """Open the state, recover what a previous engine left, start the workers. If any of
-        it fails, what was already opened is closed again."""
+        it fails, what was already opened is closed again. `start` and `aclose` must be
+        called by one task (the solver's task group lives in it), as `async with` does."""
         async with AsyncExitStack() as stack:
             layout = self.layout.ensure()
             db = Database(layout.db_path)
@@ -82,9 +82,11 @@ class Engine:
                 images=images,
                 executor=executor,
                 volumes=CacheVolumes(layout.volumes),
-                secrets=live_plaintext,
                 max_parallel=self._max_parallel,
             )
+            # Last in, first out: running steps are cancelled and finished before the
+            # workers they use close.
+            await stack.enter_async_context(self._solver.running())
             self._executor = executor
             self._closing = stack.pop_all()
 

@@ -143,11 +143,12 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
         try:
             # The engine's start-up waits mostly on subprocesses and the disk: import the server
             # and build the schema in a thread meanwhile (cold start is the sum of both otherwise).
-            starting = asyncio.ensure_future(engine.start())
+            # The engine starts in this task, which also closes it (its task group lives here).
+            loading = asyncio.ensure_future(asyncio.to_thread(_load_server, components))
             try:
-                schema = await asyncio.to_thread(_load_server, components)
+                await engine.start()
             finally:
-                await starting
+                schema = await loading
             if not stop.is_set():  # a signal while starting: never publish an engine that stops
                 await _serve_started(engine, schema, components, tcp, unix, info_path, stop)
         finally:

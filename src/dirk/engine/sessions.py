@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from dirk.solver.job import EventSink, discard_events
 from dirk.workers.hostaccess import HostUser
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class Session:
     ended: bool = False
     #: Attach connections open now (see `SessionRegistry.attach`).
     attached: int = 0
+    #: Where this session's step events go (a progress view); nowhere by default.
+    events: EventSink = discard_events
     _ended_event: asyncio.Event = attrs.field(factory=asyncio.Event, repr=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     _cleanups: list[Cleanup] = attrs.field(factory=list, repr=False)

@@ -1,4 +1,6 @@
-"""Single flight: identical work asked for at once runs once, the other callers wait for it.
+"""Single flight within one caller's world: identical work asked for at once runs once, the
+other callers wait for it. The API's per-session memo uses it (all callers are one session's
+requests); steps shared between jobs use `solver.shared`, whose runs live in the engine.
 
 When the caller running the work is cancelled (its session ended), the work is not done, and
 the waiters did not ask for a cancellation: the first waiter to wake runs the work itself. A

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio.to_thread
 
 from dirk.errors import ImageError
+from dirk.solver.job import Job
 from dirk.solver.ops import ImageCompression, ImageImport, ImageMediaTypes, ImagePlatform, Ref
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
@@ -28,7 +29,7 @@ from dirk.workers.images.tarball import ImportedImage, import_image_tar, write_i
 from dirk.workers.snapshots.layers import LayerStore, Snapshot
 from dirk.workers.snapshots.snapshotter import Snapshotter
 
-SolveAll = Callable[[Sequence[Ref]], Awaitable[list[Snapshot]]]
+SolveAll = Callable[[Job, Sequence[Ref]], Awaitable[list[Snapshot]]]
 TARBALL_NAME = "image.tar"
 
 
@@ -53,6 +54,7 @@ class ImagesOut:
 
     async def build(
         self,
+        job: Job,
         images: Sequence[ImagePlatform],
         compression: ImageCompression,
         media_types: ImageMediaTypes,
@@ -60,7 +62,7 @@ class ImagesOut:
     ) -> BuiltImage:
         """Every blob of the image of `images`, in the blob store."""
         if snapshots is None:
-            snapshots = await self._solve_all([i.rootfs for i in images])
+            snapshots = await self._solve_all(job, [i.rootfs for i in images])
         platforms = [
             PlatformImage(snapshot.layers, i.platform, _settings(i))
             for i, snapshot in zip(images, snapshots, strict=True)
@@ -77,26 +79,28 @@ class ImagesOut:
 
     async def publish(
         self,
+        job: Job,
         address: str,
         images: Sequence[ImagePlatform],
         compression: ImageCompression,
         media_types: ImageMediaTypes,
         credentials: Credentials | None,
     ) -> PushResult:
-        built = await self.build(images, compression, media_types)
+        built = await self.build(job, images, compression, media_types)
         return await push_image(
             self._images.registry, self._blobs, self._db, address, built, credentials
         )
 
     async def tarball(
         self,
+        job: Job,
         images: Sequence[ImagePlatform],
         compression: ImageCompression,
         media_types: ImageMediaTypes,
         snapshots: Sequence[Snapshot],
     ) -> Snapshot:
         """A one-layer snapshot holding the image as `/image.tar`."""
-        built = await self.build(images, compression, media_types, snapshots)
+        built = await self.build(job, images, compression, media_types, snapshots)
 
         def write() -> Snapshot:
             with self._layers.create() as builder, open(builder.path / TARBALL_NAME, "wb") as f:
@@ -105,9 +109,11 @@ class ImagesOut:
 
         return await anyio.to_thread.run_sync(write)
 
-    async def read_tarball(self, source: Ref, path: str, platform: str, tag: str) -> ImportedImage:
+    async def read_tarball(
+        self, job: Job, source: Ref, path: str, platform: str, tag: str
+    ) -> ImportedImage:
         """The image in the tarball file `path` of `source`, its blobs now in the store."""
-        (snapshot,) = await self._solve_all([source])
+        (snapshot,) = await self._solve_all(job, [source])
 
         def read() -> ImportedImage:
             real = self._snap.file_path(snapshot, path)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio.to_thread
 
 from dirk.errors import SnapshotPathError
+from dirk.solver.job import Job
 from dirk.solver.ops import Ref
 from dirk.workers.snapshots import hostdir, hostexport, search
 from dirk.workers.snapshots.fileops import resolve_parts
@@ -52,8 +53,8 @@ def _lookup(root: Path, path: str, kind: str) -> tuple[Parts, Path]:
     return parts, host
 
 
-async def _in_view(solver: Solver, ref: Ref, work: Callable[[Path], T]) -> T:
-    snapshot = await solver.solve(ref)
+async def _in_view(solver: Solver, job: Job, ref: Ref, work: Callable[[Path], T]) -> T:
+    snapshot = await solver.solve(job, ref)
     snap = solver.snapshotter
 
     def run() -> T:
@@ -63,14 +64,14 @@ async def _in_view(solver: Solver, ref: Ref, work: Callable[[Path], T]) -> T:
     return await anyio.to_thread.run_sync(run)
 
 
-async def glob(solver: Solver, ref: Ref, subdir: str, pattern: str) -> list[str]:
+async def glob(solver: Solver, job: Job, ref: Ref, subdir: str, pattern: str) -> list[str]:
     return await _in_view(
-        solver, ref, lambda root: search.glob(_lookup(root, subdir, "dir")[1], pattern)
+        solver, job, ref, lambda root: search.glob(_lookup(root, subdir, "dir")[1], pattern)
     )
 
 
 async def search_tree(
-    solver: Solver, ref: Ref, subdir: str, paths: Sequence[str], opts: SearchOptions
+    solver: Solver, job: Job, ref: Ref, subdir: str, paths: Sequence[str], opts: SearchOptions
 ) -> list[SearchHit]:
     """`opts` over the files below `paths` of the directory `subdir` ("." when none)."""
 
@@ -85,55 +86,61 @@ async def search_tree(
             starts.append(parts)
         return search.search(base, starts, opts)
 
-    return await _in_view(solver, ref, work)
+    return await _in_view(solver, job, ref, work)
 
 
-async def search_file(solver: Solver, ref: Ref, path: str, opts: SearchOptions) -> list[SearchHit]:
+async def search_file(
+    solver: Solver, job: Job, ref: Ref, path: str, opts: SearchOptions
+) -> list[SearchHit]:
     def work(root: Path) -> list[SearchHit]:
         parts, _ = _lookup(root, path, "file")
         return search.search(root.joinpath(*parts[:-1]), [parts[-1:]], opts)
 
-    return await _in_view(solver, ref, work)
+    return await _in_view(solver, job, ref, work)
 
 
-async def tree_digest(solver: Solver, ref: Ref, subdir: str) -> str:
+async def tree_digest(solver: Solver, job: Job, ref: Ref, subdir: str) -> str:
     return await _in_view(
-        solver, ref, lambda root: search.tree_digest(_lookup(root, subdir, "dir")[1])
+        solver, job, ref, lambda root: search.tree_digest(_lookup(root, subdir, "dir")[1])
     )
 
 
-async def file_digest(solver: Solver, ref: Ref, path: str, *, metadata: bool) -> str:
+async def file_digest(solver: Solver, job: Job, ref: Ref, path: str, *, metadata: bool) -> str:
     def work(root: Path) -> str:
         parts, host = _lookup(root, path, "file")
         return search.file_digest(host, parts[-1], metadata=metadata)
 
-    return await _in_view(solver, ref, work)
+    return await _in_view(solver, job, ref, work)
 
 
 async def export_directory(
-    solver: Solver, ref: Ref, subdir: str, dest: Path, *, wipe: bool
+    solver: Solver, job: Job, ref: Ref, subdir: str, dest: Path, *, wipe: bool
 ) -> Path:
     return await _in_view(
         solver,
+        job,
         ref,
         lambda root: hostexport.export_directory(_lookup(root, subdir, "dir")[1], dest, wipe=wipe),
     )
 
 
-async def export_changes(solver: Solver, layer: Ref, removed: Sequence[str], dest: Path) -> Path:
+async def export_changes(
+    solver: Solver, job: Job, layer: Ref, removed: Sequence[str], dest: Path
+) -> Path:
     """A Changeset's export: `removed` removed below `dest`, then the tree of added and
     modified files (`layer`) merged into it."""
     await anyio.to_thread.run_sync(hostexport.remove_entries, dest, removed)
     return await _in_view(
-        solver, layer, lambda root: hostexport.export_directory(root, dest, wipe=False)
+        solver, job, layer, lambda root: hostexport.export_directory(root, dest, wipe=False)
     )
 
 
 async def export_file(
-    solver: Solver, ref: Ref, path: str, dest: Path, *, allow_parent_dir: bool
+    solver: Solver, job: Job, ref: Ref, path: str, dest: Path, *, allow_parent_dir: bool
 ) -> Path:
     return await _in_view(
         solver,
+        job,
         ref,
         lambda root: hostexport.export_file(
             _lookup(root, path, "file")[1], dest, allow_parent_dir=allow_parent_dir

@@ -46,13 +46,15 @@ class BuildOptions:
 async def docker_build(ctx: RequestContext, context: Directory, opts: BuildOptions) -> Container:
     """The container the target stage of the Dockerfile in `context` builds."""
     path = inside(context.subdir, opts.dockerfile)
-    info = await ctx.solver.stat(context.ref, path)
+    info = await ctx.solver.stat(ctx.job, context.ref, path)
     if info is None or info.kind == "dir":
         raise DockerfileError(
             f"there is no Dockerfile {opts.dockerfile!r} in the build context: pass "
             "dockerfile: with its path relative to the directory"
         )
-    text = (await ctx.solver.read_file(context.ref, path)).decode("utf-8", errors="replace")
+    text = (await ctx.solver.read_file(ctx.job, context.ref, path)).decode(
+        "utf-8", errors="replace"
+    )
     dockerfile = parse(text)
     filtered = await _ignored(ctx, context, path)
     platform = str(Platform.parse(opts.platform)) if opts.platform else default_platform()
@@ -73,9 +75,9 @@ async def docker_build(ctx: RequestContext, context: Directory, opts: BuildOptio
 async def _ignored(ctx: RequestContext, context: Directory, dockerfile_path: str) -> Directory:
     """The context without what its .dockerignore (or `<Dockerfile>.dockerignore`) excludes."""
     for candidate in (dockerfile_path + ".dockerignore", inside(context.subdir, ".dockerignore")):
-        info = await ctx.solver.stat(context.ref, candidate)
+        info = await ctx.solver.stat(ctx.job, context.ref, candidate)
         if info is not None and info.kind != "dir":
-            data = await ctx.solver.read_file(context.ref, candidate)
+            data = await ctx.solver.read_file(ctx.job, context.ref, candidate)
             patterns = exclude_patterns(data.decode("utf-8", errors="replace"))
             if not patterns:
                 return context

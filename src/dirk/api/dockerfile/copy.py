@@ -142,7 +142,7 @@ async def _expand(
                 continue
             if kinds.get(base, "dir") != "dir" or not await _is_dir(ctx, root, base):
                 continue
-            for name, kind in await ctx.solver.list_entries(root.ref, base):
+            for name, kind in await ctx.solver.list_entries(ctx.job, root.ref, base):
                 if fnmatch.fnmatchcase(name, part):
                     full = posixpath.join(base, name)
                     kinds[full] = kind
@@ -157,19 +157,19 @@ async def _expand(
 
 
 async def _is_dir(ctx: RequestContext, root: Directory, path: str) -> bool:
-    info = await ctx.solver.stat(root.ref, path)
+    info = await ctx.solver.stat(ctx.job, root.ref, path)
     return info is not None and info.kind == "dir"
 
 
 async def _looked_up(
     ctx: RequestContext, inst: Instruction, root: Directory, path: str, shown: str
 ) -> Source:
-    info = await ctx.solver.stat(root.ref, path)
+    info = await ctx.solver.stat(ctx.job, root.ref, path)
     if info is None:
         raise inst.error(f"source {shown} does not exist")
     return Source(path, str(info.kind))
 
 
 async def _is_archive(ctx: RequestContext, root: Directory, path: str) -> bool:
-    head = await ctx.solver.read_file(root.ref, path, limit=512)
+    head = await ctx.solver.read_file(ctx.job, root.ref, path, limit=512)
     return head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar"

@@ -1,0 +1,141 @@
+"""Exec: a command in a container.
+
+The key covers the command and its whole environment as the operation states it (args, env,
+cwd, user, hostname, stdin, expected exit, network, capabilities, redirects, the names of
+volatile variables, each secret's `cache_id`) and the keys of the root and of every mount
+source; cache volume contents, volatile values and secret values are not covered. Running it
+fetches the secrets by handle from the jobs waiting (`step.secret`), mounts the root
+read-write and each mount as asked, runs the container (output scrubbed of secret values,
+then streamed as stdout/stderr events), checks the exit code against `expect` (a failure is never
+cached), and commits the root and each writable bind mount as the step's outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Literal
+
+import anyio.to_thread
+import attrs
+
+from dirk.errors import OUTPUT_TAIL_BYTES, ExecError
+from dirk.solver.exec_secrets import exec_secrets
+from dirk.solver.handlers.base import Handler, Step
+from dirk.solver.mounts import StepMounts
+from dirk.solver.ops import Exec, ExecMount, Ref
+from dirk.solver.results import ExecOutcome, OpResult
+from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
+from dirk.workers.snapshots import fileops
+from dirk.workers.snapshots.layers import Snapshot
+from dirk.workers.snapshots.snapshotter import ActiveMount
+
+
+class ExecHandler(Handler[Exec]):
+    async def run(self, op: Exec, step: Step) -> OpResult:
+        snap = self.workers.snapshotter
+        executor = self.workers.executor
+        async with AsyncExitStack() as stack:
+            mounts_of_step = StepMounts(snap, stack)
+            root = await mounts_of_step.read_write(step.inputs[op.root])
+            mounts: list[BindMount | TmpfsMount] = []
+            writable: list[ActiveMount] = []
+            for mount in op.mounts:
+                if mount.kind == "secret":  # a file the executor makes on a tmpfs
+                    continue
+                mounts.append(
+                    await self._prepare_mount(mounts_of_step, stack, mount, step.inputs, writable)
+                )
+            secrets = exec_secrets(op, root.merged, step.secret)
+            spec = ContainerSpec(
+                args=op.args,
+                env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
+                cwd=op.cwd,
+                user=op.user,
+                hostname=op.hostname or step.key.removeprefix("sha256:")[:12],
+                mounts=tuple(mounts),
+                stdin=op.stdin,
+                network=op.network,
+                privileged=op.insecure_root_capabilities,
+                secret_env=secrets.env,
+                secret_files=secrets.files,
+            )
+
+            def on_output(stream: Literal["stdout", "stderr"], chunk: bytes) -> None:
+                step.emit(stream, chunk)
+
+            self.workers.counters.execs += 1
+            if secrets.scrubber.active:
+                # Scrubbed before anything sees the output: events, errors, files, the cache.
+                output = secrets.scrubbed_output(on_output)
+                process = await executor.run(root.merged, spec, output.on_output)
+                stdout, stderr, order = output.finish()
+                process = attrs.evolve(process, stdout=stdout, stderr=stderr, order=order)
+            else:
+                process = await executor.run(root.merged, spec, on_output)
+            if not _exit_code_expected(op, process.exit_code):
+                raise ExecError(
+                    op.args, process.exit_code, _tail(process.stdout), _tail(process.stderr)
+                )
+            for path, data in (
+                (op.redirect_stdout, process.stdout),
+                (op.redirect_stderr, process.stderr),
+            ):
+                if path:
+                    await anyio.to_thread.run_sync(fileops.write_file, root.merged, path, data)
+            outputs = [await mounts_of_step.commit(root, executor.stub_paths(spec))]
+            for active in writable:
+                outputs.append(await mounts_of_step.commit(active))
+            outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr, process.order)
+            return OpResult(step.key, tuple(outputs), outcome)
+
+    async def _prepare_mount(
+        self,
+        step_mounts: StepMounts,
+        stack: AsyncExitStack,
+        mount: ExecMount,
+        inputs: Mapping[Ref, Snapshot],
+        writable: list[ActiveMount],
+    ) -> BindMount | TmpfsMount:
+        if mount.kind == "tmpfs":
+            return TmpfsMount(mount.target, mount.size)
+        if mount.kind == "cache":
+            seed = None
+            if mount.source is not None:
+                seed = self._seeder(inputs[mount.source], mount.source_path)
+            path = await stack.enter_async_context(
+                self.workers.volumes.acquire(mount.cache_id, mount.sharing, seed)
+            )
+            return BindMount(path, mount.target, readonly=False)
+        assert mount.source is not None, "a bind mount needs a source"
+        snapshot = inputs[mount.source]
+        if mount.readonly:
+            view = await step_mounts.read_only(snapshot)
+            source = fileops.resolve_in_root(view, mount.source_path)
+            return BindMount(source, mount.target, readonly=True)
+        active = await step_mounts.read_write(snapshot)
+        writable.append(active)
+        source = fileops.resolve_in_root(active.merged, mount.source_path)
+        return BindMount(source, mount.target, readonly=False)
+
+    def _seeder(self, snapshot: Snapshot, source_path: str) -> Callable[[Path], None]:
+        snap = self.workers.snapshotter
+
+        def seed(target: Path) -> None:
+            with snap.mount_ro(snapshot) as view:
+                fileops.copy_into(view, source_path, target, "/")
+
+        return seed
+
+
+def _exit_code_expected(op: Exec, code: int) -> bool:
+    if op.expect == "ANY":
+        return True
+    if op.expect == "FAILURE":
+        return code != 0
+    return code == 0
+
+
+def _tail(data: bytes) -> str:
+    return data[-OUTPUT_TAIL_BYTES:].decode("utf-8", errors="replace")

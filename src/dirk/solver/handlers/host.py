@@ -1,0 +1,74 @@
+"""HostDirectory and HostFile: a path of the engine's host, copied in.
+
+The key covers the content (file names, modes, contents, link targets under the include and
+exclude patterns), never the path or mtimes: the API layer usually hashed it at call time
+(`digest`), else it is hashed now, and such a key is volatile (remembered for one solve only).
+Running it copies the path into a new layer and checks the copy against the key, so a file
+edited in between is never cached under the old content's key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio.to_thread
+import attrs
+
+from dirk.errors import HostPathError
+from dirk.solver.handlers.base import Handler, Key, Step
+from dirk.solver.keys import cache_key
+from dirk.solver.ops import HostDirectory, HostFile
+from dirk.solver.results import OpResult
+from dirk.workers.snapshots.hostdir import digest_host_path, import_host_path
+from dirk.workers.snapshots.layers import Snapshot
+
+
+async def _host_key(op: HostDirectory | HostFile, input_keys: Sequence[str]) -> Key:
+    """The key of the content digest the API computed, or of one computed now (volatile)."""
+    if op.digest:
+        return Key(cache_key(op, input_keys))
+    include = op.include if isinstance(op, HostDirectory) else ()
+    exclude = op.exclude if isinstance(op, HostDirectory) else ()
+    gitignore = op.gitignore if isinstance(op, HostDirectory) else False
+    digest = await anyio.to_thread.run_sync(
+        lambda: digest_host_path(Path(op.path), include, exclude, gitignore)
+    )
+    return Key(cache_key(attrs.evolve(op, digest=digest), input_keys), volatile=True)
+
+
+def _check_copy(op: HostDirectory | HostFile, copied: Path, key: str) -> None:
+    if cache_key(attrs.evolve(op, digest=digest_host_path(copied)), []) != key:
+        raise HostPathError(
+            f"host path {op.path} changed while the engine was copying it; "
+            "run the pipeline again once nothing is writing to it"
+        )
+
+
+class HostDirectoryHandler(Handler[HostDirectory]):
+    async def key(self, op: HostDirectory, input_keys: Sequence[str]) -> Key:
+        return await _host_key(op, input_keys)
+
+    async def run(self, op: HostDirectory, step: Step) -> OpResult:
+        def copy() -> Snapshot:
+            layers = self.workers.layers
+            snapshot = import_host_path(Path(op.path), layers, op.include, op.exclude, op.gitignore)
+            _check_copy(op, layers.path(snapshot.layers[0]), step.key)
+            return snapshot
+
+        return OpResult(step.key, (await anyio.to_thread.run_sync(copy),))
+
+
+class HostFileHandler(Handler[HostFile]):
+    async def key(self, op: HostFile, input_keys: Sequence[str]) -> Key:
+        return await _host_key(op, input_keys)
+
+    async def run(self, op: HostFile, step: Step) -> OpResult:
+        def copy() -> Snapshot:
+            path = Path(op.path)
+            layers = self.workers.layers
+            snapshot = import_host_path(path, layers)
+            _check_copy(op, layers.path(snapshot.layers[0]) / path.name, step.key)
+            return snapshot
+
+        return OpResult(step.key, (await anyio.to_thread.run_sync(copy),))

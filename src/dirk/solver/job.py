@@ -1,0 +1,98 @@
+"""The job: what one request brings to every solve besides the operation itself.
+
+The solver shares work between requests by cache key, but some things belong to the request:
+the session it runs for, the secrets that session holds, and where its progress goes. A `Job`
+carries them into `Solver.result(job, op)` and everything that calls it.
+
+Cancelling a job is cancelling the anyio scope (or task) its solve runs in: the solver then
+stops waiting for it, and shared work stops only when the last job waiting for it has left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal, Protocol
+
+import attrs
+
+from dirk.errors import UnknownSecretError
+
+EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr"]
+
+
+@attrs.frozen
+class StepEvent:
+    """What the solver reports as it goes, for progress views and logs: a step started, was
+    found cached, finished, failed, or wrote a chunk of output (`data`)."""
+
+    kind: EventKind
+    key: str
+    description: str
+    data: bytes = b""
+    duration: float = 0.0
+
+
+#: Receives StepEvents; called on the event loop, so it must return quickly and not raise.
+EventSink = Callable[[StepEvent], None]
+
+
+def discard_events(event: StepEvent) -> None:
+    """The sink of a job nobody watches."""
+
+
+class SecretSource(Protocol):
+    """Where a step gets the plaintext of a secret by its id (secret values never enter an
+    operation or a cache key, only ids do). The API's is the session's `SecretStore`."""
+
+    def plaintext(self, secret_id: str) -> bytes:
+        """The value of `secret_id`; raises a `SecretError` naming it when this source does
+        not hold it (`UnknownSecretError` here)."""
+        ...
+
+
+def unknown_secret(secret_id: str) -> UnknownSecretError:
+    return UnknownSecretError(
+        f"secret {secret_id!r} is not known to this session: create it with setSecret "
+        "(or the SDK's set_secret) in the session that uses it"
+    )
+
+
+@attrs.frozen
+class NoSecrets:
+    """The secret source of a session that holds none."""
+
+    def plaintext(self, secret_id: str) -> bytes:
+        raise unknown_secret(secret_id)
+
+
+@attrs.frozen
+class SecretValues:
+    """Secrets held in memory, by id."""
+
+    values: Mapping[str, bytes] = attrs.field(factory=dict)
+
+    def plaintext(self, secret_id: str) -> bytes:
+        try:
+            return self.values[secret_id]
+        except KeyError:
+            raise unknown_secret(secret_id) from None
+
+
+NO_SECRETS = NoSecrets()
+
+
+@attrs.frozen(eq=False)
+class Job:
+    """One request's view of the solver: its session (a short name, for logs and progress),
+    its secrets and its event sink. Compared by identity: two requests are two jobs."""
+
+    session: str = ""
+    secrets: SecretSource = NO_SECRETS
+    events: EventSink = discard_events
+
+    def emit(self, event: StepEvent) -> None:
+        self.events(event)
+
+
+#: The job of callers that belong to no session (benchmarks, tests, tools).
+BACKGROUND = Job(session="background")
