@@ -21,6 +21,8 @@ from tests.integration.sdk_engine import RunningEngine, foreground_engine
 
 pytestmark = [pytest.mark.integration]
 
+BUSYBOX = "127.0.0.1:5000/busybox:latest"
+
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[RunningEngine]:
@@ -398,3 +400,34 @@ def test_run_mounts_and_copy_from_an_image(engine: RunningEngine, tmp_path: Path
         probe = second.with_exec(["sh", "-c", script])
         assert probe.stdout() == "guide\ndocs\n0\nclean\n"
         assert second.with_exec(["/opt/busybox", "true"]).exit_code() == 0
+
+
+SECRETS = """
+FROM 127.0.0.1:5000/busybox:latest
+RUN --mount=type=secret,id=api-token \\
+    --mount=type=secret,id=api-token,env=API_TOKEN \\
+    --mount=type=secret,id=absent \\
+    test "$(cat /run/secrets/api-token)" = "$API_TOKEN" \\
+    && echo "token of $(wc -c < /run/secrets/api-token) bytes" > /seen \\
+    && test ! -e /run/secrets/absent
+RUN --mount=type=secret,id=api-token,target=/etc/app/token,uid=1000,mode=0440 \\
+    stat -c '%u %a' /etc/app/token > /stat && cat /etc/app/token
+"""
+
+
+def test_secret_mounts(engine: RunningEngine, tmp_path: Path) -> None:
+    value = "s3cr3t-" + uuid.uuid4().hex[:8]
+    write(tmp_path / "ctx", {"Dockerfile": SECRETS})
+    with connect(engine, tmp_path) as client:
+        token = client.set_secret("api-token", value)
+        built = client.host().directory("ctx").docker_build(secrets=[token])
+        assert built.file("/seen").contents() == f"token of {len(value)} bytes\n"
+        assert built.file("/stat").contents() == "1000 440\n"
+        # The secret is in no layer of the image.
+        probe = built.with_exec(["sh", "-c", "ls /run/secrets /etc/app 2>&1; true"]).stdout()
+        assert value not in probe and "api-token" not in probe
+        required = "RUN --mount=type=secret,id=api-token,required cat /run/secrets/api-token"
+        write(tmp_path / "ctx", {"Dockerfile.required": f"FROM {BUSYBOX}\n{required}\n"})
+        unsent = client.host().directory("ctx").docker_build(dockerfile="Dockerfile.required")
+        with pytest.raises(QueryError, match=r"line 2 \(RUN\): the secret 'api-token' is req"):
+            unsent.sync()

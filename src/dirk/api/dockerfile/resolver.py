@@ -5,7 +5,8 @@ from __future__ import annotations
 from dirk.api.context import RequestContext
 from dirk.api.dockerfile.build import BuildOptions, docker_build, resolve_build_args
 from dirk.api.registry import Args, builds
-from dirk.api.values import Container, Directory, Handle
+from dirk.api.secret import load_secret
+from dirk.api.values import Container, Directory, Handle, Secret
 
 
 @builds("Directory", "dockerBuild")
@@ -13,10 +14,15 @@ async def directory_docker_build(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
     assert parent is not None and isinstance(parent.value, Directory)
+    secrets: dict[str, Secret] = {}
+    for secret_id in args.get("secrets") or []:
+        secret = await load_secret(ctx, secret_id)
+        secrets[secret.name] = secret
     opts = BuildOptions(
         dockerfile=args["dockerfile"],
         platform=args.get("platform") or "",
         build_args=resolve_build_args(args["buildArgs"]),
         target=args["target"],
+        secrets=secrets,
     )
     return await docker_build(ctx, parent.value, opts)

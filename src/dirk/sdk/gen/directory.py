@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.file import File
     from dirk.sdk.gen.search_result import SearchResult
+    from dirk.sdk.gen.secret import Secret
     from dirk.sdk.gen.stat import Stat
 
 
@@ -95,6 +96,7 @@ class Directory(ObjectBase[M]):
         platform: str | None = None,
         build_args: list[BuildArg] | None = None,
         target: str = "",
+        secrets: list[Secret[M]] | None = None,
         no_init: bool = False,
     ) -> Container[M]:
         """A container built from a Dockerfile in this directory (the build context).
@@ -104,6 +106,8 @@ class Directory(ObjectBase[M]):
             platform: The platform to build for; the engine's own platform when absent.
             build_args: Values for the Dockerfile's `ARG`s.
             target: The stage to build (a `FROM ... AS <name>`); the last stage when empty.
+            secrets: Secrets `RUN --mount=type=secret,id=<name>` can mount (at /run/secrets/<name>),
+                by name.
             no_init: Runs `RUN` commands without an init process as PID 1.
         """
         return cast(
@@ -120,6 +124,7 @@ class Directory(ObjectBase[M]):
                         [],
                     ),
                     ("target", target, ""),
+                    ("secrets", self._list_arg("docker_build", "secrets", secrets, ObjectBase), []),
                     ("noInit", no_init, False),
                 ],
             ),
