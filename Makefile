@@ -3,7 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := crun runc skopeo umoci mmdebstrap docker-registry busybox-static iproute2 \
-	nftables iptables uidmap zstd git ca-certificates isal pigz qemu-user-static binfmt-support
+	nftables iptables uidmap zstd git ca-certificates isal pigz qemu-user-static binfmt-support \
+	openssh-server openssh-client
 STAMP := $(VENV)/.installed
 
 .PHONY: setup host images test lint unit demo bench codegen clean-state compat-tools

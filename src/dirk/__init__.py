@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import ExistsType as ExistsType
     from dirk.sdk.gen import File as File
     from dirk.sdk.gen import FileType as FileType
+    from dirk.sdk.gen import GitRef as GitRef
+    from dirk.sdk.gen import GitRepository as GitRepository
     from dirk.sdk.gen import HealthcheckConfig as HealthcheckConfig
     from dirk.sdk.gen import Host as Host
     from dirk.sdk.gen import ImageLayerCompression as ImageLayerCompression
@@ -67,6 +69,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import SearchResult as SearchResult
     from dirk.sdk.gen import SearchSubmatch as SearchSubmatch
     from dirk.sdk.gen import Secret as Secret
+    from dirk.sdk.gen import Socket as Socket
     from dirk.sdk.gen import Stat as Stat
     from dirk.sdk.gen import Syncer as Syncer
     from dirk.sdk.modes import Async as Async
@@ -115,6 +118,8 @@ _EXPORTS = {
             "ExistsType",
             "File",
             "FileType",
+            "GitRef",
+            "GitRepository",
             "HealthcheckConfig",
             "Host",
             "JSON",
@@ -130,6 +135,7 @@ _EXPORTS = {
             "SearchSubmatch",
             "Secret",
             "Stat",
+            "Socket",
             "Syncer",
         )
     },

@@ -349,3 +349,39 @@ class DockerfileError(InvalidArgumentError):
     missing source); the message names the Dockerfile's line and instruction."""
 
     code = "DOCKERFILE_ERROR"
+
+
+class SourceError(QueryError):
+    """Content from outside the engine (a git remote, an HTTP URL) could not be fetched."""
+
+    code = "SOURCE_ERROR"
+
+
+class GitError(SourceError):
+    """A git remote could not be read (unreachable, not a repository, git failed)."""
+
+    code = "GIT_ERROR"
+
+
+class GitRefNotFoundError(GitError):
+    """A branch, tag, ref or commit does not exist in the repository."""
+
+    code = "GIT_REF_NOT_FOUND"
+
+
+class GitAuthError(GitError):
+    """A git remote refused access: missing or wrong token, header, SSH key or host key."""
+
+    code = "GIT_AUTH_FAILED"
+
+
+class HttpFetchError(SourceError):
+    """A URL could not be downloaded: unreachable, an HTTP error status, too large."""
+
+    code = "HTTP_FETCH_ERROR"
+
+
+class ChecksumMismatchError(HttpFetchError):
+    """Downloaded content does not match the checksum the pipeline expects; nothing was kept."""
+
+    code = "CHECKSUM_MISMATCH"

@@ -96,6 +96,9 @@ def exec_mount(m: Mount) -> ExecMount:
     if m.kind == "secret":
         assert m.secret is not None
         return ExecMount(m.target, "secret", secret=m.secret, owner=m.owner, mode=m.mode)
+    if m.kind == "socket":
+        assert m.socket is not None
+        return ExecMount(m.target, "socket", host_path=m.socket.path)
     return ExecMount(m.target, "tmpfs", size=m.size)
 
 

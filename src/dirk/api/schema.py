@@ -36,11 +36,14 @@ from dirk.api import (  # noqa: F401
     envfile,
     exports,
     file,
+    git,
     host,
+    http,
     image_out,
     query,
     reads,
     secret,
+    socket,
 )
 from dirk.api.context import RequestContext
 from dirk.api.dockerfile import resolver as _dockerfile  # noqa: F401

@@ -11,10 +11,10 @@ from typing import Literal
 
 import attrs
 
-from dirk.solver.ops import Exec, Ref, SecretRef, Sharing
+from dirk.solver.ops import Exec, GitAuthRef, GitRefKind, Ref, SecretRef, Sharing
 
 Stream = Literal["stdout", "stderr"]
-MountSource = Literal["directory", "file", "cache", "tmpfs", "secret"]
+MountSource = Literal["directory", "file", "cache", "tmpfs", "secret", "socket"]
 
 
 @attrs.frozen
@@ -59,6 +59,7 @@ class Mount:
     secret: SecretRef | None = None
     owner: str = ""
     mode: int = 0o400
+    socket: Socket | None = None
 
 
 @attrs.frozen
@@ -218,6 +219,36 @@ class SearchResult:
     submatches: tuple[SearchSubmatch, ...]
 
 
+@attrs.frozen
+class GitRepository:
+    """A git repository: a remote `url` (normalised for git; `given_url` is what the user
+    wrote), or the repository held by `source` (`Directory.asGit`, `url` empty)."""
+
+    url: str
+    given_url: str = ""
+    keep_git_dir: bool = True
+    auth: GitAuthRef = attrs.field(factory=GitAuthRef)
+    source: Directory | None = None
+
+
+@attrs.frozen
+class GitRef:
+    """A name in a repository, resolved to `commit` when that is fixed at call time (a commit
+    id, a local repository); otherwise each solve asks the remote again."""
+
+    repo: GitRepository
+    kind: GitRefKind
+    name: str = ""
+    commit: str = ""
+
+
+@attrs.frozen
+class Socket:
+    """A unix socket of the engine's host, by path."""
+
+    path: str
+
+
 Value = (
     Container
     | Directory
@@ -237,6 +268,9 @@ Value = (
     | Stat
     | SearchResult
     | SearchSubmatch
+    | GitRepository
+    | GitRef
+    | Socket
 )
 
 

@@ -17,6 +17,7 @@ from types import TracebackType
 import anyio.to_thread
 
 from dirk.solver.solver import Solver
+from dirk.solver.sources import Sources
 from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
@@ -25,6 +26,8 @@ from dirk.workers.executor.executor import Executor
 from dirk.workers.images.store import ImageStore
 from dirk.workers.snapshots.layers import LayerStore
 from dirk.workers.snapshots.snapshotter import Snapshotter
+from dirk.workers.sources.git import GitSources
+from dirk.workers.sources.http import HttpSources
 
 
 class Engine:
@@ -74,6 +77,9 @@ class Engine:
             stack.push_async_callback(executor.aclose)
             images = ImageStore(blobs, layers, insecure_registries=self._insecure)
             stack.push_async_callback(images.aclose)
+            http = HttpSources(blobs)
+            stack.push_async_callback(http.aclose)
+            sources = Sources(GitSources(layout.git, layout.tmp), http, layers, blobs, snapshotter)
             self._solver = Solver(
                 db=db,
                 blobs=blobs,
@@ -82,6 +88,7 @@ class Engine:
                 images=images,
                 executor=executor,
                 volumes=CacheVolumes(layout.volumes),
+                sources=sources,
                 max_parallel=self._max_parallel,
             )
             # Last in, first out: running steps are cancelled and finished before the

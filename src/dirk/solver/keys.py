@@ -15,7 +15,18 @@ from typing import Any
 
 import attrs
 
-from dirk.solver.ops import Exec, HostDirectory, HostFile, ImagePull, Op, Ref, SecretRef
+from dirk.solver.ops import (
+    Exec,
+    ExecMount,
+    GitCheckout,
+    HostDirectory,
+    HostFile,
+    HttpFetch,
+    ImagePull,
+    Op,
+    Ref,
+    SecretRef,
+)
 
 #: Bump when the meaning of an operation changes, so old cache entries stop matching.
 KEY_VERSION = 1
@@ -27,6 +38,9 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     ImagePull: frozenset({"reference"}),
     # Which session's secret it is; the key covers the secret's name, never its value.
     SecretRef: frozenset({"handle"}),
+    ExecMount: frozenset({"host_path"}),
+    GitCheckout: frozenset({"url", "kind", "name", "auth"}),
+    HttpFetch: frozenset({"url", "checksum", "auth_header"}),
 }
 #: Fields of (name, value) pairs whose values stay out of the key: Dagger's volatile variables.
 _NAMES_ONLY_FIELDS: dict[type[Any], frozenset[str]] = {Exec: frozenset({"volatile_env"})}

@@ -23,7 +23,7 @@ import attrs
 
 #: Dagger's cache sharing modes.
 Sharing = Literal["SHARED", "PRIVATE", "LOCKED"]
-MountKind = Literal["bind", "cache", "tmpfs", "secret"]
+MountKind = Literal["bind", "cache", "tmpfs", "secret", "socket"]
 #: Dagger's ReturnType: which exit codes count as success.
 Expect = Literal["SUCCESS", "FAILURE", "ANY"]
 
@@ -150,6 +150,7 @@ class ExecMount:
     - tmpfs: an empty in-memory filesystem at `target`.
     - secret: a read-only file at `target` holding the value of `secret`, on a tmpfs (never in
       a layer), owned by `owner` (resolved in the container's root; "" = root) with `mode`.
+    - socket: the host's unix socket `host_path`, bind-mounted at `target`.
     """
 
     target: str
@@ -163,6 +164,9 @@ class ExecMount:
     secret: SecretRef | None = None
     owner: str = ""
     mode: int = 0o400
+    #: socket: the host's unix socket forwarded at `target` (where it is, not what it is: no
+    #: cache key covers it).
+    host_path: str = ""
 
     @property
     def has_output(self) -> bool:
@@ -533,6 +537,78 @@ class ImageImport:
         return f"import image {self.path}"
 
 
+GitRefKind = Literal["branch", "tag", "commit", "ref", "head"]
+
+
+@attrs.frozen(cache_hash=True)
+class GitAuthRef:
+    """How to authenticate to a git remote, by reference only: secrets (never their values),
+    a host socket path, known hosts. Not part of any cache key (a commit is what it is,
+    whoever may fetch it)."""
+
+    username: str = ""
+    token: SecretRef | None = None
+    header: SecretRef | None = None
+    ssh_auth_socket: str = ""
+    ssh_known_hosts: str = ""
+
+
+@attrs.frozen(cache_hash=True)
+class GitCheckout:
+    """The tree of one commit of a git repository, with its `.git` when `keep_git_dir`.
+
+    The key covers `commit` and the checkout options only: a commit id names its content, so
+    `url`, the ref name that led to it and the credentials are provenance. When `commit` is
+    empty, the solver resolves `kind`/`name` against the remote when it computes the key (a
+    moved branch gives a new key). `source`, when set, is a directory holding the repository
+    (`Directory.asGit`) instead of a remote; `url` is then empty.
+    """
+
+    url: str
+    kind: GitRefKind = "head"
+    name: str = ""
+    commit: str = ""
+    keep_git_dir: bool = False
+    depth: int = 1
+    source: Ref | None = None
+    auth: GitAuthRef = attrs.field(factory=GitAuthRef)
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return (self.source,) if self.source is not None else ()
+
+    def describe(self) -> str:
+        from dirk.workers.sources.git import redact  # here: ops stay import-light
+
+        where = redact(self.url) if self.url else "directory"
+        return f"git {where} {self.name or self.kind} {self.commit[:12]}".rstrip()
+
+
+@attrs.frozen(cache_hash=True)
+class HttpFetch:
+    """A file downloaded over HTTP, at /<name> of an otherwise empty filesystem.
+
+    The key covers the content (`digest`, the sha256 of the bytes), `name` and `permissions`;
+    the URL, the expected `checksum` and the auth header's secret are provenance. When
+    `digest` is empty the solver downloads the file when it computes the key (the blob store
+    keeps it, so the work itself only copies it into a layer).
+    """
+
+    url: str
+    name: str
+    permissions: int = 0o644
+    checksum: str = ""
+    digest: str = ""
+    auth_header: SecretRef | None = None
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        from dirk.workers.sources.http import shown_url  # here: ops stay import-light
+
+        return f"download {shown_url(self.url)}"
+
+
 Op = (
     Scratch
     | ImagePull
@@ -554,6 +630,8 @@ Op = (
     | RenderEnvFile
     | ImageTarball
     | ImageImport
+    | GitCheckout
+    | HttpFetch
 )
 
 #: The instance of each distinct operation that Refs point at (see `Ref`), by its type and

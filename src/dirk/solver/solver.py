@@ -30,6 +30,7 @@ from dirk.solver.job import EventSink, Job, StepEvent, discard_events
 from dirk.solver.ops import Op, Ref
 from dirk.solver.results import Counters, ExecOutcome, OpResult
 from dirk.solver.shared import Flight, SharedWork
+from dirk.solver.sources import Sources
 from dirk.solver.store import ResultStore, has_blob_output
 from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
@@ -62,6 +63,7 @@ class Solver:
         volumes: CacheVolumes,
         max_parallel: int | None = None,
         handlers: Mapping[type, HandlerFactory] = HANDLERS,
+        sources: Sources | None = None,
     ) -> None:
         self.workers = Workers(
             layers=layers,
@@ -72,6 +74,7 @@ class Solver:
             blobs=blobs,
         )
         self.counters = self.workers.counters
+        self.sources = self.workers.sources = sources or Sources.default(layers, blobs, snapshotter)
         self.images_out = self.workers.images_out = ImagesOut(
             solve_all=self.solve_all,
             db=db,

@@ -48,6 +48,11 @@ class StateLayout:
         return self.root / "v"
 
     @property
+    def git(self) -> Path:
+        """Bare cache repositories of git remotes, one per remote, kept across runs."""
+        return self.root / "git"
+
+    @property
     def tmp(self) -> Path:
         """Work in progress; anything here after a restart is garbage."""
         return self.root / "tmp"
@@ -61,7 +66,15 @@ class StateLayout:
         """Create the folders, and make the state private again: the engine's folders 0700 and
         its own files 0600 (layers and volumes keep the modes their contents were given, out of
         reach behind them). Repairs a state dir made by an older engine or by hand."""
-        for path in (self.root, self.blobs, self.layers, self.volumes, self.tmp, self.run):
+        for path in (
+            self.root,
+            self.blobs,
+            self.layers,
+            self.volumes,
+            self.git,
+            self.tmp,
+            self.run,
+        ):
             path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
             _set_mode(path, PRIVATE_DIR)
         with os.scandir(self.root) as entries:

@@ -24,6 +24,8 @@ from dirk.sdk.gen.env_variable import EnvVariable
 from dirk.sdk.gen.error import Error
 from dirk.sdk.gen.error_value import ErrorValue
 from dirk.sdk.gen.file import File
+from dirk.sdk.gen.git_ref import GitRef
+from dirk.sdk.gen.git_repository import GitRepository
 from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
 from dirk.sdk.gen.host import Host
 from dirk.sdk.gen.inputs import BuildArg
@@ -34,6 +36,7 @@ from dirk.sdk.gen.scalars import JSON, Platform
 from dirk.sdk.gen.search_result import SearchResult
 from dirk.sdk.gen.search_submatch import SearchSubmatch
 from dirk.sdk.gen.secret import Secret
+from dirk.sdk.gen.socket import Socket
 from dirk.sdk.gen.stat import Stat
 from dirk.sdk.gen.syncer import Syncer
 
@@ -57,6 +60,8 @@ __all__ = [
     "ExistsType",
     "File",
     "FileType",
+    "GitRef",
+    "GitRepository",
     "HealthcheckConfig",
     "Host",
     "ImageLayerCompression",
@@ -70,6 +75,7 @@ __all__ = [
     "SearchResult",
     "SearchSubmatch",
     "Secret",
+    "Socket",
     "Stat",
     "Syncer",
 ]

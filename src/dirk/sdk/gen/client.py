@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.error import Error
     from dirk.sdk.gen.error_value import ErrorValue
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.git_ref import GitRef
+    from dirk.sdk.gen.git_repository import GitRepository
     from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
     from dirk.sdk.gen.host import Host
     from dirk.sdk.gen.label import Label
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.search_result import SearchResult
     from dirk.sdk.gen.search_submatch import SearchSubmatch
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
 
 
@@ -120,6 +123,81 @@ class Client(ObjectBase[M]):
                 "setSecret",
                 "Secret",
                 [("name", name, REQUIRED), ("plaintext", plaintext, REQUIRED)],
+            ),
+        )
+
+    def git(
+        self,
+        url: str,
+        *,
+        keep_git_dir: bool = True,
+        ssh_known_hosts: str = "",
+        ssh_auth_socket: Socket[M] | None = None,
+        http_auth_username: str = "",
+        http_auth_token: Secret[M] | None = None,
+        http_auth_header: Secret[M] | None = None,
+    ) -> GitRepository[M]:
+        """A git repository, by URL; nothing is fetched until a ref's commit or tree is needed.
+
+        Args:
+            url: The repository's URL: `https://host/owner/repo`, `git@host:owner/repo`,
+                `ssh://...`; without a scheme, https is meant. The `.git` suffix is optional.
+            keep_git_dir: Whether trees of this repository keep their `.git` directory.
+            ssh_known_hosts: Known host keys (`known_hosts` lines) that SSH remotes must present.
+            ssh_auth_socket: An SSH agent socket (host.unixSocket) that authenticates to SSH
+                remotes.
+            http_auth_username: The user name sent with httpAuthToken (`x-access-token` when empty).
+            http_auth_token: A secret sent as the password of HTTP basic authorization.
+            http_auth_header: A secret sent as the whole value of the HTTP Authorization header.
+        """
+        return cast(
+            "GitRepository[M]",
+            self._select(
+                "git",
+                "GitRepository",
+                [
+                    ("url", url, REQUIRED),
+                    ("keepGitDir", keep_git_dir, True),
+                    ("sshKnownHosts", ssh_known_hosts, ""),
+                    ("sshAuthSocket", ssh_auth_socket, None),
+                    ("httpAuthUsername", http_auth_username, ""),
+                    ("httpAuthToken", http_auth_token, None),
+                    ("httpAuthHeader", http_auth_header, None),
+                ],
+            ),
+        )
+
+    def http(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        permissions: int | None = None,
+        checksum: str | None = None,
+        auth_header: Secret[M] | None = None,
+    ) -> File[M]:
+        """A file downloaded from a URL, cached by its content.
+
+        Args:
+            url: The http:// or https:// URL to download.
+            name: The file's name; the last part of the URL's path when absent.
+            permissions: The file's permission bits (0644 when absent).
+            checksum: The sha256 digest (`sha256:<hex>`) the content must have; a mismatch is an
+                error.
+            auth_header: A secret sent as the Authorization header (to the URL's own host only).
+        """
+        return cast(
+            "File[M]",
+            self._select(
+                "http",
+                "File",
+                [
+                    ("url", url, REQUIRED),
+                    ("name", name, None),
+                    ("permissions", permissions, None),
+                    ("checksum", checksum, None),
+                    ("authHeader", auth_header, None),
+                ],
             ),
         )
 
@@ -350,3 +428,30 @@ class Client(ObjectBase[M]):
             id:
         """
         return cast("Stat[M]", self._select("loadStatFromID", "Stat", [("id", id, REQUIRED)]))
+
+    def load_git_repository_from_id(self, id: str) -> GitRepository[M]:
+        """A git repository, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "GitRepository[M]",
+            self._select("loadGitRepositoryFromID", "GitRepository", [("id", id, REQUIRED)]),
+        )
+
+    def load_git_ref_from_id(self, id: str) -> GitRef[M]:
+        """A git ref, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast("GitRef[M]", self._select("loadGitRefFromID", "GitRef", [("id", id, REQUIRED)]))
+
+    def load_socket_from_id(self, id: str) -> Socket[M]:
+        """A socket, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast("Socket[M]", self._select("loadSocketFromID", "Socket", [("id", id, REQUIRED)]))

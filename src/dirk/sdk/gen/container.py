@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.port import Port
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
 
 
@@ -1128,6 +1129,41 @@ class Container(ObjectBase[M]):
         """
         return cast(
             "Container[M]", self._select("withoutLabel", "Container", [("name", name, REQUIRED)])
+        )
+
+    def with_unix_socket(
+        self, path: str, source: Socket[M], *, expand: bool = False
+    ) -> Container[M]:
+        """This container with a unix socket of the host (host.unixSocket) at a path.
+
+        Args:
+            path: Where the socket appears in the container.
+            source: The socket to forward.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withUnixSocket",
+                "Container",
+                [("path", path, REQUIRED), ("source", source, REQUIRED), ("expand", expand, False)],
+            ),
+        )
+
+    def without_unix_socket(self, path: str, *, expand: bool = False) -> Container[M]:
+        """This container without the unix socket forwarded at a path.
+
+        Args:
+            path: The socket's path in the container.
+            expand: Replaces `${VAR}` in the path with the container's environment variables.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutUnixSocket",
+                "Container",
+                [("path", path, REQUIRED), ("expand", expand, False)],
+            ),
         )
 
     def without_mount(self, path: str, *, expand: bool = False) -> Container[M]:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.changeset import Changeset
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.git_repository import GitRepository
     from dirk.sdk.gen.search_result import SearchResult
     from dirk.sdk.gen.secret import Secret
     from dirk.sdk.gen.stat import Stat
@@ -38,6 +39,10 @@ class Directory(ObjectBase[M]):
     def id(self) -> Any:
         """An opaque identifier of this directory; computing it runs nothing."""
         return self._leaf("id", [], as_str)
+
+    def as_git(self) -> GitRepository[M]:
+        """The git repository this directory holds (in its `.git`), to read refs and trees from."""
+        return cast("GitRepository[M]", self._select("asGit", "GitRepository", []))
 
     @overload
     def sync(self: Directory[Async]) -> Coroutine[Any, Any, Directory[Async]]: ...

@@ -12,6 +12,7 @@ from dirk.sdk.runtime import REQUIRED, ObjectBase, as_optional, as_str, register
 if TYPE_CHECKING:
     from dirk.sdk.gen.directory import Directory
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.socket import Socket
 
 
 @register("Host")
@@ -77,6 +78,15 @@ class Host(ObjectBase[M]):
             "File[M]",
             self._select("file", "File", [("path", path, REQUIRED), ("noCache", no_cache, False)]),
         )
+
+    def unix_socket(self, path: str) -> Socket[M]:
+        """A unix socket of the host (e.g. an SSH agent's); relative paths resolve against the
+        session's working directory.
+
+        Args:
+            path: The socket's path.
+        """
+        return cast("Socket[M]", self._select("unixSocket", "Socket", [("path", path, REQUIRED)]))
 
     @overload
     def find_up(

@@ -12,7 +12,9 @@ from typing import Any
 from dirk.solver.handlers.base import Handler, Key, Step, Workers
 from dirk.solver.handlers.exec import ExecHandler
 from dirk.solver.handlers.fileops import FileOpHandler
+from dirk.solver.handlers.git import GitCheckoutHandler
 from dirk.solver.handlers.host import HostDirectoryHandler, HostFileHandler
+from dirk.solver.handlers.http import HttpFetchHandler
 from dirk.solver.handlers.image_out import ImageImportHandler, ImageTarballHandler
 from dirk.solver.handlers.image_pull import ImagePullHandler
 from dirk.solver.handlers.scratch import ScratchHandler
@@ -25,8 +27,10 @@ from dirk.solver.ops import (
     DiffTrees,
     Exec,
     ExtractArchive,
+    GitCheckout,
     HostDirectory,
     HostFile,
+    HttpFetch,
     ImageImport,
     ImagePull,
     ImageTarball,
@@ -50,6 +54,8 @@ HANDLERS: Mapping[type, HandlerFactory] = {
     HostDirectory: HostDirectoryHandler,
     HostFile: HostFileHandler,
     Exec: ExecHandler,
+    GitCheckout: GitCheckoutHandler,
+    HttpFetch: HttpFetchHandler,
     MkFile: FileOpHandler,
     MkDir: FileOpHandler,
     Remove: FileOpHandler,

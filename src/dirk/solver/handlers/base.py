@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dirk.solver.images_out import ImagesOut
+    from dirk.solver.sources import Sources
     from dirk.solver.volumes import CacheVolumes
     from dirk.state.blobs import BlobStore
     from dirk.workers.executor.executor import Executor
@@ -51,6 +52,8 @@ class Workers:
     resolved: dict[str, ResolvedImage] = attrs.field(factory=dict)
     #: Images out (tarballs, imports, publishing); set by the solver, which it solves through.
     images_out: ImagesOut = attrs.field(init=False)
+    #: Git remotes and HTTP downloads (`solver.sources`); set by the solver.
+    sources: Sources = attrs.field(init=False)
 
     async def resolve_image(self, reference: str, platform: str) -> ResolvedImage:
         """Ask the registry what `reference` is now (tag -> digest, config); pulls no layers."""

@@ -26,6 +26,7 @@ from dirk.solver.handlers.base import Handler, Step
 from dirk.solver.mounts import StepMounts
 from dirk.solver.ops import Exec, ExecMount, Ref
 from dirk.solver.results import ExecOutcome, OpResult
+from dirk.solver.sources import socket_mount
 from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
 from dirk.workers.snapshots import fileops
 from dirk.workers.snapshots.layers import Snapshot
@@ -98,6 +99,8 @@ class ExecHandler(Handler[Exec]):
         inputs: Mapping[Ref, Snapshot],
         writable: list[ActiveMount],
     ) -> BindMount | TmpfsMount:
+        if mount.kind == "socket":
+            return socket_mount(mount)
         if mount.kind == "tmpfs":
             return TmpfsMount(mount.target, mount.size)
         if mount.kind == "cache":

@@ -1,0 +1,70 @@
+"""`Socket`: a unix socket of the host, by path; checked when the call is made, then used by
+git's SSH client (`git(sshAuthSocket:)`) or bind-mounted into containers
+(`Container.withUnixSocket`)."""
+
+from __future__ import annotations
+
+import stat
+
+import anyio.to_thread
+import attrs
+
+from dirk.api.container_ops import with_mount
+from dirk.api.context import RequestContext
+from dirk.api.host import host_path
+from dirk.api.paths import container_path, expand
+from dirk.api.registry import Args, builds
+from dirk.api.values import Container, Handle, Mount, Socket
+from dirk.errors import HostPathError
+
+
+@builds("Host", "unixSocket")
+async def host_unix_socket(ctx: RequestContext, parent: Handle | None, args: Args) -> Socket:
+    path = host_path(ctx.workdir, args["path"])
+
+    def kind() -> int | None:
+        try:
+            return path.stat().st_mode
+        except OSError:
+            return None
+
+    mode = await anyio.to_thread.run_sync(kind)
+    if mode is None or not stat.S_ISSOCK(mode):
+        what = "does not exist" if mode is None else "is not a unix socket"
+        raise HostPathError(
+            f"host socket {path} {what} (asked for {args['path']!r}; for an SSH agent, pass "
+            "the value of $SSH_AUTH_SOCK)"
+        )
+    return Socket(str(path))
+
+
+def _ctr(parent: Handle | None) -> Container:
+    assert parent is not None and isinstance(parent.value, Container)
+    return parent.value
+
+
+def _target(c: Container, args: Args) -> str:
+    raw: str = args["path"]
+    if args.get("expand"):
+        raw = expand(raw, dict(c.env))
+    return container_path(c.workdir, raw)
+
+
+@builds("Container", "withUnixSocket")
+async def container_with_unix_socket(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Container:
+    c = _ctr(parent)
+    socket = ctx.load(args["source"], "Socket").value
+    assert isinstance(socket, Socket)
+    return with_mount(c, Mount(_target(c, args), "socket", socket=socket))
+
+
+@builds("Container", "withoutUnixSocket")
+async def container_without_unix_socket(
+    ctx: RequestContext, parent: Handle | None, args: Args
+) -> Container:
+    c = _ctr(parent)
+    target = _target(c, args)
+    kept = tuple(m for m in c.mounts if not (m.kind == "socket" and m.target == target))
+    return attrs.evolve(c, mounts=kept)

@@ -1,0 +1,49 @@
+"""GitCheckout: the tree of one commit of a git repository (a remote, or the repository in a
+directory for `Directory.asGit`).
+
+The key covers the commit and the checkout options (keepGitDir, depth), never the URL, the
+ref name or credentials. A branch or tag is resolved against the remote (`git ls-remote`)
+when the key is computed, so the key is volatile and a moved branch gives a new one; a
+remote that needs a secret was resolved by the API already (keys are computed without the
+session's secrets). Running it fetches the commit into the remote's cache repository and
+exports it into a layer (see `dirk.solver.sources`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from dirk.solver.handlers.base import Handler, Key, Step, Workers
+from dirk.solver.keys import cache_key
+from dirk.solver.ops import GitCheckout
+from dirk.solver.results import OpResult
+
+#: Commits resolved while keying, by key, for the run that follows (bounded, oldest first).
+_RESOLVED_LIMIT = 10_000
+
+
+class GitCheckoutHandler(Handler[GitCheckout]):
+    def __init__(self, workers: Workers) -> None:
+        super().__init__(workers)
+        self._resolved: dict[str, str] = {}
+
+    async def key(self, op: GitCheckout, input_keys: Sequence[str]) -> Key:
+        if op.commit:
+            return Key(cache_key(op, input_keys))
+        commit = await self.workers.sources.resolve_git(op)
+        key = cache_key(attrs.evolve(op, commit=commit), input_keys)
+        if len(self._resolved) >= _RESOLVED_LIMIT:
+            self._resolved.pop(next(iter(self._resolved)))
+        self._resolved[key] = commit
+        return Key(key, volatile=True)
+
+    async def run(self, op: GitCheckout, step: Step) -> OpResult:
+        sources = self.workers.sources
+        commit = op.commit or self._resolved.get(step.key) or ""
+        if not commit:
+            commit = await sources.resolve_git(op, step.secret)
+        source = step.inputs[op.source] if op.source is not None else None
+        snapshot = await sources.checkout(op, commit, source, step.secret)
+        return OpResult(step.key, (snapshot,))
