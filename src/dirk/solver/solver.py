@@ -74,7 +74,10 @@ class Solver:
             blobs=blobs,
         )
         self.counters = self.workers.counters
-        self.sources = self.workers.sources = sources or Sources.default(layers, blobs, snapshotter)
+        if sources is None and layers is not None:
+            sources = Sources.default(layers, blobs, snapshotter)
+        if sources is not None:  # (solvers that only compute keys have no workers)
+            self.workers.sources = sources
         self.images_out = self.workers.images_out = ImagesOut(
             solve_all=self.solve_all,
             db=db,
@@ -91,6 +94,12 @@ class Solver:
         self._memo: dict[str, OpResult] = {}
         self._shared: SharedWork[Job] = SharedWork()
         self._sinks: list[EventSink] = []
+
+    @property
+    def sources(self) -> Sources:
+        """Git remotes and HTTP downloads, for the API's reads of refs and authenticated
+        downloads."""
+        return self.workers.sources
 
     def running(self) -> AbstractAsyncContextManager[None]:
         """The solver's lifetime: shared work runs in a task group held open meanwhile (the
