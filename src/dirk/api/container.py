@@ -61,6 +61,18 @@ if TYPE_CHECKING:
 # --- resolution helpers --------------------------------------------------------------------------
 
 
+def require_root_session(ctx: RequestContext, what: str) -> None:
+    """Privileges beyond a container's defaults are as good as root on the host: only a
+    session whose owner is root may ask for them."""
+    owner = ctx.session.owner
+    if owner.uid != 0:
+        raise InvalidArgumentError(
+            f"{what} needs a session opened by root: it would give the container root's "
+            f"powers on the host, and this session belongs to uid {owner.uid}. Run the "
+            "pipeline as root, or leave the privileges out"
+        )
+
+
 def _ctr(parent: Handle | None) -> Container:
     assert parent is not None and isinstance(parent.value, Container)
     return parent.value
@@ -149,6 +161,8 @@ async def container_with_exec(ctx: RequestContext, parent: Handle | None, args: 
             "withExec(redirectStdin:) is not supported by dirk yet: pass the text as stdin"
         )
     c = _ctr(parent)
+    if args["insecureRootCapabilities"]:
+        require_root_session(ctx, "withExec(insecureRootCapabilities: true)")
     argv: list[str] = list(args["args"])
     if args["expand"]:
         env = dict(c.env)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import grp
 import json
 import logging
 import os
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ENGINE_JSON = "engine.json"
 SOCKET_NAME = "engine.sock"
+#: Names the group whose members may use the engine's socket (see `socket_group`).
+SOCKET_GROUP_ENV = "DIRK_SOCKET_GROUP"
 #: Held (flock) by the running engine and holding its pid. Not `engine.lock`: clients hold that
 #: one while they start an engine.
 PID_LOCK = "engine.pid"
@@ -137,7 +140,8 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
     info_path.unlink(missing_ok=True)  # left by an engine that was killed
     with contextlib.ExitStack() as sockets:  # closed however start-up or serving ends
         tcp = sockets.enter_context(_bind_tcp(port))
-        unix = sockets.enter_context(_bind_unix(sock_path))
+        group = socket_group()
+        unix = sockets.enter_context(_bind_unix(sock_path, group))
         sockets.callback(sock_path.unlink, missing_ok=True)
         engine = components.make_engine(root)
         try:
@@ -150,6 +154,7 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
             finally:
                 schema = await loading
             if not stop.is_set():  # a signal while starting: never publish an engine that stops
+                open_to_group(root, group)  # after the engine made its state private again
                 await _serve_started(engine, schema, components, tcp, unix, info_path, stop)
         finally:
             try:
@@ -264,8 +269,34 @@ def _bind_tcp(port: int) -> socket.socket:
     return sock
 
 
-def _bind_unix(path: Path) -> socket.socket:
-    """Bound and chmod 0600 before listening, so nobody else can ever connect."""
+def socket_group() -> int | None:
+    """The group whose members may connect to the engine's socket (`DIRK_SOCKET_GROUP`, a
+    name or a number); None: root only. Each session still has its own user's rights."""
+    raw = os.environ.get(SOCKET_GROUP_ENV, "").strip()
+    if not raw:
+        return None
+    if raw.isdigit():
+        return int(raw)
+    try:
+        return grp.getgrnam(raw).gr_gid
+    except KeyError:
+        raise StateError(
+            f"{SOCKET_GROUP_ENV}={raw!r} names no group of this host: create it "
+            f"(groupadd {raw}) or give an existing group's name or number"
+        ) from None
+
+
+def open_to_group(root: Path, group: int | None) -> None:
+    """Let `group` reach the socket: the state root becomes traversable (0710, not listable)
+    by it; everything inside keeps its own private mode."""
+    if group is not None:
+        os.chown(root, -1, group)
+        os.chmod(root, 0o710)
+
+
+def _bind_unix(path: Path, group: int | None = None) -> socket.socket:
+    """Bound and chmod 0600 (0660 for `group`) before listening, so nobody else can ever
+    connect."""
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise StateError(
             f"cannot create the engine socket {path}: unix socket paths are limited to "
@@ -275,7 +306,9 @@ def _bind_unix(path: Path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(str(path))
-        os.chmod(path, 0o600)
+        if group is not None:
+            os.chown(path, -1, group)
+        os.chmod(path, 0o600 if group is None else 0o660)
     except OSError as exc:
         sock.close()
         raise StateError(

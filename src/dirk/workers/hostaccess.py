@@ -9,8 +9,9 @@ checks each open, stat and mkdir as it would for that user. Files an export crea
 to the user too. The engine's own state directory is never reachable through the host API,
 whoever asks.
 
-Where such a thread must also touch the engine's state (an import writes layers), it switches
-back to the engine's credentials for exactly that (`engine_credentials`).
+Where such a thread must also touch the engine's state (an import writes layers, an export
+reads a snapshot), it switches to the engine's credentials for exactly that
+(`engine_credentials`, and `owner_credentials` inside it for the host side again).
 """
 
 from __future__ import annotations
@@ -110,6 +111,29 @@ def engine_credentials() -> Iterator[None]:
         yield
     finally:
         _set_thread_credentials(user)
+
+
+@contextlib.contextmanager
+def owner_credentials() -> Iterator[None]:
+    """Within `engine_credentials` in a user's host-access thread: the user's credentials
+    again for the block (to read the host side of an import); elsewhere nothing changes."""
+    user: HostUser | None = getattr(_current, "user", None)
+    if user is None:
+        yield
+        return
+    _set_thread_credentials(user)
+    try:
+        yield
+    finally:
+        _set_thread_credentials(_current.engine)
+
+
+def current_uid() -> int:
+    """Whose rights the calling thread's file access has: a host-access thread's user, or the
+    engine's own uid anywhere else. Memos of host reads are kept per uid, so one user's read
+    never answers another's."""
+    user: HostUser | None = getattr(_current, "user", None)
+    return os.geteuid() if user is None else user.uid
 
 
 def _enter_thread(user: HostUser, engine: HostUser) -> None:

@@ -184,6 +184,10 @@ def copy_into(
     copier.finish()
 
 
+#: Flags opening a file to copy: never through a symlink.
+READ_SOURCE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
 class Copier:
     """Copies entries one by one; directory mtimes are set in `finish`, after their contents."""
 
@@ -202,9 +206,18 @@ class Copier:
         self._dirs: list[tuple[StrPath, os.stat_result]] = []
 
     def copy(
-        self, src: StrPath, st: os.stat_result, dst: StrPath, *, replace: bool = False
+        self,
+        src: StrPath,
+        st: os.stat_result,
+        dst: StrPath,
+        *,
+        replace: bool = False,
+        source_fd: int | None = None,
+        link_target: str | None = None,
     ) -> None:
         """Copy one entry (a directory without its contents) to `dst`, whose parent exists.
+        `source_fd` (a regular file's, opened by the caller) and `link_target` (a symlink's)
+        stand for reading `src` when the caller read it with other rights than it writes.
 
         An overlay whiteout (char device 0:0, as seen when reading a layer directory itself)
         means "nothing here" and is skipped: copied, it would hide files in a later stack.
@@ -234,19 +247,21 @@ class Copier:
                 return
             self._links[key] = dst
         if fmt == stat.S_IFREG:
-            self._copy_file(src, st, dst)
+            self._copy_file(src, st, dst, source_fd)
             return
         if fmt == stat.S_IFLNK:
-            os.symlink(os.readlink(src), dst)
+            os.symlink(os.readlink(src) if link_target is None else link_target, dst)
         elif fmt == stat.S_IFSOCK:
             return  # a socket is a live endpoint, meaningless in a copy
         else:
             os.mknod(dst, st.st_mode, st.st_rdev)
         self.set_meta(src, st, dst)
 
-    def _copy_file(self, src: StrPath, st: os.stat_result, dst: StrPath) -> None:
+    def _copy_file(
+        self, src: StrPath, st: os.stat_result, dst: StrPath, source_fd: int | None = None
+    ) -> None:
         """Data and metadata through file descriptors: one path lookup per side."""
-        sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        sfd = os.open(src, READ_SOURCE) if source_fd is None else os.dup(source_fd)
         try:
             dfd = os.open(dst, NEW_FILE, 0o600)
             try:

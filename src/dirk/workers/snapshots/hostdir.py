@@ -27,9 +27,10 @@ from typing import Literal
 import attrs
 
 from dirk.errors import HostPathError
-from dirk.workers.snapshots.fileops import Copier
+from dirk.workers.hostaccess import current_uid, engine_credentials, owner_credentials
+from dirk.workers.snapshots.fileops import READ_SOURCE, Copier
 from dirk.workers.snapshots.layers import LayerStore, Snapshot
-from dirk.workers.snapshots.tree import Watch, iter_tree
+from dirk.workers.snapshots.tree import TreeEntry, Watch, iter_tree
 
 #: A file changed this recently may change again within the timestamp granularity: its content
 #: hash is not cached (the "racy git" problem).
@@ -44,7 +45,8 @@ _cache_lock = threading.Lock()
 
 HostKind = Literal["file", "directory", "missing", "other"]
 Signature = tuple[int, int, int, int, int, int]
-_TreeKey = tuple[str, tuple[str, ...], tuple[str, ...], bool]
+#: (uid whose rights read it, real path, include, exclude, gitignore)
+_TreeKey = tuple[int, str, tuple[str, ...], tuple[str, ...], bool]
 
 
 @attrs.frozen
@@ -187,7 +189,7 @@ def digest_host_path(
         _record(h, path.name, Path(os.path.realpath(path)), st)
         return "sha256:" + h.hexdigest()
     real = os.path.realpath(path)
-    key: _TreeKey = (real, tuple(include), tuple(exclude), gitignore)
+    key: _TreeKey = (current_uid(), real, tuple(include), tuple(exclude), gitignore)
     memo = _trees.get(key)
     if memo is not None and _unchanged(memo):
         return memo.digest
@@ -212,16 +214,42 @@ def import_host_path(
     gitignore: bool = False,
 ) -> Snapshot:
     """A one-layer snapshot of a host directory's contents (at its root) or of a host file
-    (at /<name>). Modes, mtimes and symlinks are kept; everything is owned by root."""
+    (at /<name>). Modes, mtimes and symlinks are kept; everything is owned by root.
+
+    In a session owner's host-access thread the host is read with the owner's rights and the
+    layer written with the engine's (`workers.hostaccess`)."""
     st = _host_stat(path)
+    real = os.path.realpath(path)
     copier = Copier(owner=(0, 0), xattrs=False)
-    with layers.create() as builder:
+    with engine_credentials(), layers.create() as builder:
         os.chmod(builder.path, 0o755)
         if stat.S_ISREG(st.st_mode):
-            copier.copy(Path(os.path.realpath(path)), st, builder.path / path.name)
+            _copy_from_host(copier, TreeEntry(path.name, real, st), builder.path)
         else:
-            for entry in iter_tree(os.path.realpath(path), include, exclude, gitignore):
+            walk = iter_tree(real, include, exclude, gitignore)
+            while True:
+                with owner_credentials():
+                    entry = next(walk, None)
+                if entry is None:
+                    break
                 if _copied(entry.st):
-                    copier.copy(entry.path, entry.st, os.path.join(builder.path, entry.rel))
+                    _copy_from_host(copier, entry, builder.path)
         copier.finish()
     return Snapshot((builder.layer_id,))
+
+
+def _copy_from_host(copier: Copier, entry: TreeEntry, layer: Path) -> None:
+    """One entry into the layer: its data read with the owner's rights, written with ours."""
+    source_fd = None
+    link = None
+    with owner_credentials():
+        if stat.S_ISREG(entry.st.st_mode):
+            source_fd = os.open(entry.path, READ_SOURCE)
+        elif stat.S_ISLNK(entry.st.st_mode):
+            link = os.readlink(entry.path)
+    try:
+        dest = os.path.join(layer, entry.rel)
+        copier.copy(entry.path, entry.st, dest, source_fd=source_fd, link_target=link)
+    finally:
+        if source_fd is not None:
+            os.close(source_fd)

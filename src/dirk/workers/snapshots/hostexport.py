@@ -8,8 +8,9 @@ descriptor with O_NOFOLLOW, and a symlink found there is replaced as an entry, n
 through, so a link in the target pointing at /etc or elsewhere cannot redirect a write. The
 path the user named (up to the target's parent) is taken as it is, symlinks and all.
 New entries get the owner of the directory they are exported into where the writer may give
-them away (as root); a writer that may not (running with a user's filesystem credentials)
-leaves them its own.
+them away (as root); a writer that may not (running with a user's filesystem credentials,
+`workers.hostaccess`) leaves them its own. Such a writer reads the source, which is the
+engine's, with the engine's credentials, and writes the host with the user's.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dirk.errors import HostPathError
+from dirk.workers.hostaccess import engine_credentials
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -76,7 +78,8 @@ def _remove_at(dfd: int, name: str, st: os.stat_result) -> None:
 
 
 def _write_file(src: str, st: os.stat_result, dfd: int, name: str, owner: Owner) -> None:
-    sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with engine_credentials():  # the source is the engine's; the copy is the user's
+        sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         fd = os.open(name, _NEW_FILE, 0o600, dir_fd=dfd)
         try:
@@ -97,7 +100,9 @@ def _write_entry(src: str, st: os.stat_result, dfd: int, name: str, owner: Owner
     if stat.S_ISREG(st.st_mode):
         _write_file(src, st, dfd, name, owner)
     elif stat.S_ISLNK(st.st_mode):
-        os.symlink(os.readlink(src), name, dir_fd=dfd)
+        with engine_credentials():
+            target = os.readlink(src)
+        os.symlink(target, name, dir_fd=dfd)
         _give(name, owner, dfd)
         os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
     elif stat.S_ISDIR(st.st_mode):
@@ -140,10 +145,9 @@ def _place(src: str, st: os.stat_result, dfd: int, name: str, owner: Owner) -> N
 def _fill(src_dir: str, dfd: int, owner: Owner, *, merge: bool) -> None:
     """Copy the entries of `src_dir` into the directory `dfd`; with `merge`, entries already
     there and not in the source are kept, and directories on both sides are merged."""
-    with os.scandir(src_dir) as it:
-        entries = sorted(it, key=lambda de: de.name)
-    for de in entries:
-        st = de.stat(follow_symlinks=False)
+    with engine_credentials(), os.scandir(src_dir) as it:
+        entries = sorted(((de, de.stat(follow_symlinks=False)) for de in it), key=_by_name)
+    for de, st in entries:
         if not merge:
             _write_entry(de.path, st, dfd, de.name, owner)
             continue
@@ -157,6 +161,10 @@ def _fill(src_dir: str, dfd: int, owner: Owner, *, merge: bool) -> None:
                 os.close(cfd)
             continue
         _place(de.path, st, dfd, de.name, owner)
+
+
+def _by_name(entry: tuple[os.DirEntry[str], os.stat_result]) -> str:
+    return entry[0].name
 
 
 def _owner_of(fd: int) -> Owner:
@@ -177,7 +185,8 @@ def export_file(source: Path, dest: Path, *, allow_parent_dir: bool = False) -> 
                 f"cannot export a file to {dest}: it is a directory (pass "
                 "allowParentDirPath: true to write the file into it)"
             )
-        st = os.lstat(source)
+        with engine_credentials():
+            st = os.lstat(source)
         try:
             _place(str(source), st, pfd, dest.name, _owner_of(pfd))
         except PermissionError:
@@ -193,7 +202,8 @@ def export_directory(source: Path, dest: Path, *, wipe: bool = False) -> Path:
     pfd = _open_parent(dest)
     try:
         owner = _owner_of(pfd)
-        st = os.lstat(source)
+        with engine_credentials():
+            st = os.lstat(source)
         existing = _lstat_at(pfd, dest.name)
         try:
             if existing is not None and stat.S_ISDIR(existing.st_mode) and not wipe:
