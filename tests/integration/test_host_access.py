@@ -150,7 +150,8 @@ def test_even_root_cannot_read_the_engines_state_through_the_api(
 ) -> None:
     root = session_as(0, 0, engine["socket"])
     path = Path(engine["state"]) / "engine.json"
-    message = refused(query(engine, root, f'{{ host {{ file(path: "{path}") {{ contents }} }} }}'))
+    text = f'{{ host {{ file(path: "{path}") {{ contents }} }} }}'
+    message = refused(query(engine, root, text))
     assert "state directory" in message
     assert engine["admin_token"] not in json.dumps(query(engine, root, "{ version }"))
 
