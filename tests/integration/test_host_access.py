@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ NOBODY = 65534
 def engine() -> Iterator[dict[str, Any]]:
     require_root()
     state = new_state_dir()
+    os.chmod(state.parent, 0o755)  # mkdtemp's 0700 would keep everyone from the socket
     log = state.parent / "engine.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -119,6 +122,15 @@ def refused(answer: dict[str, Any]) -> str:
     return str(answer["errors"][0]["message"])
 
 
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A directory every user may reach (pytest's own tmp dirs are root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="dirk-hostaccess-", dir="/var/tmp"))
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def nobody(engine: dict[str, Any]) -> str:
     return session_as(NOBODY, NOBODY, engine["socket"])
@@ -157,12 +169,11 @@ def test_even_root_cannot_read_the_engines_state_through_the_api(
 
 
 def test_nobody_reads_its_own_files_and_exports_as_itself(
-    engine: dict[str, Any], nobody: str, tmp_path: Path
+    engine: dict[str, Any], nobody: str, shared_dir: Path
 ) -> None:
-    own = tmp_path / "nobody"
+    own = shared_dir / "nobody"
     own.mkdir()
     os.chown(own, NOBODY, NOBODY)
-    os.chmod(tmp_path, 0o755)
     (own / "note.txt").write_text("mine\n")
     os.chown(own / "note.txt", NOBODY, NOBODY)
     os.chmod(own / "note.txt", 0o600)
@@ -183,11 +194,10 @@ def test_nobody_reads_its_own_files_and_exports_as_itself(
 
 
 def test_nobody_cannot_export_over_roots_files(
-    engine: dict[str, Any], nobody: str, tmp_path: Path
+    engine: dict[str, Any], nobody: str, shared_dir: Path
 ) -> None:
-    victim = tmp_path / "victim.txt"
+    victim = shared_dir / "victim.txt"
     victim.write_text("root's\n")
-    os.chmod(tmp_path, 0o755)
     export = (
         '{ container { withNewFile(path: "/x", contents: "pwned") { '
         f'file(path: "/x") {{ export(path: "{victim}") }} }} }} }}'

@@ -14,6 +14,8 @@ from dirk.api import RequestContext, build_schema
 from dirk.errors import ExecError
 from dirk.solver.job import EventSink, Job, discard_events
 from dirk.solver.ops import Exec, Op, Ref
+from dirk.state.layout import StateLayout
+from dirk.workers.hostaccess import HostUser
 from dirk.workers.images.config import ImageConfig, ResolvedImage
 from dirk.workers.images.reference import ImageReference
 
@@ -121,6 +123,7 @@ class FakeSolver:
 @attrs.define
 class FakeEngine:
     solver: FakeSolver = attrs.Factory(FakeSolver)
+    layout: StateLayout = attrs.Factory(lambda: StateLayout(Path("/nonexistent/dirk-state")))
 
 
 @attrs.define
@@ -130,6 +133,7 @@ class FakeSession:
     client_env: dict[str, str] = attrs.Factory(dict)
     token: str = "fake-session-token"
     events: EventSink = discard_events
+    owner: HostUser = attrs.Factory(HostUser.engine)
 
 
 _SCHEMA: GraphQLSchema | None = None

@@ -186,7 +186,7 @@ async def test_export_with_a_users_credentials(shared_tmp: Path) -> None:
     os.chown(home, 1234, 5678)  # a group the user is not in: the chown to it is refused
     closed = shared_tmp / "closed"
     closed.mkdir(mode=0o755)
-    access = HostAccess(HostUser(1234, 1234, (1234,)), shared_tmp / "state")
+    access = HostAccess(HostUser(1234, 1234, (1234,)))
     try:
         await access.run(export_directory, src, home / "out")
         owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in (home / "out").rglob("*")}

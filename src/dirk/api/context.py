@@ -11,6 +11,7 @@ import attrs
 from dirk.api.table import SessionTable
 from dirk.api.values import Handle
 from dirk.solver.job import Job
+from dirk.workers.hostaccess import HostAccess, HostUser, refuse_state_path
 
 if TYPE_CHECKING:
     from graphql import GraphQLResolveInfo
@@ -35,13 +36,31 @@ class RequestContext:
     @property
     def job(self) -> Job:
         """What every solver call of this request passes, made once: the session's secret
-        store (the table's) and its event sink."""
+        store (the table's), its event sink and its owner's host access."""
         if self._job is None:
             session = self.session
             self._job = Job(
-                session=session.token[:8], secrets=self.table.secrets, events=session.events
+                session=session.token[:8],
+                secrets=self.table.secrets,
+                events=session.events,
+                host=HostAccess.for_user(session.owner),
             )
         return self._job
+
+    @property
+    def host(self) -> HostAccess:
+        """Host files are read and written with the session owner's rights, never the
+        engine's."""
+        return self.job.host
+
+    @property
+    def host_owner(self) -> HostUser | None:
+        """Whose rights host operations read with: None for the engine's own user (root)."""
+        return None if self.host.same_as_engine else self.session.owner
+
+    def host_checked(self, path: Path) -> Path:
+        """`path`, refused when it is inside the engine's state directory."""
+        return refuse_state_path(path, self.engine.layout.root)
 
     @property
     def table(self) -> SessionTable:

@@ -32,8 +32,8 @@ async def query_host(ctx: RequestContext, parent: Handle | None, args: Args) -> 
 async def _checked(ctx: RequestContext, raw: str, kind: Literal["directory", "file"]) -> Path:
     """The host path `raw` names, checked to be a `kind` (in a thread: the session's working
     directory may be on a slow or network filesystem)."""
-    path = host_path(ctx.workdir, raw)
-    found = await reads.host_kind(path)
+    path = ctx.host_checked(host_path(ctx.workdir, raw))
+    found = await reads.host_kind(ctx.host, path)
     if found == "missing":
         raise HostPathError(
             f"{path}: no such file or directory (asked for {raw!r}, relative to the session's "
@@ -57,6 +57,7 @@ async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args)
         include=tuple(args["include"] or ()),
         exclude=tuple(args["exclude"] or ()),
         gitignore=bool(args["gitignore"]),
+        owner=ctx.host_owner,
     )
     return Directory(Ref(op), "/")
 
@@ -64,10 +65,10 @@ async def host_directory(ctx: RequestContext, parent: Handle | None, args: Args)
 @builds("Host", "file", fresh_when="noCache")
 async def host_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
     path = await _checked(ctx, args["path"], "file")
-    return File(Ref(HostFile(str(path))), "/" + path.name)
+    return File(Ref(HostFile(str(path), owner=ctx.host_owner)), "/" + path.name)
 
 
 @leaf("Host", "findUp", memo=False)
 async def host_find_up(ctx: RequestContext, parent: Handle | None, args: Args) -> str | None:
-    found = await reads.find_up(ctx.workdir, args["name"])
+    found = await reads.find_up(ctx.host, ctx.workdir, args["name"])
     return None if found is None else str(found)

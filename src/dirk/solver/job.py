@@ -16,6 +16,7 @@ from typing import Literal, Protocol
 import attrs
 
 from dirk.errors import UnknownSecretError
+from dirk.workers.hostaccess import HostAccess, HostUser
 
 EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr"]
 
@@ -89,6 +90,8 @@ class Job:
     session: str = ""
     secrets: SecretSource = NO_SECRETS
     events: EventSink = discard_events
+    #: Whose rights the job's reads and writes of host files have (its session owner's).
+    host: HostAccess = attrs.field(factory=lambda: HostAccess.for_user(HostUser.engine()))
 
     def emit(self, event: StepEvent) -> None:
         self.events(event)

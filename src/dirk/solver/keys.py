@@ -33,8 +33,8 @@ KEY_VERSION = 1
 
 #: Fields that say where content came from rather than what it is.
 _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
-    HostDirectory: frozenset({"path"}),
-    HostFile: frozenset({"path"}),
+    HostDirectory: frozenset({"path", "owner"}),
+    HostFile: frozenset({"path", "owner"}),
     ImagePull: frozenset({"reference"}),
     # Which session's secret it is; the key covers the secret's name, never its value.
     SecretRef: frozenset({"handle"}),

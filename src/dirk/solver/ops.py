@@ -21,6 +21,8 @@ from typing import Literal
 
 import attrs
 
+from dirk.workers.hostaccess import HostUser
+
 #: Dagger's cache sharing modes.
 Sharing = Literal["SHARED", "PRIVATE", "LOCKED"]
 MountKind = Literal["bind", "cache", "tmpfs", "secret", "socket"]
@@ -100,6 +102,8 @@ class HostDirectory:
     gitignore: bool = False
     #: The content digest, when the API layer computed it at call time; else the solver does.
     digest: str = ""
+    #: Whose rights read the host (the session's owner; None: the engine's). Not in the key.
+    owner: HostUser | None = None
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()
@@ -114,6 +118,8 @@ class HostFile:
 
     path: str
     digest: str = ""
+    #: Whose rights read the host (the session's owner; None: the engine's). Not in the key.
+    owner: HostUser | None = None
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()

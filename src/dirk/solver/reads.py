@@ -19,6 +19,7 @@ import anyio.to_thread
 from dirk.errors import SnapshotPathError
 from dirk.solver.job import Job
 from dirk.solver.ops import Ref
+from dirk.workers.hostaccess import HostAccess, engine_credentials, entered_as_engine
 from dirk.workers.snapshots import hostdir, hostexport, search
 from dirk.workers.snapshots.fileops import resolve_parts
 from dirk.workers.snapshots.paths import Parts
@@ -62,6 +63,24 @@ async def _in_view(solver: Solver, job: Job, ref: Ref, work: Callable[[Path], T]
             return work(root)
 
     return await anyio.to_thread.run_sync(run)
+
+
+async def _to_host(solver: Solver, job: Job, ref: Ref, work: Callable[[Path], T]) -> T:
+    """Like `_in_view`, for a write to the host: in a thread with the job's owner's rights,
+    the snapshot mounted (and looked up) with the engine's."""
+    snapshot = await solver.solve(job, ref)
+    snap = solver.snapshotter
+
+    def run() -> T:
+        with entered_as_engine(snap.mount_ro(snapshot)) as root:
+            return work(root)
+
+    return await job.host.run(run)
+
+
+def _lookup_as_engine(root: Path, path: str, kind: str) -> Path:
+    with engine_credentials():
+        return _lookup(root, path, kind)[1]
 
 
 async def glob(solver: Solver, job: Job, ref: Ref, subdir: str, pattern: str) -> list[str]:
@@ -116,11 +135,13 @@ async def file_digest(solver: Solver, job: Job, ref: Ref, path: str, *, metadata
 async def export_directory(
     solver: Solver, job: Job, ref: Ref, subdir: str, dest: Path, *, wipe: bool
 ) -> Path:
-    return await _in_view(
+    return await _to_host(
         solver,
         job,
         ref,
-        lambda root: hostexport.export_directory(_lookup(root, subdir, "dir")[1], dest, wipe=wipe),
+        lambda root: hostexport.export_directory(
+            _lookup_as_engine(root, subdir, "dir"), dest, wipe=wipe
+        ),
     )
 
 
@@ -129,8 +150,8 @@ async def export_changes(
 ) -> Path:
     """A Changeset's export: `removed` removed below `dest`, then the tree of added and
     modified files (`layer`) merged into it."""
-    await anyio.to_thread.run_sync(hostexport.remove_entries, dest, removed)
-    return await _in_view(
+    await job.host.run(hostexport.remove_entries, dest, removed)
+    return await _to_host(
         solver, job, layer, lambda root: hostexport.export_directory(root, dest, wipe=False)
     )
 
@@ -138,19 +159,19 @@ async def export_changes(
 async def export_file(
     solver: Solver, job: Job, ref: Ref, path: str, dest: Path, *, allow_parent_dir: bool
 ) -> Path:
-    return await _in_view(
+    return await _to_host(
         solver,
         job,
         ref,
         lambda root: hostexport.export_file(
-            _lookup(root, path, "file")[1], dest, allow_parent_dir=allow_parent_dir
+            _lookup_as_engine(root, path, "file"), dest, allow_parent_dir=allow_parent_dir
         ),
     )
 
 
-async def host_kind(path: Path) -> hostdir.HostKind:
-    return await anyio.to_thread.run_sync(hostdir.host_kind, path)
+async def host_kind(access: HostAccess, path: Path) -> hostdir.HostKind:
+    return await access.run(hostdir.host_kind, path)
 
 
-async def find_up(start: Path, name: str) -> Path | None:
-    return await anyio.to_thread.run_sync(hostdir.find_up, start, name)
+async def find_up(access: HostAccess, start: Path, name: str) -> Path | None:
+    return await access.run(hostdir.find_up, start, name)

@@ -143,13 +143,22 @@ def _enter_thread(user: HostUser, engine: HostUser) -> None:
 
 
 class HostAccess:
-    """Runs host-filesystem work for one session owner."""
+    """Runs host-filesystem work for one user: `for_user` gives every caller for the same
+    user the same one (its threads are kept for the engine's life)."""
 
-    def __init__(self, user: HostUser, state_root: Path) -> None:
+    def __init__(self, user: HostUser) -> None:
         self.user = user
         self._engine = HostUser.engine()
-        self._state_root = Path(os.path.realpath(state_root))
         self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_user(cls, user: HostUser) -> HostAccess:
+        with _registry_lock:
+            access = _registry.get(user)
+            if access is None:
+                access = _registry[user] = cls(user)
+            return access
 
     @property
     def same_as_engine(self) -> bool:
@@ -161,26 +170,53 @@ class HostAccess:
         call = functools.partial(fn, *args)
         if self.same_as_engine:
             return await loop.run_in_executor(None, call)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                max_workers=THREADS_PER_USER,
-                thread_name_prefix=f"host-{self.user.uid}",
-                initializer=_enter_thread,
-                initargs=(self.user, self._engine),
-            )
-        return await loop.run_in_executor(self._pool, call)
-
-    def check(self, path: Path) -> Path:
-        """`path` itself, unless it is (or leads through a link into) the engine's state."""
-        real = Path(os.path.realpath(path))
-        if real == self._state_root or self._state_root in real.parents:
-            raise HostPathError(
-                f"{path}: is inside the engine's state directory ({self._state_root}), which "
-                "the host API never exposes; copy what you need somewhere else first"
-            )
-        return path
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=THREADS_PER_USER,
+                    thread_name_prefix=f"host-{self.user.uid}",
+                    initializer=_enter_thread,
+                    initargs=(self.user, self._engine),
+                )
+            pool = self._pool
+        return await loop.run_in_executor(pool, call)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+
+_registry: dict[HostUser, HostAccess] = {}
+_registry_lock = threading.Lock()
+
+
+def refuse_state_path(path: Path, state_root: Path) -> Path:
+    """`path` itself, unless it is (or leads through a link into) the engine's state, which
+    the host API never exposes, whoever asks."""
+    real = Path(os.path.realpath(path))
+    root = Path(os.path.realpath(state_root))
+    if real == root or root in real.parents:
+        raise HostPathError(
+            f"{path}: is inside the engine's state directory ({root}), which the host API "
+            "never exposes; copy what you need somewhere else first"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def entered_as_engine(manager: contextlib.AbstractContextManager[T]) -> Iterator[T]:
+    """`with manager` whose entry and exit (a mount and its unmount, say) run with the
+    engine's credentials, while the block keeps the calling thread's."""
+    with engine_credentials():
+        value = manager.__enter__()
+    try:
+        yield value
+    except BaseException as exc:
+        with engine_credentials():
+            if not manager.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+    else:
+        with engine_credentials():
+            manager.__exit__(None, None, None)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import anyio.to_thread
 import attrs
 
 from dirk.errors import HostPathError
@@ -20,8 +19,15 @@ from dirk.solver.handlers.base import Handler, Key, Step
 from dirk.solver.keys import cache_key
 from dirk.solver.ops import HostDirectory, HostFile
 from dirk.solver.results import OpResult
+from dirk.workers.hostaccess import HostAccess, HostUser, engine_credentials
 from dirk.workers.snapshots.hostdir import digest_host_path, import_host_path
 from dirk.workers.snapshots.layers import Snapshot
+
+
+def _access(op: HostDirectory | HostFile) -> HostAccess:
+    """The host is read with the rights of the session that asked (`op.owner`): its digest
+    and its copy both, so a cache entry never answers someone who could not read it."""
+    return HostAccess.for_user(op.owner or HostUser.engine())
 
 
 async def _host_key(op: HostDirectory | HostFile, input_keys: Sequence[str]) -> Key:
@@ -31,14 +37,16 @@ async def _host_key(op: HostDirectory | HostFile, input_keys: Sequence[str]) -> 
     include = op.include if isinstance(op, HostDirectory) else ()
     exclude = op.exclude if isinstance(op, HostDirectory) else ()
     gitignore = op.gitignore if isinstance(op, HostDirectory) else False
-    digest = await anyio.to_thread.run_sync(
+    digest = await _access(op).run(
         lambda: digest_host_path(Path(op.path), include, exclude, gitignore)
     )
     return Key(cache_key(attrs.evolve(op, digest=digest), input_keys), volatile=True)
 
 
 def _check_copy(op: HostDirectory | HostFile, copied: Path, key: str) -> None:
-    if cache_key(attrs.evolve(op, digest=digest_host_path(copied)), []) != key:
+    with engine_credentials():  # the copy is a layer: the engine's
+        digest = digest_host_path(copied)
+    if cache_key(attrs.evolve(op, digest=digest), []) != key:
         raise HostPathError(
             f"host path {op.path} changed while the engine was copying it; "
             "run the pipeline again once nothing is writing to it"
@@ -56,7 +64,7 @@ class HostDirectoryHandler(Handler[HostDirectory]):
             _check_copy(op, layers.path(snapshot.layers[0]), step.key)
             return snapshot
 
-        return OpResult(step.key, (await anyio.to_thread.run_sync(copy),))
+        return OpResult(step.key, (await _access(op).run(copy),))
 
 
 class HostFileHandler(Handler[HostFile]):
@@ -71,4 +79,4 @@ class HostFileHandler(Handler[HostFile]):
             _check_copy(op, layers.path(snapshot.layers[0]) / path.name, step.key)
             return snapshot
 
-        return OpResult(step.key, (await anyio.to_thread.run_sync(copy),))
+        return OpResult(step.key, (await _access(op).run(copy),))

@@ -67,6 +67,16 @@ def missing_message(path: Path | str) -> str:
     )
 
 
+def denied_message(path: Path | str) -> str:
+    """What a session reads when its owner may not read `path`: host files are read with the
+    rights of the user who opened the session."""
+    return (
+        f"{path}: permission denied (host files are read with the rights of the user who "
+        f"opened the session, uid {current_uid()}): make it readable to that user, or run the "
+        "pipeline as a user who may read it"
+    )
+
+
 def host_kind(path: Path) -> HostKind:
     """What `path` is, symlinks followed."""
     try:
@@ -76,7 +86,7 @@ def host_kind(path: Path) -> HostKind:
     except NotADirectoryError:
         return "missing"
     except PermissionError:
-        raise HostPathError(f"host path {path} is not readable by the engine") from None
+        raise HostPathError(denied_message(path)) from None
     if stat.S_ISDIR(st.st_mode):
         return "directory"
     return "file" if stat.S_ISREG(st.st_mode) else "other"
@@ -102,7 +112,7 @@ def _host_stat(path: Path) -> os.stat_result:
     except (FileNotFoundError, NotADirectoryError):
         raise HostPathError(missing_message(path)) from None
     except PermissionError:
-        raise HostPathError(f"host path {path} is not readable by the engine") from None
+        raise HostPathError(denied_message(path)) from None
     if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
         raise HostPathError(f"host path {path} is neither a regular file nor a directory")
     return st
@@ -129,7 +139,7 @@ def _content_hash(path: str | Path, st: os.stat_result) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except PermissionError:
-        raise HostPathError(f"host file {path} is not readable by the engine") from None
+        raise HostPathError(denied_message(path)) from None
     with open(fd, "rb", buffering=0) as f:
         if st.st_size <= _SMALL_FILE:
             digest = hashlib.sha256(f.readall()).digest()
