@@ -50,7 +50,7 @@ from dirk.api.values import (
     Label,
     Mount,
 )
-from dirk.errors import InvalidArgumentError, NotSupportedError
+from dirk.errors import InvalidArgumentError
 from dirk.solver.ops import Exec, ImagePull, Ref
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.platform import Platform
@@ -152,21 +152,19 @@ async def from_image(ctx: RequestContext, c: Container, address: str) -> Contain
 
 @builds("Container", "withExec")
 async def container_with_exec(ctx: RequestContext, parent: Handle | None, args: Args) -> Container:
-    if args["experimentalPrivilegedNesting"]:
-        raise NotSupportedError(
-            "withExec(experimentalPrivilegedNesting: true) is not supported by dirk yet"
-        )
-    if args["redirectStdin"]:
-        raise NotSupportedError(
-            "withExec(redirectStdin:) is not supported by dirk yet: pass the text as stdin"
-        )
     c = _ctr(parent)
+    if args["redirectStdin"] and args["stdin"]:
+        raise InvalidArgumentError(
+            "withExec: give the command's standard input as stdin or as redirectStdin (a file "
+            "in the container), not both"
+        )
     if args["insecureRootCapabilities"]:
         require_root_session(ctx, "withExec(insecureRootCapabilities: true)")
     argv: list[str] = list(args["args"])
     if args["expand"]:
         env = dict(c.env)
         argv = [expand(a, env) for a in argv]
+    redirect_stdin = args["redirectStdin"]
     redirect_stdout = args["redirectStdout"]
     redirect_stderr = args["redirectStderr"]
     return with_exec(
@@ -175,6 +173,7 @@ async def container_with_exec(ctx: RequestContext, parent: Handle | None, args: 
         stdin=args["stdin"].encode() if args["stdin"] else None,
         expect=args["expect"],
         insecure_root_capabilities=bool(args["insecureRootCapabilities"]),
+        redirect_stdin=container_path(c.workdir, redirect_stdin) if redirect_stdin else "",
         redirect_stdout=container_path(c.workdir, redirect_stdout) if redirect_stdout else "",
         redirect_stderr=container_path(c.workdir, redirect_stderr) if redirect_stderr else "",
     )

@@ -109,6 +109,7 @@ def with_exec(
     stdin: bytes | None = None,
     expect: str = "SUCCESS",
     insecure_root_capabilities: bool = False,
+    redirect_stdin: str = "",
     redirect_stdout: str = "",
     redirect_stderr: str = "",
     network: bool = True,
@@ -128,6 +129,7 @@ def with_exec(
         stdin=stdin,
         expect=expect,  # type: ignore[arg-type]
         insecure_root_capabilities=insecure_root_capabilities,
+        redirect_stdin=redirect_stdin,
         redirect_stdout=redirect_stdout,
         redirect_stderr=redirect_stderr,
         network=network,

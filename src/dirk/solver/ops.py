@@ -207,6 +207,8 @@ class Exec:
     #: Dagger's volatile variables: passed to the command, but only their names are part of
     #: the cache key (a changed value reuses the cached result; see `keys`).
     volatile_env: tuple[tuple[str, str], ...] = ()
+    #: An absolute path in the root filesystem whose content is the command's stdin.
+    redirect_stdin: str = ""
 
     def inputs(self) -> tuple[Ref, ...]:
         refs = [self.root]

@@ -20,7 +20,7 @@ from typing import Literal
 import anyio.to_thread
 import attrs
 
-from dirk.errors import OUTPUT_TAIL_BYTES, ExecError
+from dirk.errors import OUTPUT_TAIL_BYTES, ExecError, SnapshotPathError
 from dirk.solver.exec_secrets import exec_secrets
 from dirk.solver.handlers.base import Handler, Step
 from dirk.solver.mounts import StepMounts
@@ -49,6 +49,9 @@ class ExecHandler(Handler[Exec]):
                     await self._prepare_mount(mounts_of_step, stack, mount, step.inputs, writable)
                 )
             secrets = exec_secrets(op, root.merged, step.secret)
+            stdin = op.stdin
+            if op.redirect_stdin:
+                stdin = await anyio.to_thread.run_sync(_read_stdin, root.merged, op.redirect_stdin)
             spec = ContainerSpec(
                 args=op.args,
                 env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
@@ -56,7 +59,7 @@ class ExecHandler(Handler[Exec]):
                 user=op.user,
                 hostname=op.hostname or step.key.removeprefix("sha256:")[:12],
                 mounts=tuple(mounts),
-                stdin=op.stdin,
+                stdin=stdin,
                 network=op.network,
                 privileged=op.insecure_root_capabilities,
                 secret_env=secrets.env,
@@ -142,3 +145,17 @@ def _exit_code_expected(op: Exec, code: int) -> bool:
 
 def _tail(data: bytes) -> str:
     return data[-OUTPUT_TAIL_BYTES:].decode("utf-8", errors="replace")
+
+
+def _read_stdin(root: Path, path: str) -> bytes:
+    """The content of `path` in the step's root (symlinks followed inside it), for stdin."""
+    target = fileops.resolve_in_root(root, path)
+    try:
+        return target.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise SnapshotPathError(
+            f"{path}: no such file or directory (withExec(redirectStdin:) names a file in the "
+            "container; create it in an earlier step)"
+        ) from None
+    except IsADirectoryError:
+        raise SnapshotPathError(f"{path} is a directory, not a file to read stdin from") from None
