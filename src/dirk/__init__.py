@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Host as Host
     from dirk.sdk.gen import ImageLayerCompression as ImageLayerCompression
     from dirk.sdk.gen import ImageMediaTypes as ImageMediaTypes
+    from dirk.sdk.gen import JSONValue as JSONValue
     from dirk.sdk.gen import Label as Label
     from dirk.sdk.gen import NetworkProtocol as NetworkProtocol
     from dirk.sdk.gen import Node as Node
@@ -125,6 +126,7 @@ _EXPORTS = {
             "JSON",
             "ImageLayerCompression",
             "ImageMediaTypes",
+            "JSONValue",
             "Label",
             "NetworkProtocol",
             "Node",

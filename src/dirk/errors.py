@@ -385,3 +385,23 @@ class ChecksumMismatchError(HttpFetchError):
     """Downloaded content does not match the checksum the pipeline expects; nothing was kept."""
 
     code = "CHECKSUM_MISMATCH"
+
+
+class InvalidJSONError(InvalidArgumentError):
+    """Text given as JSON (`withContents`, a file read with `asJSON`) does not parse; the
+    message says where."""
+
+    code = "INVALID_JSON"
+
+
+class JSONTypeError(InvalidArgumentError):
+    """A JSON value is read as a type it is not (`asString` of a number, `fields` of an array,
+    a lookup through a non-object)."""
+
+    code = "JSON_TYPE_MISMATCH"
+
+
+class JSONFieldNotFoundError(InvalidArgumentError):
+    """`JSONValue.field(path:)` names a field the object does not have."""
+
+    code = "JSON_FIELD_NOT_FOUND"

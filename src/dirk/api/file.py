@@ -128,3 +128,16 @@ async def file_with_replaced(ctx: RequestContext, parent: Handle | None, args: A
     )
     op = MkFile(f.ref, f.path, new, mode=info.mode, uid=info.uid, gid=info.gid)
     return File(Ref(op), f.path)
+
+
+@builds("Query", "file")
+async def query_file(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
+    """A file of the given contents, alone in an empty tree (like `withNewFile` on scratch)."""
+    name: str = args["name"]
+    if not name or "/" in name or name in (".", ".."):
+        raise InvalidArgumentError(
+            f"file(name:) takes a file name (one path component), not {name!r}; put it in a "
+            "directory with Directory.withNewFile to give it a path"
+        )
+    op = MkFile(Ref(Scratch()), "/" + name, args["contents"].encode(), mode=args["permissions"])
+    return File(Ref(op), "/" + name)

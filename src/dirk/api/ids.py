@@ -47,6 +47,10 @@ def keyed_identity(key: bytes, parent: str, field: str, args: Mapping[str, Any])
     return _b32(hmac.new(key, body.encode("utf-8"), hashlib.sha256).digest())
 
 
+#: The identity of the `Query` object in its ID (`Query.id`): one per engine, like `ROOT`.
+QUERY_IDENT = identity("", "Query", {})
+
+
 def format_id(type_name: str, ident: str) -> str:
     return f"{ID_PREFIX}:{type_name}:{ident}"
 

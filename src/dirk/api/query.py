@@ -10,7 +10,7 @@ from dirk.api.context import RequestContext
 
 if TYPE_CHECKING:
     from dirk.api.context import Info
-from dirk.api.ids import format_id
+from dirk.api.ids import QUERY_IDENT, format_id
 from dirk.api.registry import Args, leaf
 from dirk.api.values import Handle
 
@@ -36,6 +36,9 @@ def loader(type_name: str) -> Callable[..., Awaitable[Handle]]:
     return load
 
 
-def object_id(source: Handle, _info: Info, /, **_args: Any) -> str:
-    """The `id` of every object: made from its call identity, so computing it runs nothing."""
+def object_id(source: Handle | None, _info: Info, /, **_args: Any) -> str:
+    """The `id` of every object: made from its call identity, so computing it runs nothing.
+    The root (`Query.id`) has one ID, which loads back as the root."""
+    if not isinstance(source, Handle):
+        return format_id("Query", QUERY_IDENT)
     return format_id(source.type_name, source.ident)

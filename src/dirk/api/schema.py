@@ -40,6 +40,7 @@ from dirk.api import (  # noqa: F401
     host,
     http,
     image_out,
+    json_value,
     query,
     reads,
     secret,
@@ -54,7 +55,7 @@ from dirk.api.ids import ROOT, canonical, identity
 from dirk.api.registry import BUILDERS, FRESH_WHEN, LEAVES, Builder, Leaf
 from dirk.api.table import LEAF_LIMIT
 from dirk.api.validate import check_arguments
-from dirk.api.values import Handle
+from dirk.api.values import Handle, QueryRoot
 from dirk.errors import InvalidArgumentError, NotSupportedError
 from dirk.schema import load_sdl
 
@@ -114,7 +115,7 @@ def _memo_builder(
 
     async def resolve(source: Any, info: Info, /, **args: Any) -> Handle:
         ctx: RequestContext = info.context
-        parent = source if isinstance(source, Handle) else None
+        parent = _parent(source)
         full = _full_args(field, args)
         if fresh_when and full.get(fresh_when):
             # A new identity per call: nothing memoised under the old one is reused.
@@ -141,7 +142,7 @@ def _memo_builder(
 def _leaf(type_name: str, field_name: str, field: GraphQLField, leaf: Leaf) -> Resolver:
     async def resolve(source: Any, info: Info, /, **args: Any) -> Any:
         ctx: RequestContext = info.context
-        parent = source if isinstance(source, Handle) else None
+        parent = _parent(source)
         full = _full_args(field, args)
         if full:
             check_arguments(type_name, field_name, full)
@@ -156,6 +157,13 @@ def _leaf(type_name: str, field_name: str, field: GraphQLField, leaf: Leaf) -> R
         return await table.once(table.leaves, key, make, limit=LEAF_LIMIT)
 
     return resolve
+
+
+def _parent(source: Any) -> Handle | None:
+    """The parent object of a field; None for the root, also when it was loaded by its ID."""
+    if isinstance(source, Handle) and not isinstance(source.value, QueryRoot):
+        return source
+    return None
 
 
 def _unsupported(type_name: str, field_name: str) -> Resolver:

@@ -14,9 +14,9 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
-from dirk.api.ids import format_id, parse_id
+from dirk.api.ids import QUERY_IDENT, format_id, parse_id
 from dirk.api.secret_store import SecretStore
-from dirk.api.values import Handle
+from dirk.api.values import Handle, QueryRoot
 from dirk.errors import UnknownIDError
 from dirk.solver.flights import Flights
 from dirk.workers.images.config import ResolvedImage
@@ -72,6 +72,8 @@ class SessionTable:
     def load(self, object_id: object, expected: str | None = None) -> Handle:
         """The object an ID names; `expected` is the type it must be."""
         type_name, ident = parse_id(object_id, expected)
+        if (type_name, ident) == ("Query", QUERY_IDENT):
+            return Handle("Query", QUERY_IDENT, QueryRoot())
         handle = self.objects.get(ident)
         if handle is None or handle.type_name != type_name:
             raise UnknownIDError(

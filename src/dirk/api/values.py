@@ -249,6 +249,24 @@ class Socket:
     path: str
 
 
+@attrs.frozen
+class QueryRoot:
+    """The `Query` object itself, for `Query.id` and loading that ID back."""
+
+
+@attrs.frozen
+class JSONValue:
+    """A JSON value held in the object, no container work: `text` (JSON) or the contents of
+    `source` (read only when a leaf needs the value), then `steps` applied in order:
+    `("field", path)` picks a member, `("set", path, JSONValue)` sets one."""
+
+    text: str = "null"
+    source: File | None = None
+    steps: tuple[JSONStep, ...] = ()
+
+
+JSONStep = tuple[str, tuple[str, ...]] | tuple[str, tuple[str, ...], JSONValue]
+
 Value = (
     Container
     | Directory
@@ -271,6 +289,8 @@ Value = (
     | GitRepository
     | GitRef
     | Socket
+    | JSONValue
+    | QueryRoot
 )
 
 

@@ -354,9 +354,10 @@ class Generator:
                 if t.name != type_.name and re.search(rf"\b{class_name(t.name)}\[", body)
             }
         )
-        enums = sorted(e.name for e in self.enums if re.search(rf"\b{e.name}\b", body))
-        inputs = sorted(i.name for i in self.inputs if re.search(rf"\b{i.name}\b", body))
-        scalars = sorted(s.name for s in self.scalars if re.search(rf"\b{s.name}\b", body))
+        code = re.sub(r'"""[\s\S]*?"""', "", body)  # a name in a docstring needs no import
+        enums = sorted(e.name for e in self.enums if re.search(rf"\b{e.name}\b", code))
+        inputs = sorted(i.name for i in self.inputs if re.search(rf"\b{i.name}\b", code))
+        scalars = sorted(s.name for s in self.scalars if re.search(rf"\b{s.name}\b", code))
         uses = {name for name in RUNTIME_HELPERS if re.search(rf"\b{name}\b", body)}
         out = [HEADER, f'"""The `{type_.name}` type."""\n\n']
         out.append("from __future__ import annotations\n\n")

@@ -29,6 +29,7 @@ from dirk.sdk.gen.git_repository import GitRepository
 from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
 from dirk.sdk.gen.host import Host
 from dirk.sdk.gen.inputs import BuildArg
+from dirk.sdk.gen.json_value import JSONValue
 from dirk.sdk.gen.label import Label
 from dirk.sdk.gen.node import Node
 from dirk.sdk.gen.port import Port
@@ -66,6 +67,7 @@ __all__ = [
     "Host",
     "ImageLayerCompression",
     "ImageMediaTypes",
+    "JSONValue",
     "Label",
     "NetworkProtocol",
     "Node",

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.git_repository import GitRepository
     from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
     from dirk.sdk.gen.host import Host
+    from dirk.sdk.gen.json_value import JSONValue
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.node import Node
     from dirk.sdk.gen.port import Port
@@ -336,6 +337,54 @@ class Client(ObjectBase[M]):
             message: What went wrong, briefly.
         """
         return cast("Error[M]", self._select("error", "Error", [("message", message, REQUIRED)]))
+
+    def file(self, name: str, contents: str, *, permissions: int = 420) -> File[M]:
+        """A file holding the given contents, alone in an empty directory.
+
+        Args:
+            name: The file's name (one path component), e.g. "config.json".
+            contents: What the file holds.
+            permissions: The file's permission bits (0644 by default).
+        """
+        return cast(
+            "File[M]",
+            self._select(
+                "file",
+                "File",
+                [
+                    ("name", name, REQUIRED),
+                    ("contents", contents, REQUIRED),
+                    ("permissions", permissions, 420),
+                ],
+            ),
+        )
+
+    @overload
+    def id(self: Client[Async]) -> Coroutine[Any, Any, str]: ...
+
+    @overload
+    def id(self: Client[Sync]) -> str: ...
+
+    @overload
+    def id(self: Client[Either]) -> Any: ...
+
+    def id(self) -> Any:
+        """An opaque identifier of the root object; `node(id:)` gives the root back."""
+        return self._leaf("id", [], as_str)
+
+    def json(self) -> JSONValue[M]:
+        """A JSON value holding `null`, to build JSON with `with*` and `new*`."""
+        return cast("JSONValue[M]", self._select("json", "JSONValue", []))
+
+    def load_json_value_from_id(self, id: str) -> JSONValue[M]:
+        """A JSON value, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "JSONValue[M]", self._select("loadJSONValueFromID", "JSONValue", [("id", id, REQUIRED)])
+        )
 
     def load_changeset_from_id(self, id: str) -> Changeset[M]:
         """A changeset, loaded by its ID.

@@ -11,6 +11,7 @@ from dirk.sdk.runtime import REQUIRED, ObjectBase, as_int, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.env_file import EnvFile
+    from dirk.sdk.gen.json_value import JSONValue
     from dirk.sdk.gen.search_result import SearchResult
     from dirk.sdk.gen.stat import Stat
 
@@ -251,6 +252,10 @@ class File(ObjectBase[M]):
             expand: Expands `${VAR}` and `$VAR` in values with earlier variables (the default).
         """
         return cast("EnvFile[M]", self._select("asEnvFile", "EnvFile", [("expand", expand, None)]))
+
+    def as_json(self) -> JSONValue[M]:
+        """The file's contents as a JSON value; the file is read when a field needs the value."""
+        return cast("JSONValue[M]", self._select("asJSON", "JSONValue", []))
 
     def chown(self, owner: str) -> File[M]:
         """This file owned by someone else.
