@@ -28,13 +28,7 @@ class JSONValue(ObjectBase[M]):
     """
 
     __slots__ = ()
-    _prefetch = (
-        "id",
-        "asBoolean",
-        "asInteger",
-        "asString",
-        "fields",
-    )
+    _prefetch = ("id",)
 
     @overload
     def as_array(self: JSONValue[Async]) -> Coroutine[Any, Any, list[JSONValue[Async]]]: ...
