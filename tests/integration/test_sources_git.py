@@ -408,3 +408,104 @@ async def test_with_unix_socket_forwards_a_host_socket(
     forwarded = data["container"]["from"]["withUnixSocket"]
     assert forwarded["with"]["stdout"] == "echo:ping\n"
     assert forwarded["withoutUnixSocket"]["withExec"]["stdout"] == "no socket\n"
+
+
+async def _git_in(client: Client, image: str, tree_id: str, script: str) -> str:
+    data = await client.data(
+        "query($image: String!, $src: ID!, $script: String!) { container { from(address: $image)"
+        ' { withMountedDirectory(path: "/src", source: $src) { withWorkdir(path: "/src") {'
+        ' withExec(args: ["sh", "-c", $script]) { stdout } } } } } }',
+        image=image,
+        src=tree_id,
+        script=script,
+    )
+    return str(
+        data["container"]["from"]["withMountedDirectory"]["withWorkdir"]["withExec"]["stdout"]
+    )
+
+
+async def test_include_tags_fetches_the_remotes_tags_as_they_are_when_solved(
+    engine: Engine, workdir: Path, served: Fixture, python_ref: str
+) -> None:
+    query = (
+        'query($url: String!, $tags: Boolean!) { git(url: $url) { branch(name: "main") {'
+        " tree(includeTags: $tags) { id } } } }"
+    )
+
+    async def tags(include: bool) -> str:
+        client = Client(engine, workdir)  # a new session each time (no memo)
+        tree = (await client.data(query, url=served.url, tags=include))["git"]["branch"]["tree"]
+        return await _git_in(client, python_ref, tree["id"], "git tag --list")
+
+    assert await tags(False) == ""
+    assert await tags(True) == "v1.0.0\nv1.1.0\nv2.0.0-rc.1\n"
+    # A tag made on the remote afterwards shows in the next solve (the key covers the tags).
+    served.repo.git("tag", "v3.0.0", served.commits["dev"])
+    served.repo.git("tag", "-d", "v1.0.0")
+    assert await tags(True) == "v1.1.0\nv2.0.0-rc.1\nv3.0.0\n"
+    # The annotated tag stays annotated and names its commit.
+    client = Client(engine, workdir)
+    tree = (await client.data(query, url=served.url, tags=True))["git"]["branch"]["tree"]
+    out = await _git_in(
+        client, python_ref, tree["id"], "git cat-file -t v1.1.0 && git rev-parse v1.1.0^{commit}"
+    )
+    assert out == f"tag\n{served.commits['second']}\n"
+    # Without a .git there is nothing to put tags in.
+    data = await client.data(
+        'query($url: String!) { git(url: $url) { branch(name: "main") {'
+        " tree(includeTags: true, discardGitDir: true) { entries } } } }",
+        url=served.url,
+    )
+    assert data["git"]["branch"]["tree"]["entries"] == ["README", "bin/"]
+
+
+async def test_include_tags_of_a_directorys_repository(
+    client: Client, served: Fixture, python_ref: str
+) -> None:
+    data = await client.data(
+        "query($path: String!) { host { directory(path: $path) { asGit { head {"
+        " tree(includeTags: true) { id } } } } } }",
+        path=str(served.repo.path),
+    )
+    tree_id = data["host"]["directory"]["asGit"]["head"]["tree"]["id"]
+    out = await _git_in(client, python_ref, tree_id, "git tag --list")
+    assert out == "v1.0.0\nv1.1.0\nv2.0.0-rc.1\n"
+
+
+async def test_uncommitted_of_a_directorys_repository_and_of_a_remote(
+    engine: Engine, workdir: Path, served: Fixture
+) -> None:
+    client = Client(engine, workdir)
+    path = served.repo.path
+    (path / "README").write_text("edited, not committed\n")
+    (path / "NEW").write_text("untracked\n")
+    (path / "bin" / "run.sh").unlink()
+    data = await client.data(
+        "query($path: String!) { host { directory(path: $path) { asGit { uncommitted {"
+        " isEmpty addedPaths modifiedPaths removedPaths"
+        ' after { file(path: "README") { contents } } } } } } }',
+        path=str(path),
+    )
+    changes = data["host"]["directory"]["asGit"]["uncommitted"]
+    assert changes["isEmpty"] is False
+    assert changes["addedPaths"] == ["NEW"]
+    assert changes["modifiedPaths"] == ["README"]
+    assert changes["removedPaths"] == ["bin/run.sh"]
+    assert changes["after"]["file"]["contents"] == "edited, not committed\n"
+
+    served.repo.git("checkout", "--quiet", "--", ".")
+    (path / "NEW").unlink()
+    client = Client(engine, workdir)  # a new session: the host directory is read again
+    data = await client.data(
+        "query($path: String!) { host { directory(path: $path) { asGit {"
+        " uncommitted { isEmpty addedPaths } } } } }",
+        path=str(path),
+    )
+    assert data["host"]["directory"]["asGit"]["uncommitted"] == {"isEmpty": True, "addedPaths": []}
+
+    data = await client.data(
+        "query($url: String!) { git(url: $url) { uncommitted { isEmpty addedPaths"
+        " removedPaths } } }",
+        url=served.url,
+    )
+    assert data["git"]["uncommitted"] == {"isEmpty": True, "addedPaths": [], "removedPaths": []}

@@ -6,10 +6,10 @@ when the call is made. Checkouts are cached by commit."""
 from __future__ import annotations
 
 from dirk.api.context import RequestContext
-from dirk.api.directory import rebased
+from dirk.api.directory import SCRATCH, rebased, without
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.secret import load_secret
-from dirk.api.values import Directory, GitRef, GitRepository, Handle, Socket
+from dirk.api.values import Changeset, Directory, GitRef, GitRepository, Handle, Socket
 from dirk.errors import GitRefNotFoundError, InvalidArgumentError
 from dirk.solver.ops import GitAuthRef, GitCheckout, GitRefKind, Ref, SecretRef
 from dirk.solver.sources import SecretSource
@@ -168,6 +168,18 @@ async def repo_branches(ctx: RequestContext, parent: Handle | None, args: Args) 
     return _names((await _refs(ctx, _repo(parent))).branches(), args.get("patterns"))
 
 
+@builds("GitRepository", "uncommitted")
+async def repo_uncommitted(ctx: RequestContext, parent: Handle | None, args: Args) -> Changeset:
+    """A directory's repository: its working tree (less `.git`) against the tree of HEAD.
+    A remote has no working tree, so nothing is uncommitted."""
+    repo = _repo(parent)
+    if repo.source is None:
+        return Changeset(before=SCRATCH, after=SCRATCH)
+    head = await _make_ref(ctx, repo, "head", "")
+    committed = GitCheckout("", kind="head", commit=head.commit, source=rebased(repo.source))
+    return Changeset(before=Directory(Ref(committed), "/"), after=without(repo.source, ".git"))
+
+
 @leaf("GitRepository", "url", memo=False)
 async def repo_url(ctx: RequestContext, parent: Handle | None, args: Args) -> str | None:
     repo = _repo(parent)
@@ -193,11 +205,15 @@ async def ref_tree(ctx: RequestContext, parent: Handle | None, args: Args) -> Di
     repo = ref.repo
     keep = repo.keep_git_dir and not args["discardGitDir"]
     depth = int(args["depth"]) if keep else 1
-    commit = ref.commit
-    if not commit and (repo.auth.token or repo.auth.header):
+    include_tags = keep and bool(args["includeTags"])
+    commit, tags = ref.commit, ""
+    if repo.auth.token or repo.auth.header:
         # Keys are computed without the session's secrets: a remote that needs them is
         # resolved now, with them (the fetch gets them again when it runs).
-        commit = (await _resolve(ctx, ref)).commit
+        if not commit:
+            commit = (await _resolve(ctx, ref)).commit
+        if include_tags:
+            tags = (await _refs(ctx, repo)).tags_digest()
     op = GitCheckout(
         repo.url,
         kind=ref.kind,
@@ -207,6 +223,8 @@ async def ref_tree(ctx: RequestContext, parent: Handle | None, args: Args) -> Di
         depth=depth,
         source=rebased(repo.source) if repo.source is not None else None,
         auth=repo.auth,
+        include_tags=include_tags,
+        tags=tags,
     )
     return Directory(Ref(op), "/")
 

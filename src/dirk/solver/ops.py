@@ -580,6 +580,11 @@ class GitCheckout:
     depth: int = 1
     source: Ref | None = None
     auth: GitAuthRef = attrs.field(factory=GitAuthRef)
+    #: The repository's tags too in the kept `.git` (only with `keep_git_dir`).
+    include_tags: bool = False
+    #: With `include_tags` from a remote: the digest of its tags (`RemoteRefs.tags_digest`),
+    #: filled when the key is computed unless the API did (a remote needing secrets).
+    tags: str = ""
 
     def inputs(self) -> tuple[Ref, ...]:
         return (self.source,) if self.source is not None else ()

@@ -85,7 +85,9 @@ class Sources:
         resolved = await self.git.resolve(op.url, op.kind, op.name, self.git_auth(op.auth, secrets))
         return resolved.commit
 
-    async def remote_refs(self, url: str, auth: GitAuthRef, secrets: SecretSource) -> RemoteRefs:
+    async def remote_refs(
+        self, url: str, auth: GitAuthRef, secrets: SecretSource = _no_secrets
+    ) -> RemoteRefs:
         return await self.git.ls_remote(url, self.git_auth(auth, secrets))
 
     async def keyed_http(
@@ -124,6 +126,7 @@ class Sources:
                 keep_git_dir=op.keep_git_dir,
                 depth=op.depth,
                 ref=_full_ref(op),
+                include_tags=op.include_tags,
             )
         async with AsyncExitStack() as stack:
             view = await StepMounts(self._snap, stack).read_only(source)
@@ -136,6 +139,7 @@ class Sources:
                     keep_git_dir=op.keep_git_dir,
                     depth=op.depth,
                     origin="",
+                    include_tags=op.include_tags,
                 )
             )
 

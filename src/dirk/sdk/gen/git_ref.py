@@ -68,19 +68,27 @@ class GitRef(ObjectBase[M]):
         """The fully qualified name the ref resolved to (`refs/heads/main`), or the commit id."""
         return self._leaf("ref", [], as_str)
 
-    def tree(self, *, discard_git_dir: bool = False, depth: int = 1) -> Directory[M]:
+    def tree(
+        self, *, discard_git_dir: bool = False, depth: int = 1, include_tags: bool = False
+    ) -> Directory[M]:
         """The files of the commit.
 
         Args:
             discard_git_dir: Leaves the `.git` directory out.
             depth: How many commits of history the kept `.git` holds.
+            include_tags: Fetches the repository's tags into the kept `.git` too (as they are when
+                solved).
         """
         return cast(
             "Directory[M]",
             self._select(
                 "tree",
                 "Directory",
-                [("discardGitDir", discard_git_dir, False), ("depth", depth, 1)],
+                [
+                    ("discardGitDir", discard_git_dir, False),
+                    ("depth", depth, 1),
+                    ("includeTags", include_tags, False),
+                ],
             ),
         )
 

@@ -10,6 +10,7 @@ from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_list, as_optional, as_str, register
 
 if TYPE_CHECKING:
+    from dirk.sdk.gen.changeset import Changeset
     from dirk.sdk.gen.git_ref import GitRef
 
 
@@ -118,6 +119,12 @@ class GitRepository(ObjectBase[M]):
             [("patterns", self._list_arg("tags", "patterns", patterns, str), None)],
             as_list(as_str),
         )
+
+    def uncommitted(self) -> Changeset[M]:
+        """The working tree's changes against HEAD (a repository from `asGit`); empty for a remote,
+        which has no working tree.
+        """
+        return cast("Changeset[M]", self._select("uncommitted", "Changeset", []))
 
     @overload
     def url(self: GitRepository[Async]) -> Coroutine[Any, Any, str | None]: ...

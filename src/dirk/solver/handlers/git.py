@@ -2,11 +2,12 @@
 directory for `Directory.asGit`).
 
 The key covers the commit and the checkout options (keepGitDir, depth), never the URL, the
-ref name or credentials. A branch or tag is resolved against the remote (`git ls-remote`)
-when the key is computed, so the key is volatile and a moved branch gives a new one; a
-remote that needs a secret was resolved by the API already (keys are computed without the
-session's secrets). Running it fetches the commit into the remote's cache repository and
-exports it into a layer (see `dirk.solver.sources`).
+ref name or credentials; with includeTags from a remote, also a digest of the remote's
+tags (asked when the key is computed, so the key is volatile). A branch or tag is resolved
+against the remote (`git ls-remote`) when the key is computed, so the key is volatile and
+a moved branch gives a new one; a remote that needs a secret was resolved by the API
+already (keys are computed without the session's secrets). Running it fetches the commit
+into the remote's cache repository and exports it into a layer (see `dirk.solver.sources`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ class GitCheckoutHandler(Handler[GitCheckout]):
         self._resolved: dict[str, str] = {}
 
     async def key(self, op: GitCheckout, input_keys: Sequence[str]) -> Key:
+        volatile = False
+        if op.include_tags and op.source is None and not op.tags:
+            # The remote's tags can move whatever the commit: they are part of the content.
+            refs = await self.workers.sources.remote_refs(op.url, op.auth)
+            op = attrs.evolve(op, tags=refs.tags_digest())
+            volatile = True
         if op.commit:
-            return Key(cache_key(op, input_keys))
+            return Key(cache_key(op, input_keys), volatile=volatile)
         commit = await self.workers.sources.resolve_git(op)
         key = cache_key(attrs.evolve(op, commit=commit), input_keys)
         if len(self._resolved) >= _RESOLVED_LIMIT:

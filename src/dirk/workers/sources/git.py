@@ -70,6 +70,10 @@ esac
 RefKind = Literal["branch", "tag", "commit", "ref", "head"]
 
 
+#: Every tag of the remote into the same name, moved tags updated.
+TAG_REFSPEC = "+refs/tags/*:refs/tags/*"
+
+
 @attrs.frozen(repr=False)
 class GitAuth:
     """How to authenticate to a remote; plaintext, so it lives only as long as one call and
@@ -101,6 +105,11 @@ class RemoteRefs:
 
     def tags(self) -> list[str]:
         return sorted(name for name in self.refs if name.startswith("refs/tags/"))
+
+    def tags_digest(self) -> str:
+        """A digest of every tag and what it points at: it changes when a tag moves."""
+        text = "".join(f"{name} {self.refs[name]}\n" for name in self.tags())
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 @attrs.frozen
@@ -289,16 +298,25 @@ class GitSources:
         keep_git_dir: bool = False,
         depth: int = 1,
         ref: str = "",
+        include_tags: bool = False,
     ) -> Snapshot:
         """A one-layer snapshot of `commit` of `url` (see `export`), fetched into the cache
-        first; the cache repository stays locked until the export is done, so a concurrent
-        shallower fetch cannot cut the history the export copies."""
+        first (with the remote's tags too when `include_tags`); the cache repository stays
+        locked until the export is done, so a concurrent shallower fetch cannot cut the
+        history the export copies."""
         repo = self.cache_repo(url)
+        tags = include_tags and keep_git_dir
         async with self._lock(repo):
-            await self._fetch(repo, url, commit, auth, depth if keep_git_dir else 1, ref)
+            await self._fetch(repo, url, commit, auth, depth if keep_git_dir else 1, ref, tags)
             return await anyio.to_thread.run_sync(
                 lambda: self.export(
-                    repo, commit, layers, keep_git_dir=keep_git_dir, depth=depth, origin=url
+                    repo,
+                    commit,
+                    layers,
+                    keep_git_dir=keep_git_dir,
+                    depth=depth,
+                    origin=url,
+                    include_tags=tags,
                 )
             )
 
@@ -318,28 +336,39 @@ class GitSources:
         return self._root / "r" / remote_id(url)
 
     async def _fetch(
-        self, repo: Path, url: str, commit: str, auth: GitAuth, depth: int, ref: str
+        self,
+        repo: Path,
+        url: str,
+        commit: str,
+        auth: GitAuth,
+        depth: int,
+        ref: str,
+        tags: bool = False,
     ) -> None:
         """`commit` into `repo` (locked by the caller) with `depth` commits of history
-        (depth <= 0 = all of it); nothing is fetched for depth 1 if the commit is there."""
+        (depth <= 0 = all of it); nothing is fetched for depth 1 if the commit is there.
+        With `tags`, the remote's tags are fetched too (and tags it no longer has pruned)."""
         if not (repo / "HEAD").exists():
             await self._init_bare(repo)
-        if depth == 1 and await self.has_commit(repo, commit):
+        if not tags and depth == 1 and await self.has_commit(repo, commit):
             return
         args = ["-C", str(repo), "fetch", "--no-tags", "--no-write-fetch-head", "--quiet"]
         if depth > 0:
             args.append(f"--depth={depth}")
         elif await self._is_shallow(repo):
             args.append("--unshallow")
+        if tags:
+            args.append("--prune")
+        extra = [TAG_REFSPEC] if tags else []
         try:
-            await self._git([*args, "--", url, commit], auth, url=url)
+            await self._git([*args, "--", url, commit, *extra], auth, url=url)
         except GitAuthError:
             raise
         except GitError:
             # Servers that refuse to serve an unadvertised commit still serve its ref.
             if not ref.startswith("refs/"):
                 raise
-            await self._git([*args, "--", url, ref], auth, url=url)
+            await self._git([*args, "--", url, ref, *extra], auth, url=url)
         if not await self.has_commit(repo, commit):
             raise GitRefNotFoundError(
                 f"git remote {redact(url)} did not send commit {commit}: it may have been "
@@ -366,13 +395,15 @@ class GitSources:
         keep_git_dir: bool,
         depth: int,
         origin: str,
+        include_tags: bool = False,
     ) -> Snapshot:
         """A one-layer snapshot of `commit`'s tree; with `keep_git_dir`, a `.git` beside it
-        that holds `depth` commits of history, HEAD detached at `commit`, `origin` as remote."""
+        that holds `depth` commits of history, HEAD detached at `commit`, `origin` as remote,
+        and `repo`'s tags when `include_tags`."""
         with layers.create() as builder:
             os.chmod(builder.path, 0o755)
             if keep_git_dir:
-                self._export_with_git(repo, commit, builder.path, depth, origin)
+                self._export_with_git(repo, commit, builder.path, depth, origin, include_tags)
             else:
                 self._export_tree(repo, commit, builder.path)
             _normalize_modes(builder.path)
@@ -391,7 +422,7 @@ class GitSources:
             index.unlink(missing_ok=True)
 
     def _export_with_git(
-        self, repo: Path, commit: str, dest: Path, depth: int, origin: str
+        self, repo: Path, commit: str, dest: Path, depth: int, origin: str, tags: bool
     ) -> None:
         git = ["-C", str(dest)]
         self._git_sync([*git, "init", "--quiet"], {})
@@ -399,7 +430,9 @@ class GitSources:
         if depth > 0:
             fetch.append(f"--depth={depth}")
         # The cache repository allows fetching any commit it holds (uploadpack config).
-        self._git_sync([*fetch, "--", f"file://{repo}", commit], {})
+        self._git_sync(
+            [*fetch, "--", f"file://{repo}", commit, *([TAG_REFSPEC] if tags else [])], {}
+        )
         self._git_sync([*git, "checkout", "--quiet", "--detach", commit], {})
         if origin:
             self._git_sync([*git, "remote", "add", "origin", strip_userinfo(origin)], {})
