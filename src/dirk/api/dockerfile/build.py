@@ -25,7 +25,7 @@ from dirk.api.dockerfile.parse import Dockerfile, Instruction, Stage, json_form,
 from dirk.api.dockerfile.scope import StageState, platform_args, resolve_args
 from dirk.api.dockerfile.words import process_word, process_words
 from dirk.api.paths import container_path, inside
-from dirk.api.values import Container, Directory, HealthcheckConfig, Secret
+from dirk.api.values import Container, Directory, HealthcheckConfig, Secret, Socket
 from dirk.errors import DockerfileError, InvalidArgumentError
 from dirk.solver.ops import Copy, Ref, Scratch
 from dirk.workers.images.platform import Platform
@@ -41,6 +41,8 @@ class BuildOptions:
     target: str = ""
     #: The build's secrets by name; None when secret mounts cannot be had.
     secrets: Mapping[str, Secret] | None = None
+    #: The SSH agent socket `RUN --mount=type=ssh` forwards; None when not given.
+    ssh: Socket | None = None
 
 
 async def docker_build(ctx: RequestContext, context: Directory, opts: BuildOptions) -> Container:
@@ -168,7 +170,7 @@ class _Builder:
         lookup = state.lookup()
         name = inst.name
         if name == "RUN":
-            return await run.run(inst, state, roots, self.opts.secrets)
+            return await run.run(inst, state, roots, self.opts.secrets, self.opts.ssh)
         if name in ("COPY", "ADD"):
             return await copy.copy(self.ctx, inst, state, roots)
         if name == "ARG":

@@ -16,9 +16,10 @@ from dirk.api.container_ops import with_exec, with_mount
 from dirk.api.dockerfile.parse import Instruction, json_form, parse_flags
 from dirk.api.dockerfile.scope import StageState
 from dirk.api.dockerfile.secrets import secret_mount
+from dirk.api.dockerfile.ssh import ssh_mount
 from dirk.api.dockerfile.words import process_word
 from dirk.api.paths import container_path, inside
-from dirk.api.values import CacheVolume, Directory, Mount, Secret
+from dirk.api.values import CacheVolume, Directory, Mount, Secret, Socket
 from dirk.solver.ops import Sharing
 
 #: A mount's `from=`: the root filesystem of a stage or image (None: the build context).
@@ -44,6 +45,7 @@ async def run(
     state: StageState,
     source_root: SourceRoot,
     secrets: Mapping[str, Secret] | None,
+    ssh: Socket | None = None,
 ) -> StageState:
     flags, rest = parse_flags(inst)
     unknown = set(flags) - {"mount", "network", "security"}
@@ -69,6 +71,7 @@ async def run(
         attrs.evolve(c, env=state.run_env()), dict(state.args), state.shell, state.cmd_set
     )
     lookup = state.lookup()
+    ssh_mounts = 0
     for text in flags.get("mount", []):
         options = {k: process_word(v, lookup) for k, v in mount_options(inst, text).items()}
         kind = options["type"]
@@ -76,6 +79,10 @@ async def run(
             if secrets is None:
                 raise inst.error("RUN --mount=type=secret is not supported by dirk yet")
             base = secret_mount(inst, base, options, secrets)
+            continue
+        if kind == "ssh":
+            base = ssh_mount(inst, base, options, ssh, ssh_mounts)
+            ssh_mounts += 1
             continue
         target = options.get("target") or options.get("dst") or options.get("destination")
         if not target:
@@ -121,5 +128,5 @@ async def _mount(
             raise inst.error(f"RUN --mount=type=tmpfs: size must be a number of bytes: {size}")
         return Mount(target, "tmpfs", size=int(size))
     raise inst.error(
-        f"RUN --mount=type={kind} is not supported by dirk (cache, bind, tmpfs, secret)"
+        f"RUN --mount=type={kind} is not supported by dirk (cache, bind, tmpfs, secret, ssh)"
     )

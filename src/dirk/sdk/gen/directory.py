@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.git_repository import GitRepository
     from dirk.sdk.gen.search_result import SearchResult
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
 
 
@@ -103,6 +104,7 @@ class Directory(ObjectBase[M]):
         target: str = "",
         secrets: list[Secret[M]] | None = None,
         no_init: bool = False,
+        ssh: Socket[M] | None = None,
     ) -> Container[M]:
         """A container built from a Dockerfile in this directory (the build context).
 
@@ -114,6 +116,8 @@ class Directory(ObjectBase[M]):
             secrets: Secrets `RUN --mount=type=secret,id=<name>` can mount (at /run/secrets/<name>),
                 by name.
             no_init: Runs `RUN` commands without an init process as PID 1.
+            ssh: The SSH agent socket (e.g. `host.unixSocket` of `$SSH_AUTH_SOCK`) that `RUN
+                --mount=type=ssh` forwards.
         """
         return cast(
             "Container[M]",
@@ -131,6 +135,7 @@ class Directory(ObjectBase[M]):
                     ("target", target, ""),
                     ("secrets", self._list_arg("docker_build", "secrets", secrets, ObjectBase), []),
                     ("noInit", no_init, False),
+                    ("ssh", ssh, None),
                 ],
             ),
         )
