@@ -215,3 +215,20 @@ def test_nobody_cannot_run_a_privileged_container(
     )
     message = refused(query(engine, nobody, text))
     assert "root" in message and "65534" in message
+
+
+def test_nobody_cannot_forward_a_socket_it_may_not_use(
+    engine: dict[str, Any], nobody: str, shared_dir: Path
+) -> None:
+    """The engine would forward the socket as root (into a container, to git's ssh): the
+    session's owner must be allowed to connect to it first."""
+    path = shared_dir / "root-only.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        os.chmod(path, 0o600)
+        server.listen()
+        text = f'{{ host {{ unixSocket(path: "{path}") {{ id }} }} }}'
+        assert "ermission denied" in refused(query(engine, nobody, text))
+        os.chown(path, NOBODY, NOBODY)
+        answer = query(engine, nobody, text)
+        assert not answer.get("errors"), answer

@@ -4,9 +4,9 @@ git's SSH client (`git(sshAuthSocket:)`) or bind-mounted into containers
 
 from __future__ import annotations
 
+import socket
 import stat
 
-import anyio.to_thread
 import attrs
 
 from dirk.api.container_ops import with_mount
@@ -16,19 +16,32 @@ from dirk.api.paths import container_path, expand
 from dirk.api.registry import Args, builds
 from dirk.api.values import Container, Handle, Mount, Socket
 from dirk.errors import HostPathError
+from dirk.workers.snapshots.hostdir import denied_message
 
 
 @builds("Host", "unixSocket")
 async def host_unix_socket(ctx: RequestContext, parent: Handle | None, args: Args) -> Socket:
-    path = host_path(ctx.workdir, args["path"])
+    path = ctx.host_checked(host_path(ctx.workdir, args["path"]))
 
     def kind() -> int | None:
+        """The socket's mode, once the session's owner has shown it may connect to it: the
+        engine (root) forwards it to git and into containers, where its permissions no longer
+        hold anyone back."""
         try:
-            return path.stat().st_mode
+            mode = path.stat().st_mode
         except OSError:
             return None
+        if stat.S_ISSOCK(mode):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except PermissionError:
+                    raise HostPathError(denied_message(path)) from None
+                except OSError:
+                    pass  # refused or stale: the owner may, it just does not answer now
+        return mode
 
-    mode = await anyio.to_thread.run_sync(kind)
+    mode = await ctx.host.run(kind)
     if mode is None or not stat.S_ISSOCK(mode):
         what = "does not exist" if mode is None else "is not a unix socket"
         raise HostPathError(
