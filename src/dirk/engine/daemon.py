@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import grp
 import json
@@ -116,6 +117,7 @@ async def serve(
 ) -> None:
     """Run the engine daemon until SIGTERM/SIGINT (or until `stop` is set, for tests)."""
     root = state_dir or default_state_dir()
+    return_large_frees_to_the_system()
     if stop is None:
         stop = asyncio.Event()
         _install_signal_handlers(stop)
@@ -267,6 +269,21 @@ def _bind_tcp(port: int) -> socket.socket:
             "(or DIRK_ENGINE_PORT), or 0 to let the system pick one"
         ) from exc
     return sock
+
+
+#: mallopt(3) parameter: allocations at least this large are mmapped (and freed at once).
+_M_MMAP_THRESHOLD = -3
+LARGE_ALLOCATION = 1024 * 1024
+
+
+def return_large_frees_to_the_system() -> None:
+    """Large requests and answers (a 5 MB query, a 200 MB stdout) must not keep the engine's
+    memory up once answered. glibc serves blocks from its heap once it has raised its mmap
+    threshold (it does so after the first large free, up to 32 MiB), and a heap rarely
+    shrinks; a fixed threshold keeps every block of 1 MiB or more in its own mapping, which
+    goes back to the system when freed."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION)
 
 
 def socket_group() -> int | None:

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -273,6 +274,23 @@ class WireServer:
             else:
                 async with _parse_turn(session):
                     document = await asyncio.to_thread(self._document, query)
+        if len(query) > DOCUMENT_CACHE_ENTRY_CHARS:
+            # graphql-core links a document's tokens both ways: an uncached large document
+            # is freed only by the cycle collector, so it is run once the answer is made.
+            try:
+                return await self._answer(session, document, variables, operation)
+            finally:
+                del document
+                await asyncio.to_thread(gc.collect)
+        return await self._answer(session, document, variables, operation)
+
+    async def _answer(
+        self,
+        session: Session,
+        document: DocumentNode | list[GraphQLError],
+        variables: Mapping[str, Any] | None,
+        operation: str | None,
+    ) -> dict[str, Any]:
         if isinstance(document, list):
             return {"data": None, "errors": [format_error(e) for e in document]}
         result = execute(
