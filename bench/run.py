@@ -20,6 +20,7 @@ BENCHES = [
     ("load: 20 sessions x 50 operations beside the heaviest allowed query", ["load.py"]),
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
     ("unchanged host tree re-import vs cp -a", ["host_reimport.py"]),
+    ("port forwarder (tunnels, host services) vs a direct connection", ["forward.py"]),
     ("image publish vs skopeo copy", ["publish.py"]),
     ("image pull + unpack vs skopeo + umoci", ["pull.py"]),
 ]

@@ -405,3 +405,11 @@ class JSONFieldNotFoundError(InvalidArgumentError):
     """`JSONValue.field(path:)` names a field the object does not have."""
 
     code = "JSON_FIELD_NOT_FOUND"
+
+
+class PortForwardError(InvalidArgumentError):
+    """A port cannot be forwarded as asked (`Service.up`, `Host.tunnel`, `Host.service`): the
+    port is taken, privileged for a session not owned by root, out of range, or the mapping
+    names no port."""
+
+    code = "PORT_FORWARD_ERROR"
