@@ -134,6 +134,7 @@ class FakeSession:
     token: str = "fake-session-token"
     events: EventSink = discard_events
     owner: HostUser = attrs.Factory(HostUser.engine)
+    explain: bool = False
 
 
 _SCHEMA: GraphQLSchema | None = None

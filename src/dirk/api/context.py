@@ -44,6 +44,7 @@ class RequestContext:
                 secrets=self.table.secrets,
                 events=session.events,
                 host=HostAccess.for_user(session.owner),
+                explain=session.explain,
             )
         return self._job
 

@@ -50,6 +50,8 @@ class Session:
     attached: int = 0
     #: Where this session's step events go (a progress view); nowhere by default.
     events: EventSink = discard_events
+    #: Whether its steps that miss the cache say why (`dirk run --explain`, `solver.explain`).
+    explain: bool = False
     _ended_event: asyncio.Event = attrs.field(factory=asyncio.Event, repr=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     _cleanups: list[Cleanup] = attrs.field(factory=list, repr=False)
@@ -109,6 +111,8 @@ class SessionRegistry:
         labels: Mapping[str, str],
         env: Mapping[str, str] | None = None,
         owner: HostUser | None = None,
+        *,
+        explain: bool = False,
     ) -> Session:
         token = secrets.token_urlsafe(32)
         session = Session(
@@ -118,6 +122,7 @@ class SessionRegistry:
             created=self._clock(),
             client_env=dict(env or {}),
             owner=owner or HostUser.engine(),
+            explain=explain,
         )
         self._sessions[token] = session
         log.info(

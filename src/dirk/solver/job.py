@@ -18,13 +18,14 @@ import attrs
 from dirk.errors import UnknownSecretError
 from dirk.workers.hostaccess import HostAccess, HostUser
 
-EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr"]
+EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr", "explain"]
 
 
 @attrs.frozen
 class StepEvent:
     """What the solver reports as it goes, for progress views and logs: a step started, was
-    found cached, finished, failed, or wrote a chunk of output (`data`)."""
+    found cached, finished, failed, or wrote a chunk of output (`data`); "explain" says why
+    a step missed the cache (`data`: the reason, for jobs that asked, see `solver.explain`)."""
 
     kind: EventKind
     key: str
@@ -92,6 +93,8 @@ class Job:
     events: EventSink = discard_events
     #: Whose rights the job's reads and writes of host files have (its session owner's).
     host: HostAccess = attrs.field(factory=lambda: HostAccess.for_user(HostUser.engine()))
+    #: Whether steps that miss the cache say why ("explain" events; `dirk run --explain`).
+    explain: bool = False
 
     def emit(self, event: StepEvent) -> None:
         self.events(event)

@@ -46,6 +46,11 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
 _NAMES_ONLY_FIELDS: dict[type[Any], frozenset[str]] = {Exec: frozenset({"volatile_env"})}
 
 
+def provenance_fields(cls: type[Any]) -> frozenset[str]:
+    """The fields of `cls` a key leaves out: where content came from, not what it is."""
+    return _PROVENANCE_FIELDS.get(cls, frozenset())
+
+
 def cache_key(op: Op, input_keys: Sequence[str]) -> str:
     """The key of `op`, given the keys of `op.inputs()` in order."""
     keys = iter(input_keys)

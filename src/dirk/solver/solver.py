@@ -24,6 +24,7 @@ import anyio
 import anyio.to_thread
 
 from dirk.errors import DirkError, SolveError
+from dirk.solver.explain import StepRun, StepRuns, explain
 from dirk.solver.handlers import HANDLERS, Handler, HandlerFactory, Step, Workers
 from dirk.solver.images_out import ImagesOut
 from dirk.solver.job import EventSink, Job, StepEvent, discard_events
@@ -94,6 +95,7 @@ class Solver:
         self._memo: dict[str, OpResult] = {}
         self._shared: SharedWork[Job] = SharedWork()
         self._sinks: list[EventSink] = []
+        self._runs = StepRuns(db)
 
     @property
     def sources(self) -> Sources:
@@ -280,6 +282,9 @@ class Solver:
         inputs = await self._solve_inputs(op, local, flight)
         handler = self._handler(op)
         step = Step(key, description, inputs, lambda: self._shared.waiting(flight), emit)
+        position, run = await self._step_run(op, key, local)
+        if not handler.fields_after_run:
+            await self._explain(flight, op, position, run)
         started = time.monotonic()
         emit(StepEvent("start", key, description))
         try:
@@ -290,15 +295,41 @@ class Solver:
                 result = await handler.run(op, step)
         except BaseException as exc:
             emit(StepEvent("error", key, description, str(exc).encode()))
+            self._runs.record(position, run)
             if isinstance(exc, Exception) and not isinstance(exc, DirkError):
                 raise SolveError(description, exc) from exc
             raise
         self.counters.executed += 1
         with anyio.CancelScope(shield=True):  # done work is worth keeping
             await self._store.store(key, result)
+            run = await self._with_result_fields(handler, op, result, run)
+            if handler.fields_after_run:
+                await self._explain(flight, op, position, run)
+            await anyio.to_thread.run_sync(self._runs.record, position, run)
         self._remember(key, result)
         emit(StepEvent("done", key, description, duration=time.monotonic() - started))
         return result
+
+    async def _step_run(self, op: Op, key: str, local: dict[Op, str]) -> tuple[str, StepRun]:
+        """The position and record of this run of `op` (`solver.explain`)."""
+        refs = op.inputs()
+        input_keys = [await self._key(ref.op, local) for ref in refs]
+        run = self._runs.run_of(op, key, input_keys, [ref.op.describe() for ref in refs])
+        return self._runs.position(op), run
+
+    async def _explain(self, flight: Flight[Job], op: Op, position: str, run: StepRun) -> None:
+        """Say why `op` runs to the jobs that asked: an "explain" event."""
+        if any(job.explain for job in self._shared.waiting(flight)):
+            earlier = await anyio.to_thread.run_sync(self._runs.earlier, position)
+            why = explain(run, earlier).encode()
+            self._emit(flight, StepEvent("explain", run.key, op.describe(), why))
+
+    async def _with_result_fields(
+        self, handler: Handler[Any], op: Op, result: OpResult, run: StepRun
+    ) -> StepRun:
+        """`run` with the fields its handler reads from the result (a host directory's files)."""
+        extra = await handler.explain_fields(op, result)
+        return StepRun(run.key, {**run.fields, **extra}, run.labels) if extra else run
 
     async def _solve_inputs(
         self, op: Op, local: dict[Op, str], flight: Flight[Job]

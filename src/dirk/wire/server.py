@@ -143,10 +143,13 @@ class WireServer:
             isinstance(k, str) and isinstance(v, str) for k, v in env.items()
         ):
             return _bad_request('"env" must be an object of strings to strings')
+        explain = body.get("explain", False)
+        if not isinstance(explain, bool):
+            return _bad_request('"explain" must be true or false')
         owner = _session_owner(request, body)
         if isinstance(owner, web.Response):
             return owner
-        session = self.sessions.create(Path(workdir), labels, env, owner)
+        session = self.sessions.create(Path(workdir), labels, env, owner, explain=explain)
         return web.json_response({"token": session.token, "port": self.port})
 
     async def list_sessions(self, request: web.Request) -> web.Response:

@@ -112,6 +112,8 @@ class Handler(Generic[OpT]):
     #: Whether `run` takes a slot of the solver's capacity limiter (real work does; an empty
     #: result does not).
     limited: ClassVar[bool] = True
+    #: Whether `explain_fields` reads the result: then why the step ran is said after it ran.
+    fields_after_run: ClassVar[bool] = False
 
     def __init__(self, workers: Workers) -> None:
         self.workers = workers
@@ -124,3 +126,9 @@ class Handler(Generic[OpT]):
     async def run(self, op: OpT, step: Step) -> OpResult:
         """Compute `op`'s outputs from `step.inputs`; raise a `DirkError` on failure."""
         raise NotImplementedError
+
+    async def explain_fields(self, op: OpT, result: OpResult) -> Mapping[str, str] | None:
+        """Fields beyond the operation's own that say what went into `result`, for telling a
+        user later why the step ran again (`solver.explain`), e.g. a host directory's files
+        by path. None by default: the operation's fields say it all."""
+        return None

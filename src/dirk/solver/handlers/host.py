@@ -9,9 +9,12 @@ edited in between is never cached under the old content's key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import anyio.to_thread
 import attrs
 
 from dirk.errors import HostPathError
@@ -54,6 +57,8 @@ def _check_copy(op: HostDirectory | HostFile, copied: Path, key: str) -> None:
 
 
 class HostDirectoryHandler(Handler[HostDirectory]):
+    fields_after_run = True
+
     async def key(self, op: HostDirectory, input_keys: Sequence[str]) -> Key:
         return await _host_key(op, input_keys)
 
@@ -65,6 +70,33 @@ class HostDirectoryHandler(Handler[HostDirectory]):
             return snapshot
 
         return OpResult(step.key, (await _access(op).run(copy),))
+
+    async def explain_fields(self, op: HostDirectory, result: OpResult) -> Mapping[str, str]:
+        """The copied files by path, so a rerun can say which file changed."""
+        layer = self.workers.layers.path(result.outputs[0].layers[0])
+        return await anyio.to_thread.run_sync(_file_digests, layer)
+
+
+#: A host directory with more files than this is explained by its digest alone.
+EXPLAINED_FILES = 20_000
+
+
+def _file_digests(root: Path) -> dict[str, str]:
+    """`file <path>` -> content digest (or link target) of everything below `root`."""
+    fields: dict[str, str] = {}
+    for directory, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(directory, name)
+            rel = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                fields[f"file {rel}"] = "-> " + os.readlink(path)
+            else:
+                with path.open("rb") as f:
+                    fields[f"file {rel}"] = "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+            if len(fields) > EXPLAINED_FILES:
+                return {}
+    return fields
 
 
 class HostFileHandler(Handler[HostFile]):
