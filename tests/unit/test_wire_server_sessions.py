@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +148,45 @@ async def test_ending_a_session_cancels_its_running_queries_and_runs_cleanups(
     assert probe.cancelled == 1
     assert cleaned == ["service stopped"]
     assert session.state == {} and session.ended
+
+
+async def test_a_query_whose_client_went_away_is_cancelled(
+    server: WireServer, probe: Probe
+) -> None:
+    # As the daemon serves (aiohttp's AppRunner does not cancel handlers; its TestServer does).
+    runner = web.AppRunner(server.app(), shutdown_timeout=1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        session = server.sessions.create(Path("/a"), {})
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{port}") as http:
+            query = asyncio.create_task(
+                http.post(
+                    "/query",
+                    json={"query": "{ sleep(seconds: 30) }"},
+                    headers=basic(session.token),
+                )
+            )
+            while probe.running == 0:
+                await asyncio.sleep(0.01)
+            query.cancel()  # the client gives up: its connection closes
+            with contextlib.suppress(asyncio.CancelledError):
+                await query
+            for _ in range(300):
+                if probe.cancelled:
+                    break
+                await asyncio.sleep(0.01)
+            assert probe.cancelled == 1 and probe.running == 0
+            assert not session.ended and session.running == 0
+            # The session goes on: its next query is answered.
+            resp = await http.post(
+                "/query", json={"query": "{ version }"}, headers=basic(session.token)
+            )
+            assert resp.status == 200
+    finally:
+        await runner.cleanup()
 
 
 async def test_shutdown_ends_sessions_and_answers_running_queries(

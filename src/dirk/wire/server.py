@@ -65,6 +65,10 @@ INLINE_PARSE_CHARS = 16 * 1024
 #: nothing when its peer goes away (unless handler cancellation is on), but the request's
 #: transport closes at once on the peer's FIN/RST, so a cheap check finds a killed client fast.
 ATTACH_POLL_S = 0.1
+#: Seconds between checks that a query's client is still connected, once it has run that
+#: long: a query whose client went away (it cancelled the request, it was killed) is
+#: cancelled as Dagger does, so `Service.up` and other long calls end with their request.
+QUERY_POLL_S = 0.5
 #: Seconds between heartbeat lines on an attach stream: they keep proxies from closing an idle
 #: stream and make a peer that vanished without closing (a remote host lost) fail a write.
 ATTACH_HEARTBEAT_S = 5.0
@@ -248,14 +252,20 @@ class WireServer:
         assert task is not None
         session.track(task)
         started = time.monotonic()
+        watch = _CancelWhenClientGone(request, task)
         try:
             answer = await self.run_query(session, query, variables, operation)
         except asyncio.CancelledError:
-            if not session.ended:
+            if watch.fired:
+                task.uncancel()  # nobody reads this answer
+                answer = error_body("the client went away while this query was running")
+            elif not session.ended:
                 raise
-            task.uncancel()
-            answer = error_body("the session ended while this query was running")
+            else:
+                task.uncancel()
+                answer = error_body("the session ended while this query was running")
         finally:
+            watch.close()
             session.untrack(task)
         log.debug("query in session %s took %.3f s", session.token[:8], time.monotonic() - started)
         return web.json_response(answer, dumps=_dumps)
@@ -501,3 +511,26 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except Exception as exc:
         log.exception("internal error answering %s %s", request.method, request.path)
         return web.json_response(error_body(f"internal engine error: {exc!r}"), status=500)
+
+
+class _CancelWhenClientGone:
+    """Cancels a query's task once its request's connection has closed (checked every
+    `QUERY_POLL_S` on a timer, so a short query costs one timer and no task)."""
+
+    def __init__(self, request: web.Request, task: asyncio.Task[Any]) -> None:
+        self._request = request
+        self._task = task
+        self._loop = asyncio.get_running_loop()
+        self.fired = False
+        self._handle = self._loop.call_later(QUERY_POLL_S, self._check)
+
+    def _check(self) -> None:
+        transport = self._request.transport
+        if transport is None or transport.is_closing():
+            self.fired = True
+            self._task.cancel("the client went away")
+        else:
+            self._handle = self._loop.call_later(QUERY_POLL_S, self._check)
+
+    def close(self) -> None:
+        self._handle.cancel()
