@@ -240,8 +240,9 @@ def remove_state(state_dir: Path) -> None:
         shutil.rmtree(state_dir.parent, ignore_errors=True)
 
 
-def foreground_engine() -> Iterator[RunningEngine]:
-    """A `dirk engine` child process on a fresh state dir, SIGTERMed and checked at the end.
+def foreground_engine(**env: str) -> Iterator[RunningEngine]:
+    """A `dirk engine` child process on a fresh state dir, SIGTERMed and checked at the end;
+    `env`: variables added to its environment.
 
     Use as the body of a module-scoped fixture: `yield from foreground_engine()`.
     """
@@ -251,7 +252,7 @@ def foreground_engine() -> Iterator[RunningEngine]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dirk", "engine"],
-            env=clean_env(state),
+            env=clean_env(state, **env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

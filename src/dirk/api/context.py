@@ -10,7 +10,7 @@ import attrs
 
 from dirk.api.table import SessionTable
 from dirk.api.values import Handle
-from dirk.solver.job import Job
+from dirk.solver.job import EventSink, Job
 from dirk.workers.hostaccess import HostAccess, HostUser, refuse_state_path
 
 if TYPE_CHECKING:
@@ -42,11 +42,18 @@ class RequestContext:
             self._job = Job(
                 session=session.token[:8],
                 secrets=self.table.secrets,
-                events=session.events,
+                events=self._events(),
                 host=HostAccess.for_user(session.owner),
                 explain=session.explain,
             )
         return self._job
+
+    def _events(self) -> EventSink:
+        """The session's event sink, and the request's step spans when tracing is on."""
+        telemetry = self.engine.telemetry
+        if telemetry is None:
+            return self.session.events
+        return telemetry.step_sink(self.session.events)
 
     @property
     def host(self) -> HostAccess:

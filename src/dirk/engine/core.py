@@ -16,6 +16,7 @@ from types import TracebackType
 
 import anyio.to_thread
 
+from dirk.engine.telemetry import Telemetry, from_environment
 from dirk.solver.solver import Solver
 from dirk.solver.sources import Sources
 from dirk.solver.volumes import CacheVolumes
@@ -46,6 +47,8 @@ class Engine:
         self._solver: Solver | None = None
         self._executor: Executor | None = None
         self._closing = AsyncExitStack()
+        #: OpenTelemetry spans of requests and steps, when the environment asks for them.
+        self.telemetry: Telemetry | None = None
 
     @property
     def solver(self) -> Solver:
@@ -66,6 +69,9 @@ class Engine:
         called by one task (the solver's task group lives in it), as `async with` does."""
         async with AsyncExitStack() as stack:
             layout = self.layout.ensure()
+            self.telemetry = telemetry = from_environment()
+            if telemetry is not None:
+                stack.push_async_callback(anyio.to_thread.run_sync, telemetry.shutdown)
             db = Database(layout.db_path)
             stack.callback(db.close)
             blobs = BlobStore(layout.blobs, layout.tmp)

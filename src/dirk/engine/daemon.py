@@ -190,6 +190,7 @@ async def _serve_started(
         schema,
         sessions,
         context_factory=lambda session: components.make_context(engine, session),
+        tracer=lambda: getattr(engine, "telemetry", None),
         admin_token=secrets.token_urlsafe(32),
         version=__version__,
         port=tcp.getsockname()[1],

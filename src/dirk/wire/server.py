@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from inspect import isawaitable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from aiohttp import web
 from graphql import (
@@ -50,6 +50,15 @@ log = logging.getLogger(__name__)
 
 #: Builds the `context_value` resolvers see (dirk.api.RequestContext) for one request.
 ContextFactory: TypeAlias = "Callable[[Session], object]"
+
+
+class RequestTracer(Protocol):
+    """Spans of requests (`dirk.engine.telemetry`), when tracing is on."""
+
+    def request(
+        self, headers: Mapping[str, str], name: str, session: str
+    ) -> contextlib.AbstractContextManager[None]: ...
+
 
 REALM = 'Basic realm="dirk"'
 #: Bodies can carry file contents (`withNewFile`); aiohttp's default of 1 MiB is too small.
@@ -90,8 +99,11 @@ class WireServer:
         version: str,
         port: int = 0,
         limits: QueryLimits | None = None,
+        tracer: Callable[[], RequestTracer | None] = lambda: None,
     ) -> None:
         self.schema = schema
+        #: The engine's request tracer now (None while tracing is off).
+        self.tracer = tracer
         self.sessions = sessions
         self.context_factory = context_factory
         self.admin_token = admin_token
@@ -253,8 +265,15 @@ class WireServer:
         session.track(task)
         started = time.monotonic()
         watch = _CancelWhenClientGone(request, task)
+        tracer = self.tracer()
+        traced = (
+            tracer.request(request.headers, operation or "query", session.token[:8])
+            if tracer is not None
+            else contextlib.nullcontext()
+        )
         try:
-            answer = await self.run_query(session, query, variables, operation)
+            with traced:
+                answer = await self.run_query(session, query, variables, operation)
         except asyncio.CancelledError:
             if watch.fired:
                 task.uncancel()  # nobody reads this answer
