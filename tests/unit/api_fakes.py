@@ -124,6 +124,7 @@ class FakeSolver:
 class FakeEngine:
     solver: FakeSolver = attrs.Factory(FakeSolver)
     layout: StateLayout = attrs.Factory(lambda: StateLayout(Path("/nonexistent/dirk-state")))
+    telemetry: None = None
 
 
 @attrs.define
