@@ -413,3 +413,11 @@ class PortForwardError(InvalidArgumentError):
     names no port."""
 
     code = "PORT_FORWARD_ERROR"
+
+
+class TerminalError(QueryError):
+    """An interactive terminal could not be opened or went away: no terminal is attached to
+    the session (the program's stdin is not a tty, and it does not run under `dirk run -i`),
+    or the client holding it disconnected while its shell ran."""
+
+    code = "TERMINAL_ERROR"

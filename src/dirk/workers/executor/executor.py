@@ -18,7 +18,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -30,6 +30,7 @@ from dirk.workers.executor import network
 from dirk.workers.executor.hostfiles import hosts_file, read_host_resolv_conf
 from dirk.workers.executor.network import Netns, NetnsPool
 from dirk.workers.executor.process import Child
+from dirk.workers.executor.pty import CONSOLE_SOCKET, PtyChild, TerminalIO, relay
 from dirk.workers.executor.runtime import (
     KNOWN_RUNTIMES,
     Runtime,
@@ -210,6 +211,25 @@ class Executor:
         self, rootfs: Path, spec: ContainerSpec, on_output: OutputCallback | None = None
     ) -> ProcessResult:
         """Run `spec` on `rootfs` (mounted, owned by the caller) and return how it ended."""
+        async with self._bundle(rootfs, spec) as (rt, container_id, bundle, spec):
+            return await self._run_container(rt, container_id, bundle, spec, on_output)
+
+    async def run_terminal(self, rootfs: Path, spec: ContainerSpec, io: TerminalIO) -> int:
+        """Run `spec` on `rootfs` with a terminal relayed to `io` (the user's); returns the
+        exit code once the process exits. `spec.stdin` is ignored: input comes from `io`.
+        Raises `TerminalError` when `io` goes away first; the container is killed then, as
+        when the caller is cancelled."""
+        size = io.size
+        console = (size.rows, size.cols)
+        async with self._bundle(rootfs, spec, console) as (rt, container_id, bundle, spec):
+            return await self._run_on_pty(rt, container_id, bundle, spec, io)
+
+    @contextlib.asynccontextmanager
+    async def _bundle(
+        self, rootfs: Path, spec: ContainerSpec, console: tuple[int, int] | None = None
+    ) -> AsyncIterator[tuple[Runtime, str, Path, ContainerSpec]]:
+        """A bundle for `spec` on `rootfs` (network namespace, files, config.json), removed
+        with everything it holds afterwards."""
         rt = self._rt
         if rt is None:
             raise ExecutorError("the executor is not started: call `await executor.start()`")
@@ -243,12 +263,12 @@ class Executor:
                 nofile=self._nofile,
                 cgroups_path=f"/dirk/{container_id}",
                 all_caps=self._all_caps,
+                console=console,
             )
             with open(bundle / "config.json", "w") as f:
                 f.write(json.dumps(config))
-            result = await self._run_container(rt, container_id, bundle, spec, on_output)
+            yield rt, container_id, bundle, spec
             exited = True
-            return result
         finally:
             if own_tmpfs:
                 umount(bundle, MNT_DETACH)
@@ -334,13 +354,43 @@ class Executor:
             exit_code=code, stdout=stdout, stderr=stderr, duration=duration, order=order
         )
 
+    async def _run_on_pty(
+        self, rt: Runtime, container_id: str, bundle: Path, spec: ContainerSpec, io: TerminalIO
+    ) -> int:
+        log_path = bundle / "runtime.log"
+        console = CONSOLE_SOCKET if rt.name == "crun" else ""
+        argv = rt.run_command(bundle, container_id, log_path, console)
+        try:
+            child = await PtyChild.start(rt.name, argv, bundle, io.size)
+        except OSError as exc:
+            raise ExecutorError(f"could not start the runtime {rt.path}: {exc}") from exc
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._delete(rt, container_id)
+            raise
+        try:
+            code = await relay(child, io)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._kill(rt, container_id, child)
+            raise
+        finally:
+            child.close()
+        if code != 0:
+            errors = runtime_errors(log_path)
+            if errors:
+                with anyio.CancelScope(shield=True):
+                    await self._delete(rt, container_id)
+                raise self._runtime_failure(rt, spec, message="; ".join(errors))
+        return code
+
     def _runtime_failure(self, rt: Runtime, spec: ContainerSpec, message: str) -> Exception:
         if not_found_command(message) is not None:
             # Dagger's words and exit code (its init exits 1 when the lookup fails).
             return CommandNotFoundError.for_command(spec.args, search_path(spec.env))
         return ExecutorError(f"{rt.name} could not start {list(spec.args)!r}: {message}")
 
-    async def _kill(self, rt: Runtime, container_id: str, child: Child) -> None:
+    async def _kill(self, rt: Runtime, container_id: str, child: Child | PtyChild) -> None:
         """Kill a container whose run was cancelled, and wait until it and its runtime are
         gone. The container may not exist yet (cancelled during creation): keep killing."""
         deadline = time.monotonic() + _KILL_GRACE

@@ -38,7 +38,12 @@ class Runtime:
     def command(self, *args: str) -> list[str]:
         return [self.path, "--root", str(self.root), *args]
 
-    def run_command(self, bundle: Path, container_id: str, log: Path) -> list[str]:
+    def run_command(
+        self, bundle: Path, container_id: str, log: Path, console_socket: str = ""
+    ) -> list[str]:
+        """`run` in the foreground; with `console_socket` (crun's `process.terminal` only),
+        the runtime sends the master end of the container's pty there."""
+        console = ["--console-socket", console_socket] if console_socket else []
         if self.name == "crun":
             log_args = [f"--log=file:{log}", "--log-format=json"]
         else:
@@ -49,6 +54,7 @@ class Runtime:
             str(self.root),
             *log_args,
             "run",
+            *console,
             "--bundle",
             str(bundle),
             container_id,

@@ -363,8 +363,12 @@ def build_config(
     nofile: int,
     cgroups_path: str,
     all_caps: Sequence[str] = ALL_CAPABILITIES,
+    console: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The `config.json` of one container.
+
+    `console` (rows, columns) gives the process a terminal of that size (`process.terminal`,
+    with TERM=xterm unless the environment sets TERM, as Docker does for `-t`).
 
     `netns` is the path of a prepared network namespace, or None for a new one that the
     runtime creates (loopback only). `nofile` must not exceed the engine's hard limit, and
@@ -402,17 +406,24 @@ def build_config(
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
         linux["seccomp"] = default_profile()
+    env = build_env(spec, user)
+    process: dict[str, Any] = {}
+    if console is not None:
+        process["consoleSize"] = {"height": console[0], "width": console[1]}
+        if not any(item.startswith("TERM=") for item in env):
+            env.append("TERM=xterm")
     return {
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": False,
+            **process,
+            "terminal": console is not None,
             "user": {
                 "uid": user.uid,
                 "gid": user.gid,
                 "additionalGids": list(user.additional_gids),
             },
             "args": list(spec.args),
-            "env": build_env(spec, user),
+            "env": env,
             "cwd": normalize_target(spec.cwd),
             "capabilities": {
                 "bounding": caps,
