@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 class ScriptedUser:
     """A user at a terminal: what they type is queued, what they see is collected."""
 
-    def __init__(self, size: WindowSize = WindowSize(30, 90)) -> None:
-        self._size = size
+    def __init__(self, size: WindowSize | None = None) -> None:
+        self._size = size or WindowSize(30, 90)
         self._send, self._inbox = anyio.create_memory_object_stream[bytes | WindowSize | None](100)
         self.screen = b""
         self._changed = anyio.Event()

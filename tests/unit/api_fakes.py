@@ -14,6 +14,7 @@ from dirk.api import RequestContext, build_schema
 from dirk.errors import ExecError
 from dirk.solver.job import EventSink, Job, discard_events
 from dirk.solver.ops import Exec, Op, Ref
+from dirk.solver.terminal import Terminals
 from dirk.state.layout import StateLayout
 from dirk.workers.hostaccess import HostUser
 from dirk.workers.images.config import ImageConfig, ResolvedImage
@@ -136,6 +137,7 @@ class FakeSession:
     events: EventSink = discard_events
     owner: HostUser = attrs.Factory(HostUser.engine)
     explain: bool = False
+    terminals: Terminals | None = None
 
 
 _SCHEMA: GraphQLSchema | None = None

@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from dirk.api.container import exec_outcome
+from dirk.api.container import exec_outcome, require_root_session
 from dirk.api.container_ops import set_pair, write_at
 from dirk.api.context import RequestContext
 from dirk.api.directory import without
@@ -198,11 +198,10 @@ async def container_without_volatile_variable(
 async def container_with_default_terminal_cmd(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> Container:
-    command = TerminalCommand(
-        tuple(args["args"]),
-        bool(args["experimentalPrivilegedNesting"]),
-        bool(args["insecureRootCapabilities"]),
-    )
+    privileged = bool(args["insecureRootCapabilities"])
+    if privileged:
+        require_root_session(ctx, "withDefaultTerminalCmd(insecureRootCapabilities: true)")
+    command = TerminalCommand(tuple(args["args"]), insecure_root_capabilities=privileged)
     return attrs.evolve(_ctr(parent), default_terminal_cmd=command)
 
 

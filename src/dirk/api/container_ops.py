@@ -134,6 +134,7 @@ def with_exec(
         redirect_stderr=redirect_stderr,
         network=network,
         secret_env=c.secret_env,
+        debug_shell=c.default_terminal_cmd.args if c.default_terminal_cmd else (),
     )
     new_mounts: list[Mount] = []
     output = 1

@@ -45,6 +45,7 @@ class RequestContext:
                 events=self._events(),
                 host=HostAccess.for_user(session.owner),
                 explain=session.explain,
+                terminals=session.terminals,
             )
         return self._job
 

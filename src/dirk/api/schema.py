@@ -45,6 +45,7 @@ from dirk.api import (  # noqa: F401
     reads,
     secret,
     socket,
+    terminal,
 )
 from dirk.api.context import RequestContext
 from dirk.api.dockerfile import resolver as _dockerfile  # noqa: F401

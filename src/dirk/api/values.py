@@ -96,10 +96,9 @@ class Container:
 
 @attrs.frozen
 class TerminalCommand:
-    """The command `terminal` would start (stored configuration only)."""
+    """The command `terminal` starts when it is given none (`withDefaultTerminalCmd`)."""
 
     args: tuple[str, ...]
-    experimental_privileged_nesting: bool = False
     insecure_root_capabilities: bool = False
 
 

@@ -20,13 +20,17 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from dirk.cli.logs import setup_logging
 from dirk.errors import DirkError
+
+if TYPE_CHECKING:
+    from dirk.sdk.provision import SessionInfo
 
 log = logging.getLogger("dirk.cli")
 
@@ -127,24 +131,44 @@ def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> Non
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @_label_option
 @_workdir_option
+@click.option(
+    "-i",
+    "--interactive",
+    is_flag=True,
+    help="When an exec fails, open a shell in its container on this terminal "
+    "(and hold the terminal for Container.terminal).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(
-    ctx: click.Context, labels: tuple[str, ...], workdir: Path | None, command: tuple[str, ...]
+    ctx: click.Context,
+    labels: tuple[str, ...],
+    workdir: Path | None,
+    interactive: bool,
+    command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with a session (DAGGER_SESSION_PORT, DAGGER_SESSION_TOKEN); exit with its code.
 
     Use `--` before COMMAND if it has options of its own: `dirk run -- python ci.py -v`.
     """
     setup_logging("WARNING")
+    if interactive and not os.isatty(0):
+        raise click.UsageError(
+            "dirk run -i needs a terminal (its stdin is not a tty) to open shells in failed "
+            "steps: run it from a terminal, or leave out -i (in CI, for instance)"
+        )
     try:
-        code = asyncio.run(_run_command(_workdir(workdir), _parse_labels(labels), command))
+        code = asyncio.run(
+            _run_command(_workdir(workdir), _parse_labels(labels), command, interactive)
+        )
     except DirkError as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.exit(code)
 
 
-async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequence[str]) -> int:
+async def _run_command(
+    workdir: Path, labels: Mapping[str, str], command: Sequence[str], interactive: bool = False
+) -> int:
     from dirk.sdk.provision import held_session
 
     async with held_session(workdir, labels) as opened:
@@ -153,22 +177,58 @@ async def _run_command(workdir: Path, labels: Mapping[str, str], command: Sequen
             "DAGGER_SESSION_PORT": str(opened.port),
             "DAGGER_SESSION_TOKEN": opened.token,
         }
-        # Handlers go in before the command starts: a signal in between would otherwise kill
-        # this process with its default action and leave the command running unsupervised.
-        relay = _SignalRelay()
-        loop = asyncio.get_running_loop()
-        for signum in FORWARDED_SIGNALS:
-            loop.add_signal_handler(signum, relay.receive, signum)
+        async with _terminal_held(opened, interactive) as held:
+            if held:
+                from dirk.sdk.terminal import HELD_ENV
+
+                env[HELD_ENV] = "1"
+            return await _run_child(command, env)
+
+
+@contextlib.asynccontextmanager
+async def _terminal_held(opened: SessionInfo, interactive: bool) -> AsyncIterator[bool]:
+    """With -i: hold the session's terminal (shells of failed execs and Container.terminal
+    open on ours, not the command's) for the block; yields whether it is held."""
+    if not interactive:
+        yield False
+        return
+    from dirk.sdk.terminal import hold_terminal
+
+    ready = asyncio.Event()
+    holder = asyncio.ensure_future(
+        hold_terminal(opened.query_address, opened.token, on_failure=True, ready=ready)
+    )
+    waiter = asyncio.ensure_future(ready.wait())
+    await asyncio.wait({holder, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not ready.is_set():
+        holder.result()  # raises why the terminal could not be held
+    try:
+        yield True
+    finally:
+        holder.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await holder
+
+
+async def _run_child(command: Sequence[str], env: Mapping[str, str]) -> int:
+    """Run the command with `env`; its exit code (128 + N for a signal N, as shells do)."""
+    # Handlers go in before the command starts: a signal in between would otherwise kill
+    # this process with its default action and leave the command running unsupervised.
+    relay = _SignalRelay()
+    loop = asyncio.get_running_loop()
+    for signum in FORWARDED_SIGNALS:
+        loop.add_signal_handler(signum, relay.receive, signum)
+    try:
         try:
-            try:
-                proc = await asyncio.create_subprocess_exec(*command, env=env)
-            except OSError as exc:
-                raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
-            relay.started(proc)
-            code = await proc.wait()
-        finally:
-            for signum in FORWARDED_SIGNALS:
-                loop.remove_signal_handler(signum)
+            proc = await asyncio.create_subprocess_exec(*command, env=env)
+        except OSError as exc:
+            raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+        relay.started(proc)
+        code = await proc.wait()
+    finally:
+        for signum in FORWARDED_SIGNALS:
+            loop.remove_signal_handler(signum)
     return 128 - code if code < 0 else code
 
 

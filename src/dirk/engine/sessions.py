@@ -22,6 +22,7 @@ from typing import Any
 
 import attrs
 
+from dirk.engine.terminals import SessionTerminals
 from dirk.solver.job import EventSink, discard_events
 from dirk.workers.hostaccess import HostUser
 
@@ -52,6 +53,8 @@ class Session:
     events: EventSink = discard_events
     #: Whether its steps that miss the cache say why (`dirk run --explain`, `solver.explain`).
     explain: bool = False
+    #: The terminal a client holds for the session (`Container.terminal`, `dirk run -i`).
+    terminals: SessionTerminals = attrs.field(factory=SessionTerminals, repr=False)
     _ended_event: asyncio.Event = attrs.field(factory=asyncio.Event, repr=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     _cleanups: list[Cleanup] = attrs.field(factory=list, repr=False)

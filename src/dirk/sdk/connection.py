@@ -28,6 +28,7 @@ from dirk.sdk.gen.client import Client
 from dirk.sdk.modes import Async, Sync
 from dirk.sdk.provision import SessionInfo, attach, close_session, open_session
 from dirk.sdk.runtime import Runner
+from dirk.sdk.terminal import TerminalAttacher
 from dirk.wire.client import GraphQLClient, SessionAttachment
 
 
@@ -82,7 +83,8 @@ class Connection:
         except BaseException:
             await self._close()  # no block will be left to do it
             raise
-        return Executor(self._transport, self.config.log_output)
+        terminal = TerminalAttacher(session.query_address, session.token)
+        return Executor(self._transport, self.config.log_output, terminal)
 
     async def _close(self) -> None:
         """Ends the session (DELETE, then the attach connection is dropped) and closes the

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from dirk.sdk.query import Call, describe, extract, render_query
+
+if TYPE_CHECKING:
+    from dirk.sdk.terminal import TerminalAttacher
 
 
 class Transport(Protocol):
@@ -26,9 +29,16 @@ class Transport(Protocol):
 class Executor:
     """One connection's query runner: renders a chain, sends it, extracts and logs the answer."""
 
-    def __init__(self, transport: Transport, log_output: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        transport: Transport,
+        log_output: TextIO | None = None,
+        terminal: TerminalAttacher | None = None,
+    ) -> None:
         self.transport = transport
         self.log_output = log_output
+        #: Holds the user's terminal while a query that calls `terminal` runs (`sdk.terminal`).
+        self.terminal = terminal
 
     @property
     def closed(self) -> bool:
@@ -36,6 +46,12 @@ class Executor:
 
     async def execute(self, chain: Sequence[Call], subfields: Sequence[str] = ()) -> Any:
         """The value the last call of `chain` selects (with `subfields` below it)."""
+        if self.terminal is not None and any(call.field == "terminal" for call in chain):
+            async with self.terminal.attached():
+                return await self._execute(chain, subfields)
+        return await self._execute(chain, subfields)
+
+    async def _execute(self, chain: Sequence[Call], subfields: Sequence[str]) -> Any:
         query = render_query(chain, subfields)
         started = time.monotonic()
         try:

@@ -11,12 +11,15 @@ stops waiting for it, and shared work stops only when the last job waiting for i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
 from dirk.errors import UnknownSecretError
 from dirk.workers.hostaccess import HostAccess, HostUser
+
+if TYPE_CHECKING:
+    from dirk.solver.terminal import Terminals
 
 EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr", "explain"]
 
@@ -95,6 +98,8 @@ class Job:
     host: HostAccess = attrs.field(factory=lambda: HostAccess.for_user(HostUser.engine()))
     #: Whether steps that miss the cache say why ("explain" events; `dirk run --explain`).
     explain: bool = False
+    #: The terminal the session's client holds, if any (`Container.terminal`, `dirk run -i`).
+    terminals: Terminals | None = None
 
     def emit(self, event: StepEvent) -> None:
         self.events(event)

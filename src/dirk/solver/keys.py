@@ -39,6 +39,8 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     # Which session's secret it is; the key covers the secret's name, never its value.
     SecretRef: frozenset({"handle"}),
     ExecMount: frozenset({"host_path"}),
+    # What a failed run opens for debugging, not what the step computes.
+    Exec: frozenset({"debug_shell"}),
     GitCheckout: frozenset({"url", "kind", "name", "auth"}),
     HttpFetch: frozenset({"url", "checksum", "auth_header"}),
 }

@@ -209,6 +209,9 @@ class Exec:
     volatile_env: tuple[tuple[str, str], ...] = ()
     #: An absolute path in the root filesystem whose content is the command's stdin.
     redirect_stdin: str = ""
+    #: The shell a failed run opens for a client that asked for one (`dirk run -i`): the
+    #: container's default terminal command; empty for `sh`. Not in the key.
+    debug_shell: tuple[str, ...] = ()
 
     def inputs(self) -> tuple[Ref, ...]:
         refs = [self.root]

@@ -23,16 +23,18 @@ from typing import Any, NoReturn
 import anyio
 import anyio.to_thread
 
-from dirk.errors import DirkError, SolveError
+from dirk.errors import DirkError, SolveError, TerminalError
 from dirk.solver.explain import StepRun, StepRuns, explain
 from dirk.solver.handlers import HANDLERS, Handler, HandlerFactory, Step, Workers
+from dirk.solver.handlers.exec import ExecHandler
 from dirk.solver.images_out import ImagesOut
 from dirk.solver.job import EventSink, Job, StepEvent, discard_events
-from dirk.solver.ops import Op, Ref
+from dirk.solver.ops import Exec, Op, Ref
 from dirk.solver.results import Counters, ExecOutcome, OpResult
 from dirk.solver.shared import Flight, SharedWork
 from dirk.solver.sources import Sources
 from dirk.solver.store import ResultStore, has_blob_output
+from dirk.solver.terminal import NO_TERMINAL, TerminalRequest
 from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
@@ -151,6 +153,29 @@ class Solver:
             except BaseExceptionGroup as group:
                 _raise_first_error(group)
         return [results[ref] for ref in refs]
+
+    async def interactive(self, job: Job, op: Exec, request: TerminalRequest) -> int:
+        """Run `op`'s container with its command on the terminal `job`'s client holds
+        (`Container.terminal`): its inputs are solved as usual, the run itself is neither
+        cached, shared nor limited (it waits for a person), and it keeps nothing. Returns the
+        command's exit code."""
+        terminals = job.terminals
+        if terminals is None or not terminals.attached:
+            raise TerminalError(NO_TERMINAL)
+        local: dict[Op, str] = {}
+        key = await self._key(op, local)
+        refs = list(op.inputs())
+        inputs = dict(zip(refs, await self.solve_all(job, refs), strict=True))
+
+        def emit(event: StepEvent) -> None:
+            for sink in list(self._sinks):
+                sink(event)
+            job.emit(event)
+
+        handler = self._handler(op)
+        assert isinstance(handler, ExecHandler), "terminals run exec operations"
+        step = Step(key, f"terminal {' '.join(op.args)}", inputs, lambda: (job,), emit)
+        return await handler.run_interactive(op, step, terminals, request)
 
     async def resolve_image(
         self, job: Job, reference: str, platform: str = "linux/amd64"

@@ -3,7 +3,8 @@
 Routes (see the wire contract): `GET /health`; `POST /sessions` and `GET /sessions` (the
 list, for operators and tests), both on the unix socket or over TCP with the admin token;
 `DELETE /sessions/<token>`; `GET /sessions/<token>/attach` (held open by the program that owns
-the session: when its last attach drops, the session ends); `POST /query` with HTTP Basic auth,
+the session: when its last attach drops, the session ends); `GET /sessions/<token>/terminal`
+(a websocket holding the session's terminal, `wire.terminal`); `POST /query` with HTTP Basic auth,
 the session token as user name, exactly what the official Dagger SDKs send. A query runs for as
 long as its evaluation takes: nothing times out on this side, and one session may run many at
 once.
@@ -41,6 +42,7 @@ from graphql import (
 from dirk.errors import DirkError, QueryLimitError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
 from dirk.wire.limits import QueryLimits
+from dirk.wire.terminal import add_terminal_route
 from dirk.workers.hostaccess import HostUser
 
 if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
@@ -122,6 +124,7 @@ class WireServer:
         app.router.add_delete("/sessions/{token}", self.delete_session)
         app.router.add_get("/sessions/{token}/attach", self.attach_session)
         app.router.add_post("/query", self.query)
+        add_terminal_route(app, self._owned_session)
         app.on_shutdown.append(self._end_sessions)
         return app
 

@@ -866,18 +866,14 @@ class Container(ObjectBase[M]):
         )
 
     def with_default_terminal_cmd(
-        self,
-        args: list[str],
-        *,
-        experimental_privileged_nesting: bool = False,
-        insecure_root_capabilities: bool = False,
+        self, args: list[str], *, insecure_root_capabilities: bool = False
     ) -> Container[M]:
         """This container with the command its terminal starts by default.
 
         Args:
             args: The command and its arguments.
-            experimental_privileged_nesting: Lets the command call the engine back.
-            insecure_root_capabilities: Runs the command with every capability.
+            insecure_root_capabilities: Runs the command with every capability (needs a session
+                opened by root).
         """
         return cast(
             "Container[M]",
@@ -890,7 +886,28 @@ class Container(ObjectBase[M]):
                         self._list_arg("with_default_terminal_cmd", "args", args, str),
                         REQUIRED,
                     ),
-                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
+                    ("insecureRootCapabilities", insecure_root_capabilities, False),
+                ],
+            ),
+        )
+
+    def terminal(
+        self, *, cmd: list[str] | None = None, insecure_root_capabilities: bool = False
+    ) -> Container[M]:
+        """This container, after a shell in it on the user's terminal has exited (nothing kept).
+
+        Args:
+            cmd: The command to run instead of the default terminal command (else `sh`).
+            insecure_root_capabilities: Runs the command with every capability (needs a session
+                opened by root).
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "terminal",
+                "Container",
+                [
+                    ("cmd", self._list_arg("terminal", "cmd", cmd, str), []),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
             ),

@@ -683,6 +683,34 @@ class Directory(ObjectBase[M]):
             ),
         )
 
+    def terminal(
+        self,
+        *,
+        container: Container[M] | None = None,
+        cmd: list[str] | None = None,
+        insecure_root_capabilities: bool = False,
+    ) -> Directory[M]:
+        """This directory, after a shell on the user's terminal with it at /src has exited.
+
+        Args:
+            container: The container to open the shell in (default: an alpine:3 image).
+            cmd: The command to run (default: `sh`).
+            insecure_root_capabilities: Runs the command with every capability (needs a session
+                opened by root).
+        """
+        return cast(
+            "Directory[M]",
+            self._select(
+                "terminal",
+                "Directory",
+                [
+                    ("container", container, None),
+                    ("cmd", self._list_arg("terminal", "cmd", cmd, str), []),
+                    ("insecureRootCapabilities", insecure_root_capabilities, False),
+                ],
+            ),
+        )
+
     def with_(self, cb: Callable[[Directory[M]], Directory[M]]) -> Directory[M]:
         """`cb(self)`: a reusable step (a function from Directory to Directory)
         applied without breaking the chain, as in Dagger's SDK."""

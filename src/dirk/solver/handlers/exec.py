@@ -7,7 +7,10 @@ source; cache volume contents, volatile values and secret values are not covered
 fetches the secrets by handle from the jobs waiting (`step.secret`), mounts the root
 read-write and each mount as asked, runs the container (output scrubbed of secret values,
 then streamed as stdout/stderr events), checks the exit code against `expect` (a failure is never
-cached), and commits the root and each writable bind mount as the step's outputs.
+cached), and commits the root and each writable bind mount as the step's outputs. A failed run
+first opens a shell in the state it left, for a session whose client asked for one
+(`dirk run -i`, `solver.terminal_debug`). `run_interactive` runs the container on the user's
+terminal instead (`Container.terminal`) and keeps nothing.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from typing import Literal
 import anyio.to_thread
 import attrs
 
-from dirk.errors import OUTPUT_TAIL_BYTES, ExecError, SnapshotPathError
-from dirk.solver.exec_secrets import exec_secrets
+from dirk.errors import OUTPUT_TAIL_BYTES, CommandNotFoundError, ExecError, SnapshotPathError
+from dirk.solver.exec_secrets import ExecSecrets, exec_secrets
 from dirk.solver.handlers.base import Handler, Step
 from dirk.solver.mounts import StepMounts
 from dirk.solver.ops import Exec, ExecMount, Ref
 from dirk.solver.results import ExecOutcome, OpResult
 from dirk.solver.sources import socket_mount
+from dirk.solver.terminal import TerminalRequest, Terminals
+from dirk.solver.terminal_debug import debug_shell
 from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
 from dirk.workers.snapshots import fileops
 from dirk.workers.snapshots.layers import Snapshot
@@ -35,53 +40,34 @@ from dirk.workers.snapshots.snapshotter import ActiveMount
 
 class ExecHandler(Handler[Exec]):
     async def run(self, op: Exec, step: Step) -> OpResult:
-        snap = self.workers.snapshotter
         executor = self.workers.executor
         async with AsyncExitStack() as stack:
-            mounts_of_step = StepMounts(snap, stack)
-            root = await mounts_of_step.read_write(step.inputs[op.root])
-            mounts: list[BindMount | TmpfsMount] = []
-            writable: list[ActiveMount] = []
-            for mount in op.mounts:
-                if mount.kind == "secret":  # a file the executor makes on a tmpfs
-                    continue
-                mounts.append(
-                    await self._prepare_mount(mounts_of_step, stack, mount, step.inputs, writable)
-                )
-            secrets = exec_secrets(op, root.merged, step.secret)
-            stdin = op.stdin
-            if op.redirect_stdin:
-                stdin = await anyio.to_thread.run_sync(_read_stdin, root.merged, op.redirect_stdin)
-            spec = ContainerSpec(
-                args=op.args,
-                env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
-                cwd=op.cwd,
-                user=op.user,
-                hostname=op.hostname or step.key.removeprefix("sha256:")[:12],
-                mounts=tuple(mounts),
-                stdin=stdin,
-                network=op.network,
-                privileged=op.insecure_root_capabilities,
-                secret_env=secrets.env,
-                secret_files=secrets.files,
-            )
+            mounts_of_step = StepMounts(self.workers.snapshotter, stack)
+            root, spec, writable, secrets = await self._prepare(op, step, mounts_of_step, stack)
 
             def on_output(stream: Literal["stdout", "stderr"], chunk: bytes) -> None:
                 step.emit(stream, chunk)
 
             self.workers.counters.execs += 1
-            if secrets.scrubber.active:
-                # Scrubbed before anything sees the output: events, errors, files, the cache.
-                output = secrets.scrubbed_output(on_output)
-                process = await executor.run(root.merged, spec, output.on_output)
-                stdout, stderr, order = output.finish()
-                process = attrs.evolve(process, stdout=stdout, stderr=stderr, order=order)
-            else:
-                process = await executor.run(root.merged, spec, on_output)
+            try:
+                if secrets.scrubber.active:
+                    # Scrubbed before anything sees the output: events, errors, files, the cache.
+                    output = secrets.scrubbed_output(on_output)
+                    process = await executor.run(root.merged, spec, output.on_output)
+                    stdout, stderr, order = output.finish()
+                    process = attrs.evolve(process, stdout=stdout, stderr=stderr, order=order)
+                else:
+                    process = await executor.run(root.merged, spec, on_output)
+            except CommandNotFoundError as exc:
+                await debug_shell(executor, op, step, root.merged, spec, str(exc))
+                raise
             if not _exit_code_expected(op, process.exit_code):
-                raise ExecError(
+                failure = ExecError(
                     op.args, process.exit_code, _tail(process.stdout), _tail(process.stderr)
                 )
+                why = f"exited with code {process.exit_code}"
+                await debug_shell(executor, op, step, root.merged, spec, why)
+                raise failure
             for path, data in (
                 (op.redirect_stdout, process.stdout),
                 (op.redirect_stderr, process.stderr),
@@ -93,6 +79,51 @@ class ExecHandler(Handler[Exec]):
                 outputs.append(await mounts_of_step.commit(active))
             outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr, process.order)
             return OpResult(step.key, tuple(outputs), outcome)
+
+    async def run_interactive(
+        self, op: Exec, step: Step, terminals: Terminals, request: TerminalRequest
+    ) -> int:
+        """`op`'s container with `op.args` on the user's terminal instead of pipes; nothing
+        it changes is kept (`Container.terminal`). Returns the shell's exit code."""
+        async with AsyncExitStack() as stack:
+            mounts_of_step = StepMounts(self.workers.snapshotter, stack)
+            root, spec, _, _ = await self._prepare(op, step, mounts_of_step, stack)
+            async with terminals.open(request) as terminal:
+                code = await self.workers.executor.run_terminal(root.merged, spec, terminal)
+                terminal.finish(code)
+                return code
+
+    async def _prepare(
+        self, op: Exec, step: Step, mounts_of_step: StepMounts, stack: AsyncExitStack
+    ) -> tuple[ActiveMount, ContainerSpec, list[ActiveMount], ExecSecrets]:
+        """The step's root mounted read-write, its mounts, secrets and container spec."""
+        root = await mounts_of_step.read_write(step.inputs[op.root])
+        mounts: list[BindMount | TmpfsMount] = []
+        writable: list[ActiveMount] = []
+        for mount in op.mounts:
+            if mount.kind == "secret":  # a file the executor makes on a tmpfs
+                continue
+            mounts.append(
+                await self._prepare_mount(mounts_of_step, stack, mount, step.inputs, writable)
+            )
+        secrets = exec_secrets(op, root.merged, step.secret)
+        stdin = op.stdin
+        if op.redirect_stdin:
+            stdin = await anyio.to_thread.run_sync(_read_stdin, root.merged, op.redirect_stdin)
+        spec = ContainerSpec(
+            args=op.args,
+            env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
+            cwd=op.cwd,
+            user=op.user,
+            hostname=op.hostname or step.key.removeprefix("sha256:")[:12],
+            mounts=tuple(mounts),
+            stdin=stdin,
+            network=op.network,
+            privileged=op.insecure_root_capabilities,
+            secret_env=secrets.env,
+            secret_files=secrets.files,
+        )
+        return root, spec, writable, secrets
 
     async def _prepare_mount(
         self,

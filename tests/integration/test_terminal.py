@@ -1,0 +1,199 @@
+"""Interactive shells through a real daemon, driven on a pty as a person would (pexpect).
+
+`dirk run -i` opens a shell in the container a failed exec left and hands the failure on once
+it exits; `Container.terminal` from a dirk SDK program on a tty opens a shell and the program
+goes on; without a tty both say what to do instead. Nothing stays behind: no container, no
+bundle, no runtime state, whichever way a shell ends.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine
+
+pytestmark = pytest.mark.integration
+
+TIMEOUT_S = 60
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[RunningEngine]:
+    yield from foreground_engine()
+
+
+def _env(daemon: RunningEngine) -> dict[str, str]:
+    return clean_env(DIRK_ENGINE=daemon.socket_url, TERM="dumb")
+
+
+def _program(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "pipeline.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def _spawn(daemon: RunningEngine, *argv: str) -> pexpect.spawn:
+    child = pexpect.spawn(
+        argv[0],
+        list(argv[1:]),
+        env=_env(daemon),
+        timeout=TIMEOUT_S,
+        dimensions=(30, 100),
+    )
+    child.logfile_read = sys.stdout.buffer  # shown when a test fails
+    return child
+
+
+def _leftovers(daemon: RunningEngine) -> list[str]:
+    """Containers, bundles and runtime state the engine still has; [] when all is clean."""
+    run = daemon.state_dir / "run"
+    found = [f"bundle {p.name}" for p in (run / "c").iterdir()] if (run / "c").is_dir() else []
+    runtimes = run / "runtime"
+    if runtimes.is_dir():
+        for root in runtimes.iterdir():
+            found.extend(f"{root.name} container {c.name}" for c in root.iterdir())
+    return found
+
+
+def _wait_clean(daemon: RunningEngine, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _leftovers(daemon) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _leftovers(daemon) == []
+
+
+FAILING_PIPELINE = """
+    import sys
+    import dirk
+
+    with dirk.Connection() as client:
+        ctr = (
+            client.container()
+            .from_({ref!r})
+            .with_env_variable("MARK", "m-{token}")
+            .with_workdir("/work")
+            .with_exec(["sh", "-c", "echo broken > /tmp/state; exit 3"])
+        )
+        try:
+            ctr.sync()
+        except dirk.ExecError as exc:
+            print(f"PIPELINE FAILED with {{exc.exit_code}}: {{exc}}", flush=True)
+            sys.exit(5)
+    print("PIPELINE PASSED")
+"""
+
+
+def test_run_i_opens_a_shell_where_the_exec_failed(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    token = os.urandom(4).hex()
+    program = _program(tmp_path, FAILING_PIPELINE.format(ref=busybox_ref, token=token))
+    child = _spawn(
+        daemon, sys.executable, "-m", "dirk", "run", "-i", "--", sys.executable, str(program)
+    )
+    try:
+        child.expect_exact("exited with code 3: sh")
+        child.sendline("cat /tmp/state")
+        child.expect_exact("broken")
+        child.sendline('echo "[$MARK] [$(pwd)] [$(id -u)]"')
+        child.expect_exact(f"[m-{token}] [/work] [0]")
+        child.sendline("stty size")
+        child.expect_exact("30 100")
+        child.sendline("exit")
+        child.expect_exact("the shell exited (exit code 0)")
+        child.expect_exact("PIPELINE FAILED with 3")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 5
+    _wait_clean(daemon)
+
+
+def test_run_i_failures_of_a_cached_pipeline_open_again(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    """A failure is never cached: the same failing step opens its shell on the next run too,
+    and a client killed while its shell is open leaves no container behind."""
+    program = _program(tmp_path, FAILING_PIPELINE.format(ref=busybox_ref, token="again"))
+    child = _spawn(
+        daemon, sys.executable, "-m", "dirk", "run", "-i", "--", sys.executable, str(program)
+    )
+    try:
+        child.expect_exact("exited with code 3: sh")
+        child.sendline("echo shell-$((40 + 2))")
+        child.expect_exact("shell-42")
+        assert _leftovers(daemon) != [], "the shell's container runs while the shell is open"
+        child.kill(9)  # `dirk run` dies: its terminal's websocket and session go with it
+    finally:
+        child.close(force=True)
+    _wait_clean(daemon)
+
+
+TERMINAL_PROGRAM = """
+    import dirk
+
+    with dirk.Connection() as client:
+        base = client.container().from_({ref!r}).with_new_file("/hello", "hi from {token}")
+        after = base.terminal(cmd=["sh"]).with_exec(["cat", "/hello"]).stdout()
+        print(f"CONTINUED: {{after}}", flush=True)
+"""
+
+
+def test_container_terminal_from_a_program_on_a_tty(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    token = os.urandom(4).hex()
+    program = _program(tmp_path, TERMINAL_PROGRAM.format(ref=busybox_ref, token=token))
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        child.expect_exact("Container.terminal: sh")
+        child.sendline("cat /hello; echo; touch /made-in-shell")
+        child.expect_exact(f"hi from {token}")
+        child.sendline("exit 4")
+        child.expect_exact("the shell exited (exit code 4)")
+        child.expect_exact(f"CONTINUED: hi from {token}")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+def test_without_a_tty_terminal_and_run_i_say_what_to_do(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    program = _program(tmp_path, TERMINAL_PROGRAM.format(ref=busybox_ref, token="none"))
+    done = subprocess.run(
+        [sys.executable, str(program)],
+        env=_env(daemon),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode != 0
+    assert "TerminalError" in done.stderr
+    assert "stdin is not a tty" in done.stderr
+    assert "dirk run -i" in done.stderr
+    assert "CONTINUED" not in done.stdout
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dirk", "run", "-i", "--", "true"],
+        env=_env(daemon),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 2
+    assert "dirk run -i needs a terminal" in done.stderr
+    _wait_clean(daemon)
