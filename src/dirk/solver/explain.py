@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -32,6 +31,7 @@ from typing import Any
 import attrs
 
 from dirk.solver.keys import provenance_fields
+from dirk.solver.opmemo import OpMemo
 from dirk.solver.ops import (
     Exec,
     ExecMount,
@@ -53,8 +53,6 @@ MAX_ROWS = 50_000
 _SHOWN = 60
 #: Files named one by one in an explanation, per kind of change.
 _FILES_SHOWN = 5
-#: Positions remembered in memory (operations are hashable values).
-_POSITION_MEMO = 20_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS step_runs (
@@ -275,28 +273,34 @@ class StepRuns:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._ready = False  # the table is made on first use (key-only solvers have no db)
-        self._positions: dict[Op, str] = {}
-        self._lock = threading.Lock()
+        self._positions: OpMemo[str] = OpMemo()
         self._writes = 0
 
     def position(self, top: Op) -> str:
         """The position of `top`, walking unpositioned inputs first without recursion."""
         known = self._positions
+        walked: dict[Op, str] = {}  # this walk's, whatever the memo evicts meanwhile
+
+        def position(op: Op) -> str | None:
+            return walked.get(op) or known.get(op)
+
         stack: list[tuple[Op, bool]] = [(top, False)]
         while stack:
             op, expanded = stack.pop()
-            if op in known:
+            if op in walked:
                 continue
             if not expanded:
+                found = known.get(op)
+                if found is not None:
+                    walked[op] = found
+                    continue
                 stack.append((op, True))
-                stack.extend((r.op, False) for r in op.inputs() if r.op not in known)
+                stack.extend((r.op, False) for r in op.inputs() if position(r.op) is None)
                 continue
-            position = position_of(op, [known[r.op] for r in op.inputs()])
-            with self._lock:
-                if len(known) >= _POSITION_MEMO:
-                    known.pop(next(iter(known)))
-                known[op] = position
-        return known[top]
+            inputs = [position(r.op) or "" for r in op.inputs()]
+            walked[op] = position_of(op, inputs)
+            known.put(op, walked[op])
+        return walked[top]
 
     def run_of(
         self,

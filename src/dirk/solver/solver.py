@@ -29,6 +29,7 @@ from dirk.solver.handlers import HANDLERS, Handler, HandlerFactory, Step, Worker
 from dirk.solver.handlers.exec import ExecHandler
 from dirk.solver.images_out import ImagesOut
 from dirk.solver.job import EventSink, Job, StepEvent, discard_events
+from dirk.solver.opmemo import OpMemo
 from dirk.solver.ops import Exec, Op, Ref
 from dirk.solver.results import Counters, ExecOutcome, OpResult
 from dirk.solver.shared import Flight, SharedWork
@@ -93,7 +94,8 @@ class Solver:
         self._handlers: dict[type, Handler[Any]] = {t: f(self.workers) for t, f in handlers.items()}
         self._store = ResultStore(db, blobs, layers)
         self._limiter = anyio.CapacityLimiter(max_parallel or max(2, 2 * (os.cpu_count() or 1)))
-        self._keys: dict[Op, str] = {}
+        #: Keys of operations that are not volatile, for the engine's life (bounded).
+        self._keys: OpMemo[str] = OpMemo()
         self._memo: dict[str, OpResult] = {}
         self._shared: SharedWork[Job] = SharedWork()
         self._sinks: list[EventSink] = []
@@ -247,7 +249,12 @@ class Solver:
                 continue
             if not expanded:
                 stack.append((op, True))
-                stack.extend((r.op, False) for r in op.inputs() if known(r.op) is None)
+                for ref in op.inputs():
+                    found = known(ref.op)
+                    if found is None:
+                        stack.append((ref.op, False))
+                    else:  # pinned for this walk: the memo may evict it meanwhile
+                        walked.setdefault(ref.op, found)
                 continue
             input_keys: list[str] = []
             volatile = False
@@ -262,10 +269,7 @@ class Solver:
             if volatile:
                 local[op] = key.digest
             else:
-                if len(self._keys) >= MEMO_LIMIT:
-                    # Oldest first: keys hold operations (and inline file contents) alive.
-                    self._keys.pop(next(iter(self._keys)))
-                self._keys[op] = key.digest
+                self._keys.put(op, key.digest)
         return walked[top][0]
 
     # --- results --------------------------------------------------------------------------
