@@ -209,12 +209,9 @@ async def test_the_same_chain_twice_executes_once(
         ' withExec(args: ["sh", "-c", "echo $RANDOM"]) { stdout } } } }'
     )
     first = await client.data(query, image=busybox_ref)
-    started = time.perf_counter()
     second = await client.data(query, image=busybox_ref)
-    elapsed = time.perf_counter() - started
-    assert first == second
+    assert first == second  # the same $RANDOM: the step did not run again
     assert engine.solver.counters.execs == 1
-    assert elapsed < 0.05, f"a memoised chain took {elapsed:.3f}s"
 
 
 async def test_concurrent_requests_of_one_session_share_work(
