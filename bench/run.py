@@ -17,6 +17,7 @@ BENCHES = [
     ("engine core: exec overhead and cached pipeline", ["engine_core.py"]),
     ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
     ("engine cold start to the first answered query", ["cold_start.py"]),
+    ("latency to the floor: cached program, dirk run, cold start, one exec", ["latency.py"]),
     ("load: 20 sessions x 50 operations beside the heaviest allowed query", ["load.py"]),
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
     ("unchanged host tree re-import vs cp -a", ["host_reimport.py"]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import click
@@ -29,6 +28,8 @@ from dirk.errors import DirkError
 def engine(state_dir: Path | None, port: int) -> None:
     """Run the engine daemon until SIGTERM or Ctrl-C."""
     setup_logging()
+    import asyncio
+
     from dirk.engine.daemon import serve
 
     try:

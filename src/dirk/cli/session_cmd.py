@@ -12,7 +12,6 @@ by SIGKILL), they leave no session running behind them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -22,7 +21,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -30,6 +29,8 @@ from dirk.cli.logs import setup_logging
 from dirk.errors import DirkError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from dirk.sdk.provision import SessionInfo
 
 log = logging.getLogger("dirk.cli")
@@ -94,6 +95,8 @@ def session(
             log.warning("%s is ignored: dirk does not support Dagger modules", name)
     if ctx.args:
         log.warning("ignoring unknown arguments: %s", " ".join(ctx.args))
+    import asyncio
+
     try:
         asyncio.run(_hold_session(_workdir(workdir), _parse_labels(labels)))
     except DirkError as exc:
@@ -101,6 +104,8 @@ def session(
 
 
 async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
+    import asyncio
+
     from dirk.sdk.provision import held_session
 
     end = asyncio.Event()
@@ -158,17 +163,63 @@ def run(
             "steps: run it from a terminal, or leave out -i (in CI, for instance)"
         )
     try:
-        code = asyncio.run(
-            _run_command(_workdir(workdir), _parse_labels(labels), command, interactive)
-        )
+        if interactive:
+            import asyncio
+
+            code = asyncio.run(
+                _run_command(_workdir(workdir), _parse_labels(labels), command, interactive)
+            )
+        else:
+            code = _run_command_blocking(_workdir(workdir), _parse_labels(labels), command)
     except DirkError as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.exit(code)
 
 
+def _run_command_blocking(workdir: Path, labels: Mapping[str, str], command: Sequence[str]) -> int:
+    """`dirk run` without -i: the session is opened and attached with blocking I/O (no event
+    loop to import and start: `dirk run` is on the start of every pipeline it wraps), the
+    command runs, then the session ends however the command ended."""
+    import subprocess
+
+    from dirk.sdk.provision import attach, close_session, open_session
+    from dirk.wire.driver import BLOCKING, drive
+
+    opened = drive(open_session(workdir, labels, io=BLOCKING))
+    attachment = None
+    try:
+        attachment = drive(attach(opened, io=BLOCKING))
+        env = {
+            **os.environ,
+            "DAGGER_SESSION_PORT": str(opened.port),
+            "DAGGER_SESSION_TOKEN": opened.token,
+        }
+        # Handlers go in before the command starts: a signal in between would otherwise kill
+        # this process with its default action and leave the command running unsupervised.
+        relay = _SignalRelay()
+        previous = {signum: signal.signal(signum, relay.handle) for signum in FORWARDED_SIGNALS}
+        try:
+            try:
+                proc = subprocess.Popen(list(command), env=env)
+            except OSError as exc:
+                raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+            relay.started(proc)
+            code = proc.wait()  # a signal runs its handler, then the wait goes on (PEP 475)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+    finally:
+        try:
+            drive(close_session(opened, attachment, io=BLOCKING))
+        except DirkError as exc:  # the session ends with the attach connection anyway
+            log.warning("could not end the session: %s", exc)
+    return 128 - code if code < 0 else code
+
+
 async def _run_command(
     workdir: Path, labels: Mapping[str, str], command: Sequence[str], interactive: bool = False
 ) -> int:
+    """`dirk run -i`: on an event loop, which also holds the session's terminal."""
     from dirk.sdk.provision import held_session
 
     async with held_session(workdir, labels) as opened:
@@ -192,6 +243,8 @@ async def _terminal_held(opened: SessionInfo, interactive: bool) -> AsyncIterato
     if not interactive:
         yield False
         return
+    import asyncio
+
     from dirk.sdk.terminal import hold_terminal
 
     ready = asyncio.Event()
@@ -213,6 +266,8 @@ async def _terminal_held(opened: SessionInfo, interactive: bool) -> AsyncIterato
 
 async def _run_child(command: Sequence[str], env: Mapping[str, str]) -> int:
     """Run the command with `env`; its exit code (128 + N for a signal N, as shells do)."""
+    import asyncio
+
     # Handlers go in before the command starts: a signal in between would otherwise kill
     # this process with its default action and leave the command running unsupervised.
     relay = _SignalRelay()
@@ -232,12 +287,22 @@ async def _run_child(command: Sequence[str], env: Mapping[str, str]) -> int:
     return 128 - code if code < 0 else code
 
 
+class _Child(Protocol):
+    """The command's process: a `subprocess.Popen` or an asyncio subprocess."""
+
+    def send_signal(self, sig: int) -> None: ...
+
+
 class _SignalRelay:
     """Forwards signals to the command; those that come before it exists wait for it."""
 
     def __init__(self) -> None:
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: _Child | None = None
         self._pending: list[int] = []
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """A `signal.signal` handler."""
+        self.receive(signum)
 
     def receive(self, signum: int) -> None:
         if self._proc is None:
@@ -245,14 +310,14 @@ class _SignalRelay:
         else:
             _forward(self._proc, signum)
 
-    def started(self, proc: asyncio.subprocess.Process) -> None:
+    def started(self, proc: _Child) -> None:
         self._proc = proc
         for signum in self._pending:
             _forward(proc, signum)
         self._pending.clear()
 
 
-def _forward(proc: asyncio.subprocess.Process, signum: int) -> None:
+def _forward(proc: _Child, signum: int) -> None:
     """Pass a signal on, except Ctrl-C at a terminal: the command got that one already."""
     if signum == signal.SIGINT and _in_terminal_foreground():
         return

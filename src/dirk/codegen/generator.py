@@ -303,10 +303,13 @@ class Generator:
 
     def _inputs_module(self) -> str:
         out = [HEADER, '"""Input object types of the dirk API."""\n\n']
-        out.append("from typing import ClassVar\n\nimport attrs\n\n")
+        out.append("import dataclasses\nfrom typing import ClassVar\n\n")
         out.append("from dirk.sdk.query import InputObject\n")
         for input_type in self.inputs:
-            out.append(f"\n\n@attrs.frozen\nclass {input_type.name}(InputObject):\n")
+            out.append(
+                f"\n\n@dataclasses.dataclass(frozen=True, slots=True)\n"
+                f"class {input_type.name}(InputObject):\n"
+            )
             out.append(_doc(input_type.description or input_type.name, 4))
             names = []
             for field_name, field in input_type.fields.items():

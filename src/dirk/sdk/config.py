@@ -1,21 +1,14 @@
-"""How a program's connection to the engine behaves."""
+"""How a program's connection to the engine behaves (a dataclass: attrs costs a program's
+start more than this class is worth)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TextIO
 
-import attrs
 
-
-def _positive(
-    instance: object, attribute: attrs.Attribute[float | None], value: float | None
-) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"Config.{attribute.name} must be a positive number of seconds or None")
-
-
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of a `dirk.Connection`.
 
@@ -30,6 +23,10 @@ class Config:
     """
 
     log_output: TextIO | None = None
-    timeout: float | None = attrs.field(default=None, validator=_positive)
+    timeout: float | None = None
     workdir: str | Path | None = None
     engine: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError("Config.timeout must be a positive number of seconds or None")

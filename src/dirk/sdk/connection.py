@@ -1,8 +1,11 @@
 """`dirk.Connection`: one session with an engine, used with `async with` or plain `with`.
 
-Both modes share one async implementation. `async with` runs it on the caller's event loop and
-leaf methods return coroutines. `with` starts an event loop in a helper thread (an anyio
-blocking portal) and every leaf call blocks on it, so the same objects work in plain scripts.
+Both modes share one async implementation (`dirk.wire.driver`). `async with` runs it on the
+caller's event loop and leaf methods return coroutines. `with` runs the same coroutines with
+blocking I/O to their end in the calling thread (no event loop, no asyncio import, no helper
+thread), so the same objects work in plain scripts at the cost of a function call. A connection
+given an httpx transport (`_http_transport`: tests, embedding) needs an event loop for it: its
+`with` mode runs the coroutines on one in a helper thread (an anyio blocking portal) instead.
 
 However a block is left (an exception, Ctrl-C, a cancelled task), the session is ended and its
 HTTP client closed: the engine must not keep evaluating for a program that is gone. A program
@@ -16,10 +19,7 @@ import time
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-
-import anyio
-import httpx
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from typing import TYPE_CHECKING, Any
 
 from dirk.errors import DirkError
 from dirk.sdk.config import Config
@@ -30,6 +30,16 @@ from dirk.sdk.provision import SessionInfo, attach, close_session, open_session
 from dirk.sdk.runtime import Runner
 from dirk.sdk.terminal import TerminalAttacher
 from dirk.wire.client import GraphQLClient, SessionAttachment
+from dirk.wire.driver import ANYIO, BLOCKING, IO, drive
+
+if TYPE_CHECKING:
+    import httpx
+    from anyio.from_thread import BlockingPortal
+
+
+def _io_args(io: IO) -> dict[str, Any]:
+    """`io=` for provisioning calls, passed only when it is not their default."""
+    return {} if io is ANYIO else {"io": io}
 
 
 def session_labels() -> dict[str, str]:
@@ -58,20 +68,23 @@ class Connection:
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
 
-    async def _open(self) -> Executor:
+    async def _open(self, io: IO) -> Executor:
         if self._transport is not None:
             raise DirkError("this dirk.Connection is already open: create one per `with` block")
         started = time.monotonic()
         workdir = Path(self.config.workdir) if self.config.workdir is not None else Path.cwd()
-        session = await open_session(workdir, session_labels(), engine=self.config.engine)
+        session = await open_session(
+            workdir, session_labels(), engine=self.config.engine, **_io_args(io)
+        )
         self._session = session
         try:
-            self._attachment = await attach(session)
+            self._attachment = await attach(session, **_io_args(io))
             self._transport = GraphQLClient(
                 session.query_address,
                 session.token,
                 timeout=self.config.timeout,
                 transport=self._http_transport,
+                blocking=io.blocking,
             )
             if self.config.log_output is not None:
                 elapsed = (time.monotonic() - started) * 1000
@@ -81,27 +94,27 @@ class Connection:
                 )
                 self.config.log_output.flush()  # a file log shows it before a long first query
         except BaseException:
-            await self._close()  # no block will be left to do it
+            await self._close(io)  # no block will be left to do it
             raise
         terminal = TerminalAttacher(session.query_address, session.token)
-        return Executor(self._transport, self.config.log_output, terminal)
+        return Executor(self._transport, self.config.log_output, terminal, io)
 
-    async def _close(self) -> None:
+    async def _close(self, io: IO) -> None:
         """Ends the session (DELETE, then the attach connection is dropped) and closes the
         HTTP client, even in a cancelled task (a timeout or Ctrl-C around the block): each
         control request has its own timeout."""
         transport, session, attachment = self._transport, self._session, self._attachment
         self._transport = self._session = self._attachment = None
-        with anyio.CancelScope(shield=True):
+        with io.shielded():
             try:
                 if session is not None:
-                    await close_session(session, attachment)
+                    await close_session(session, attachment, **_io_args(io))
             finally:
                 if transport is not None:
                     await transport.aclose()
 
     async def __aenter__(self) -> Client[Async]:
-        return Client(Runner(await self._open()))
+        return Client(Runner(await self._open(ANYIO)))
 
     async def __aexit__(
         self,
@@ -109,12 +122,16 @@ class Connection:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._close()
+        await self._close(ANYIO)
 
     def __enter__(self) -> Client[Sync]:
+        if self._http_transport is None:
+            return Client(Runner(drive(self._open(BLOCKING)), blocking=True))
+        from anyio.from_thread import start_blocking_portal
+
         portal_cm = start_blocking_portal()
         portal = portal_cm.__enter__()
-        opening = portal.start_task_soon(self._open)
+        opening = portal.start_task_soon(self._open, ANYIO)
         try:
             executor = opening.result()
         except BaseException as exc:
@@ -134,8 +151,9 @@ class Connection:
         portal_cm, portal = self._portal_cm, self._portal
         self._portal_cm = self._portal = None
         if portal_cm is None or portal is None:
+            drive(self._close(BLOCKING))
             return
         try:
-            portal.call(self._close)
+            portal.call(self._close, ANYIO)
         finally:
             portal_cm.__exit__(None, None, None)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from dirk.sdk.query import Call, describe, extract, render_query
+from dirk.wire.driver import ANYIO, IO
 
 if TYPE_CHECKING:
     from dirk.sdk.terminal import TerminalAttacher
@@ -34,11 +35,14 @@ class Executor:
         transport: Transport,
         log_output: TextIO | None = None,
         terminal: TerminalAttacher | None = None,
+        io: IO = ANYIO,
     ) -> None:
         self.transport = transport
         self.log_output = log_output
         #: Holds the user's terminal while a query that calls `terminal` runs (`sdk.terminal`).
         self.terminal = terminal
+        #: How this connection's coroutines wait (blocking in a `with` connection).
+        self.io = io
 
     @property
     def closed(self) -> bool:

@@ -17,22 +17,19 @@ killed (SIGKILL, OOM killer, a CI timeout), the engine ends the session and stop
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import anyio
-import attrs
-
 from dirk.errors import ClientConnectionError, DirkError, ProvisionError
-from dirk.state.layout import STATE_DIR_ENV, default_state_dir
+from dirk.state.location import STATE_DIR_ENV, default_state_dir
 from dirk.wire.client import (
     EngineAddress,
     SessionAttachment,
@@ -41,6 +38,7 @@ from dirk.wire.client import (
     delete_session,
     health,
 )
+from dirk.wire.driver import ANYIO, IO
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +58,7 @@ ROOT_MESSAGE = (
 )
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class JoinSession:
     """A session opened by someone else (`dirk run`): used as is, never ended."""
 
@@ -68,7 +66,7 @@ class JoinSession:
     token: str
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class UseEngine:
     """A running engine named by `Config.engine` or DIRK_ENGINE."""
 
@@ -76,7 +74,7 @@ class UseEngine:
     admin_token: str | None = None
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class LocalEngine:
     """The engine of this machine's state directory, started when it is not running."""
 
@@ -86,7 +84,7 @@ class LocalEngine:
 Plan = JoinSession | UseEngine | LocalEngine
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class SessionInfo:
     """An open session: where its queries go and how to end it."""
 
@@ -162,6 +160,8 @@ _STARTED: list[StartedEngine] = []
 def spawn_engine(state_dir: Path) -> StartedEngine:
     """Starts `python -m dirk engine` detached from this program (own session, output to
     `engine.log`), so it outlives the program and serves later ones."""
+    import subprocess
+
     log_path = state_dir / "engine.log"
     with contextlib.suppress(OSError):
         if log_path.stat().st_size > ENGINE_LOG_LIMIT:
@@ -204,7 +204,7 @@ def read_engine_json(state_dir: Path) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-async def running_engine(state_dir: Path) -> EngineAddress | None:
+async def running_engine(state_dir: Path, *, io: IO = ANYIO) -> EngineAddress | None:
     """The socket address of the engine of `state_dir` if it is alive and answers /health."""
     info = read_engine_json(state_dir)
     if info is None:
@@ -217,14 +217,14 @@ async def running_engine(state_dir: Path) -> EngineAddress | None:
         return None
     address = EngineAddress.unix(socket)
     try:
-        await health(address, timeout=HEALTH_TIMEOUT)
+        await health(address, timeout=HEALTH_TIMEOUT, io=io)
     except ClientConnectionError:
         return None
     return address
 
 
 @contextlib.asynccontextmanager
-async def _start_lock(path: Path) -> AsyncIterator[None]:
+async def _start_lock(path: Path, io: IO) -> AsyncIterator[None]:
     """Holds `engine.lock` (flock): one program at a time decides whether to start an engine.
 
     Polled rather than waited for in a thread, so that a program interrupted while another
@@ -236,7 +236,7 @@ async def _start_lock(path: Path) -> AsyncIterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                await anyio.sleep(POLL_INTERVAL)
+                await io.sleep(POLL_INTERVAL)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -259,9 +259,10 @@ async def ensure_local_engine(
     spawn: Callable[[Path], StartedEngine] = spawn_engine,
     is_root: Callable[[], bool] = _is_root,
     start_timeout: float = START_TIMEOUT,
+    io: IO = ANYIO,
 ) -> EngineAddress:
     """The socket address of the local engine, started first if it is not running."""
-    address = await running_engine(state_dir)
+    address = await running_engine(state_dir, io=io)
     if address is not None:
         return address
     if not is_root():
@@ -272,8 +273,8 @@ async def ensure_local_engine(
         raise ProvisionError(
             f"cannot create the engine's state directory {state_dir}: {exc}"
         ) from exc
-    async with _start_lock(state_dir / "engine.lock"):
-        address = await running_engine(state_dir)  # another program may have started it
+    async with _start_lock(state_dir / "engine.lock", io):
+        address = await running_engine(state_dir, io=io)  # another program may have started it
         if address is not None:
             return address
         log_path = state_dir / "engine.log"
@@ -281,7 +282,7 @@ async def ensure_local_engine(
         process = spawn(state_dir)
         deadline = time.monotonic() + start_timeout
         while True:
-            address = await running_engine(state_dir)
+            address = await running_engine(state_dir, io=io)
             if address is not None:
                 return address
             code = process.poll()
@@ -296,7 +297,7 @@ async def ensure_local_engine(
                     f"the dirk engine did not answer within {start_timeout:g} s of starting and "
                     f"was stopped; the end of {log_path}:\n{_log_tail(log_path, offset)}"
                 )
-            await anyio.sleep(POLL_INTERVAL)
+            await io.sleep(POLL_INTERVAL)
 
 
 # --- sessions ------------------------------------------------------------------------------
@@ -309,6 +310,7 @@ async def open_session(
     engine: str | None = None,
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
+    io: IO = ANYIO,
 ) -> SessionInfo:
     """Opens (or joins) a session on the engine chosen by `plan`. The session gets this
     program's environment (`env`), which env:// secrets read."""
@@ -321,29 +323,31 @@ async def open_session(
     if isinstance(chosen, UseEngine):
         address, admin_token = chosen.address, chosen.admin_token
     else:
-        address, admin_token = await ensure_local_engine(chosen.state_dir), None
-    grant = await create_session(address, root, labels, admin_token, env=client_env)
+        address, admin_token = await ensure_local_engine(chosen.state_dir, io=io), None
+    grant = await create_session(address, root, labels, admin_token, env=client_env, io=io)
     # Queries of a session opened on the socket go over TCP, as the contract's port says.
     query = address if address.uds is None else EngineAddress(f"http://127.0.0.1:{grant.port}")
     return SessionInfo(grant.token, grant.port, query, control=address)
 
 
-async def attach(info: SessionInfo) -> SessionAttachment | None:
+async def attach(info: SessionInfo, *, io: IO = ANYIO) -> SessionAttachment | None:
     """Holds a session this program opened attached, so that the engine ends it if the program
     dies; None for a joined session (its opener holds it). `close_session` drops it."""
     if info.control is None:
         return None
-    return await attach_session(info.control, info.token)
+    return await attach_session(info.control, info.token, io=io)
 
 
-async def close_session(info: SessionInfo, attachment: SessionAttachment | None = None) -> None:
+async def close_session(
+    info: SessionInfo, attachment: SessionAttachment | None = None, *, io: IO = ANYIO
+) -> None:
     """Ends a session this program opened; nothing for a joined one. An engine that is
     already gone (or forgot the session) counts as ended. DELETE comes first, so the engine
     logs a deliberate end; the attach connection, if any, is dropped after it in any case."""
     try:
         if info.control is not None:
             with contextlib.suppress(ClientConnectionError):
-                await delete_session(info.control, info.token)
+                await delete_session(info.control, info.token, io=io)
     finally:
         if attachment is not None:
             attachment.close()
@@ -366,7 +370,7 @@ async def held_session(
         attachment = await attach(info)
         yield info
     finally:
-        with anyio.CancelScope(shield=True):
+        with ANYIO.shielded():
             try:
                 await close_session(info, attachment)
             except DirkError as exc:  # the session ends with the attach connection anyway

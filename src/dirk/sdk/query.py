@@ -8,13 +8,12 @@ be replaced by their ID strings.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
-
-import attrs
 
 from dirk.errors import QueryError
 
@@ -22,7 +21,7 @@ from dirk.errors import QueryError
 Args = tuple[tuple[str, Any], ...]
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """One field selected on the previous call's result.
 

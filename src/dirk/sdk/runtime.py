@@ -14,12 +14,11 @@ import re
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-import anyio
-
 from dirk.errors import ClientConnectionError, InvalidArgumentError
 from dirk.sdk.modes import M
 from dirk.sdk.query import Args, Call
 from dirk.wire.client import CLOSED_MESSAGE
+from dirk.wire.driver import drive
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
@@ -57,13 +56,18 @@ def class_for(name: str) -> type[ObjectBase[Any]]:
 
 
 class Runner:
-    """Runs leaf calls in the connection's mode: returns the coroutine (async mode) or runs it
-    on the portal's event loop thread and returns its value (sync mode); a sync call that is
-    interrupted (Ctrl-C) cancels its coroutine."""
+    """Runs leaf calls in the connection's mode: returns the coroutine (async mode), or runs it
+    to its end and returns its value (sync mode): with blocking I/O in the calling thread
+    (`blocking`), or on a portal's event loop thread (a connection with an httpx transport).
+    A sync call that is interrupted (Ctrl-C) ends its coroutine: the exception unwinds it
+    (blocking) or the portal's task is cancelled."""
 
-    def __init__(self, executor: Executor, portal: BlockingPortal | None = None) -> None:
+    def __init__(
+        self, executor: Executor, portal: BlockingPortal | None = None, *, blocking: bool = False
+    ) -> None:
         self._executor = executor
         self._portal = portal
+        self._blocking = blocking
 
     @property
     def executor(self) -> Executor:
@@ -74,7 +78,16 @@ class Runner:
         """The sync mode's event loop; None in async mode."""
         return self._portal
 
+    @property
+    def sync(self) -> bool:
+        """Whether leaf calls return values (a `with` connection) rather than coroutines."""
+        return self._blocking or self._portal is not None
+
     def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> Coroutine[Any, Any, T] | T:
+        if self._blocking:
+            if self.executor.closed:
+                raise ClientConnectionError(CLOSED_MESSAGE)
+            return drive(fn())
         if self.portal is None:
             return fn()
         if self.executor.closed:  # checked here: the portal is gone too
@@ -186,7 +199,7 @@ class ObjectBase(Generic[M]):
 
     def _await(self) -> Generator[Any, None, Any]:
         """`await obj`: the coroutine of `obj.sync()`, in an `async with` connection."""
-        if self._runner.portal is not None:
+        if self._runner.sync:
             raise TypeError(
                 f"a {type(self).__name__} of a `with` connection (sync mode) cannot be awaited: "
                 "call .sync(), or open the connection with `async with`"
@@ -269,7 +282,7 @@ async def resolve_ids(chain: tuple[Call, ...], runner: Runner) -> tuple[Call, ..
                     )
                 if not obj._has_id():
                     pending[id(obj)] = obj
-    await _fetch_ids(list(pending.values()))
+    await _fetch_ids(list(pending.values()), runner)
 
     def swap(value: Any) -> Any:
         if isinstance(value, ObjectBase):
@@ -284,21 +297,10 @@ async def resolve_ids(chain: tuple[Call, ...], runner: Runner) -> tuple[Call, ..
     )
 
 
-async def _fetch_ids(objects: list[ObjectBase[Any]]) -> None:
-    if len(objects) == 1:
-        await objects[0]._fetch_id()
-        return
-    try:
-        async with anyio.create_task_group() as group:
-            for obj in objects:
-                group.start_soon(obj._fetch_id)
-    except BaseExceptionGroup as failures:
-        raise _first_error(failures) from None
-
-
-def _first_error(group: BaseExceptionGroup[Any]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+async def _fetch_ids(objects: list[ObjectBase[Any]], runner: Runner) -> None:
+    """Asks for the IDs concurrently (tasks, or threads in a blocking connection)."""
+    if objects:
+        await runner.executor.io.gather([obj._fetch_id for obj in objects])
 
 
 def _has_object(value: Any) -> bool:

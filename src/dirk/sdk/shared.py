@@ -74,6 +74,10 @@ class SharedRunner(Runner):
     def portal(self) -> BlockingPortal | None:
         return self.current.portal
 
+    @property
+    def sync(self) -> bool:
+        return self.current.sync
+
     def run(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> Coroutine[Any, Any, T] | T:
         return self.current.run(fn)  # fails now outside a block, not at `await`
 

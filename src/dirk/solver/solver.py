@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import anyio
 import anyio.to_thread
 
+from dirk import timing
 from dirk.errors import DirkError, SolveError, TerminalError
 from dirk.solver.explain import StepRun, StepRuns, explain
 from dirk.solver.handlers import HANDLERS, Handler, HandlerFactory, Step, Workers
@@ -125,7 +126,9 @@ class Solver:
     async def result(self, job: Job, op: Op) -> OpResult:
         """All outputs (and exec metadata) of `op`, computing only what is not cached."""
         local: dict[Op, str] = {}
+        timing.mark("solve.key")
         key = await self._key(op, local)
+        timing.mark("solve.keyed")
         memo = self._memo.get(key)
         if memo is not None:
             self.counters.memo_hits += 1
@@ -303,6 +306,7 @@ class Solver:
             self._emit(flight, event)
 
         loaded = await self._store.load(key)
+        timing.mark("solve.cache_checked")
         if loaded is not None:
             self.counters.cache_hits += 1
             emit(StepEvent("cached", key, description))
@@ -329,12 +333,14 @@ class Solver:
                 raise SolveError(description, exc) from exc
             raise
         self.counters.executed += 1
+        timing.mark("step.ran")
         with anyio.CancelScope(shield=True):  # done work is worth keeping
             await self._store.store(key, result)
             run = await self._with_result_fields(handler, op, result, run)
             if handler.fields_after_run:
                 await self._explain(flight, op, position, run)
             await anyio.to_thread.run_sync(self._runs.record, position, run)
+        timing.mark("step.stored")
         self._remember(key, result)
         emit(StepEvent("done", key, description, duration=time.monotonic() - started))
         return result

@@ -7,18 +7,8 @@ from pathlib import Path
 
 import attrs
 
-STATE_DIR_ENV = "DIRK_STATE_DIR"
-
-
-def default_state_dir() -> Path:
-    """`/var/lib/dirk` for root, `$XDG_DATA_HOME/dirk` otherwise; `DIRK_STATE_DIR` overrides."""
-    override = os.environ.get(STATE_DIR_ENV)
-    if override:
-        return Path(override)
-    if os.geteuid() == 0:
-        return Path("/var/lib/dirk")
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(xdg) / "dirk"
+from dirk.state.location import STATE_DIR_ENV as STATE_DIR_ENV
+from dirk.state.location import default_state_dir as default_state_dir
 
 
 @attrs.frozen

@@ -12,17 +12,13 @@ the session when the program dies however it dies.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import socket
-import ssl
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import anyio
-import attrs
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from dirk.errors import (
     ClientConnectionError,
@@ -31,7 +27,14 @@ from dirk.errors import (
     QueryTimeoutError,
     SessionAuthError,
 )
+from dirk.wire import http
 from dirk.wire.codes import EXEC_ERROR, error_from_wire
+from dirk.wire.driver import ANYIO, IO, drive
+
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
 
 #: Seconds to wait for a TCP/unix connection to the engine to open.
 CONNECT_TIMEOUT = 10.0
@@ -55,7 +58,7 @@ _HINT = (
 )
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class EngineAddress:
     """Where an engine's HTTP server listens: a base URL, reached through `uds` when set."""
 
@@ -67,11 +70,11 @@ class EngineAddress:
 
     @classmethod
     def unix(cls, path: str) -> EngineAddress:
-        # The host part is ignored on a unix socket; httpx still needs a well-formed URL.
+        # The host part is ignored on a unix socket (it is sent as the Host header).
         return cls("http://dirk-engine", uds=path)
 
 
-@attrs.frozen
+@dataclasses.dataclass(frozen=True)
 class SessionGrant:
     """What `POST /sessions` answers: the session token and the engine's TCP port."""
 
@@ -80,39 +83,32 @@ class SessionGrant:
 
 
 @functools.cache
-def _tls_context(https: bool) -> ssl.SSLContext:
-    """Built once: httpx would build (and load CA certificates into) one per client, ~20 ms.
+def _tls_context(https: bool) -> ssl.SSLContext | None:
+    """Built once per process (loading CA certificates takes ~20 ms); None for plain HTTP and
+    unix sockets, which never use TLS."""
+    if not https:
+        return None
+    import ssl
 
-    Plain-HTTP and unix-socket addresses never use TLS; they get a context without CA
-    certificates that still requires verification, so it can never accept a peer.
-    """
-    if https:
-        return ssl.create_default_context()
-    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return ssl.create_default_context()
 
 
-def _http_client(
+def _pool(
     address: EngineAddress,
     *,
+    blocking: bool,
     read_timeout: float | None,
-    auth: httpx.Auth | None = None,
     headers: Mapping[str, str] | None = None,
-) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(
+) -> http.Pool:
+    return http.Pool(
+        address.base_url,
         uds=address.uds,
-        verify=_tls_context(address.base_url.startswith("https://")),
-        limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=20),
-    )
-    timeout = httpx.Timeout(
-        connect=CONNECT_TIMEOUT, read=read_timeout, write=read_timeout, pool=None
-    )
-    return httpx.AsyncClient(
-        base_url=address.base_url,
-        transport=transport,
-        timeout=timeout,
-        auth=auth,
+        blocking=blocking,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
         headers=headers,
-        trust_env=False,  # the engine is local or named explicitly: never go through a proxy
+        max_connections=MAX_CONNECTIONS,
+        ssl_context=_tls_context(address.base_url.startswith("https://")),
     )
 
 
@@ -121,19 +117,19 @@ def _unreachable(address: EngineAddress, exc: Exception) -> ClientConnectionErro
     return ClientConnectionError(f"cannot reach the dirk engine at {address}: {detail}; {_HINT}")
 
 
-def _json_body(response: httpx.Response, address: EngineAddress) -> Any:
+def _json_body(response: http.Response, address: EngineAddress) -> Any:
     try:
         return response.json()
     except ValueError:
         text = response.text[:200]
         raise ClientConnectionError(
-            f"the server at {address} answered HTTP {response.status_code} with a body that is "
+            f"the server at {address} answered HTTP {response.status} with a body that is "
             f"not JSON ({text!r}): is it a dirk engine?"
         ) from None
 
 
-def _raise_auth(response: httpx.Response, address: EngineAddress, what: str) -> None:
-    if response.status_code == 401:
+def _raise_auth(response: http.Response, address: EngineAddress, what: str) -> None:
+    if response.status == 401:
         raise SessionAuthError(
             f"the dirk engine at {address} refused the {what}: the session ended (engine "
             "restarted?) or the token is wrong; open a new dirk.Connection"
@@ -174,26 +170,44 @@ def error_from_graphql(errors: Sequence[Any]) -> QueryError:
     return error_from_wire(message, first.path or [], first.extensions, entries)
 
 
-def _raise_errors(body: Any, response: httpx.Response, address: EngineAddress) -> None:
+def _raise_errors(body: Any, response: http.Response, address: EngineAddress, path: str) -> None:
     errors = body.get("errors") if isinstance(body, Mapping) else None
     if errors and isinstance(errors, list):
         raise error_from_graphql(errors)
-    if response.status_code >= 400:
+    if response.status >= 400:
         raise ClientConnectionError(
-            f"the dirk engine at {address} answered HTTP {response.status_code} "
-            f"to {response.request.url.path}: {response.text[:200]!r}"
+            f"the dirk engine at {address} answered HTTP {response.status} "
+            f"to {path}: {response.text[:200]!r}"
         )
 
 
-async def health(address: EngineAddress, timeout: float = CONTROL_TIMEOUT) -> str:
+async def _control(
+    address: EngineAddress,
+    method: str,
+    path: str,
+    io: IO,
+    *,
+    timeout: float = CONTROL_TIMEOUT,
+    json_body: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> http.Response:
+    """One control request on a connection of its own (closed after it)."""
+    pool = _pool(address, blocking=io.blocking, read_timeout=timeout, headers=headers)
+    try:
+        return await pool.request(method, path, json_body=json_body)
+    except http.TransportError as exc:
+        raise _unreachable(address, exc) from None
+    finally:
+        await pool.aclose()
+
+
+async def health(
+    address: EngineAddress, timeout: float = CONTROL_TIMEOUT, *, io: IO = ANYIO
+) -> str:
     """The engine's version, from `GET /health`; `ClientConnectionError` when it does not answer."""
-    async with _http_client(address, read_timeout=timeout) as http:
-        try:
-            response = await http.get("/health")
-        except httpx.TransportError as exc:
-            raise _unreachable(address, exc) from None
+    response = await _control(address, "GET", "/health", io, timeout=timeout)
     body = _json_body(response, address)
-    _raise_errors(body, response, address)
+    _raise_errors(body, response, address, "/health")
     return str(body.get("version", "")) if isinstance(body, Mapping) else ""
 
 
@@ -203,19 +217,15 @@ async def create_session(
     labels: Mapping[str, str],
     admin_token: str | None = None,
     env: Mapping[str, str] | None = None,
+    *,
+    io: IO = ANYIO,
 ) -> SessionGrant:
     """`POST /sessions`: a new session whose host paths resolve against `workdir`; `env` is
     the client's environment, which the engine keeps in memory for env:// secrets."""
     headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
-    async with _http_client(address, read_timeout=CONTROL_TIMEOUT, headers=headers) as http:
-        try:
-            response = await http.post(
-                "/sessions",
-                json={"workdir": workdir, "labels": dict(labels), "env": dict(env or {})},
-            )
-        except httpx.TransportError as exc:
-            raise _unreachable(address, exc) from None
-    if response.status_code == 401:
+    payload = {"workdir": workdir, "labels": dict(labels), "env": dict(env or {})}
+    response = await _control(address, "POST", "/sessions", io, json_body=payload, headers=headers)
+    if response.status == 401:
         hint = (
             "set DIRK_ENGINE_TOKEN to the engine's admin_token (in its engine.json)"
             if address.uds is None
@@ -223,7 +233,7 @@ async def create_session(
         )
         raise SessionAuthError(f"the dirk engine at {address} refused to open a session: {hint}")
     body = _json_body(response, address)
-    _raise_errors(body, response, address)
+    _raise_errors(body, response, address, "/sessions")
     try:
         return SessionGrant(token=str(body["token"]), port=int(body["port"]))
     except (KeyError, TypeError, ValueError):
@@ -233,17 +243,14 @@ async def create_session(
         ) from None
 
 
-async def delete_session(address: EngineAddress, token: str) -> None:
+async def delete_session(address: EngineAddress, token: str, *, io: IO = ANYIO) -> None:
     """`DELETE /sessions/<token>`: ends the session; its IDs become invalid."""
-    auth = httpx.BasicAuth(token, "")
-    async with _http_client(address, read_timeout=CONTROL_TIMEOUT, auth=auth) as http:
-        try:
-            response = await http.delete(f"/sessions/{token}")
-        except httpx.TransportError as exc:
-            raise _unreachable(address, exc) from None
+    path = f"/sessions/{token}"
+    headers = {"Authorization": http.basic_auth(token)}
+    response = await _control(address, "DELETE", path, io, headers=headers)
     _raise_auth(response, address, "session token")
-    if response.status_code >= 400:
-        _raise_errors(_json_body(response, address), response, address)
+    if response.status >= 400:
+        _raise_errors(_json_body(response, address), response, address, "/sessions/...")
 
 
 class SessionAttachment:
@@ -302,7 +309,7 @@ class SessionAttachment:
 
     def _hold(self) -> None:
         try:
-            self._attach_and_read()
+            drive(self._attach_and_read())
         except Exception as exc:  # never a traceback from a background thread
             if not self._ready.is_set():
                 self._error = _unreachable(self.address, exc)
@@ -311,79 +318,108 @@ class SessionAttachment:
         finally:
             self._ready.set()
 
-    def _attach_and_read(self) -> None:
-        with (
-            _sync_http_client(self.address, self._token) as http,
-            http.stream("GET", f"/sessions/{self._token}/attach") as response,
-        ):
-            if response.status_code != 200:
-                response.read()
-                self._error = _attach_refused(response, self.address)
+    async def _attach_and_read(self) -> None:
+        # No read timeout: an idle stream is the normal case.
+        pool = _pool(self.address, blocking=True, read_timeout=None)
+        headers = {"Authorization": http.basic_auth(self._token)}
+        conn, status, _ = await pool.open_stream(
+            "GET", f"/sessions/{self._token}/attach", headers=headers
+        )
+        try:
+            if status != 200:
+                body = await conn.read_body()
+                self._error = _attach_refused(http.Response(status, [], body), self.address)
                 return
-            stream = response.extensions.get("network_stream")
-            sock = stream.get_extra_info("socket") if stream is not None else None
+            sock = conn.stream.sock if isinstance(conn.stream, http.SyncStream) else None
             with self._lock:
-                self._socket = sock if isinstance(sock, socket.socket) else None
+                self._socket = sock
                 if self._closing:
                     return
-            lines = response.iter_lines()
-            first = next(lines, None)
-            if first != ATTACHED_LINE:
-                self._error = ClientConnectionError(
-                    f"the server at {self.address} answered the session attach with "
-                    f"{first!r} instead of {ATTACHED_LINE}: is it a dirk engine?"
-                )
-                return
-            self._ready.set()
-            for _ in lines:  # heartbeats, until the engine ends the stream or `close`
-                pass
+            buffered = b""
+            first: bytes | None = None
+            async for chunk in conn.chunks():  # heartbeats, until the engine ends the stream
+                if first is None:
+                    buffered += chunk
+                    if b"\n" not in buffered:
+                        continue
+                    first = buffered.split(b"\n", 1)[0].rstrip(b"\r")
+                    if first.decode("utf-8", errors="replace") != ATTACHED_LINE:
+                        self._error = ClientConnectionError(
+                            f"the server at {self.address} answered the session attach with "
+                            f"{first.decode(errors='replace')!r} instead of {ATTACHED_LINE}: "
+                            "is it a dirk engine?"
+                        )
+                        return
+                    self._ready.set()
+        finally:
+            await conn.aclose()
+        if first is None and not self._closing:
+            raise http.ProtocolError("the engine ended the attach stream before confirming it")
         if not self._closing:
             log.debug("the dirk engine at %s ended the session's attach stream", self.address)
 
 
-def _sync_http_client(address: EngineAddress, token: str) -> httpx.Client:
-    """The attach thread's own client: no read timeout (an idle stream is the normal case)."""
-    transport = httpx.HTTPTransport(
-        uds=address.uds, verify=_tls_context(address.base_url.startswith("https://"))
-    )
-    return httpx.Client(
-        base_url=address.base_url,
-        transport=transport,
-        timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=CONTROL_TIMEOUT, pool=None),
-        auth=httpx.BasicAuth(token, ""),
-        trust_env=False,
-    )
-
-
-def _attach_refused(response: httpx.Response, address: EngineAddress) -> ClientConnectionError:
-    if response.status_code == 401:
+def _attach_refused(response: http.Response, address: EngineAddress) -> ClientConnectionError:
+    if response.status == 401:
         return SessionAuthError(
             f"the dirk engine at {address} refused to attach to the session: it has ended "
             "(engine restarted?) or the token is wrong; open a new dirk.Connection"
         )
     return ClientConnectionError(
-        f"the dirk engine at {address} answered HTTP {response.status_code} to the session "
+        f"the dirk engine at {address} answered HTTP {response.status} to the session "
         f"attach: {response.text[:200]!r}; is the engine older than this SDK? Restart it"
     )
 
 
 async def attach_session(
-    address: EngineAddress, token: str, timeout: float = CONTROL_TIMEOUT
+    address: EngineAddress, token: str, timeout: float = CONTROL_TIMEOUT, *, io: IO = ANYIO
 ) -> SessionAttachment:
     """`GET /sessions/<token>/attach`, held open until `close()`: from then on the engine ends
     the session when this program dies. Returns once the engine counted the attach."""
     attachment = SessionAttachment(address, token)
     attachment.start()
     try:
-        await anyio.to_thread.run_sync(attachment.wait_attached, timeout, abandon_on_cancel=True)
+        await io.call_blocking(attachment.wait_attached, timeout)
     except BaseException:
         attachment.close(timeout=0)
         raise
     return attachment
 
 
+class _HttpxPool:
+    """`http.Pool`'s request through an httpx transport (tests inject `httpx.MockTransport`)."""
+
+    def __init__(self, address: EngineAddress, transport: httpx.AsyncBaseTransport, token: str):
+        import httpx
+
+        self._httpx = httpx
+        self._client = httpx.AsyncClient(
+            base_url=address.base_url,
+            transport=transport,
+            auth=httpx.BasicAuth(token, ""),
+            trust_env=False,
+        )
+
+    async def request(self, method: str, path: str, *, json_body: Any = None) -> http.Response:
+        httpx = self._httpx
+        try:
+            response = await self._client.request(method, path, json=json_body)
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise http.ConnectTimeout(str(exc)) from exc
+        except httpx.TimeoutException as exc:
+            raise http.ReadTimeout(str(exc)) from exc
+        except httpx.TransportError as exc:
+            raise http.TransportError(str(exc) or type(exc).__name__) from exc
+        return http.Response(response.status_code, list(response.headers.raw), response.content)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class GraphQLClient:
-    """One session's query channel: `POST /query` with the session token as Basic auth."""
+    """One session's query channel: `POST /query` with the session token as Basic auth.
+
+    `blocking=True` makes its coroutines block instead of suspend (`dirk.wire.driver`)."""
 
     def __init__(
         self,
@@ -392,17 +428,25 @@ class GraphQLClient:
         timeout: float | None = None,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        blocking: bool = False,
     ) -> None:
         self.address = address
         self.timeout = timeout
-        auth = httpx.BasicAuth(token, "")
+        self.blocking = blocking and transport is None
+        self._pool: http.Pool | None = None
+        self._httpx: _HttpxPool | None = None
         if transport is None:
-            self._http = _http_client(address, read_timeout=timeout, auth=auth)
-        else:  # tests inject httpx.MockTransport here
-            self._http = httpx.AsyncClient(
-                base_url=address.base_url, transport=transport, auth=auth, trust_env=False
+            self._pool = _pool(
+                address,
+                blocking=self.blocking,
+                read_timeout=timeout,
+                headers={"Authorization": http.basic_auth(token)},
             )
+        else:
+            self._httpx = _HttpxPool(address, transport, token)
         self.closed = False
+        #: The `extensions` of the last answer that had any.
+        self.last_extensions: Any = None
 
     async def execute(
         self, query: str, variables: Mapping[str, Any] | None = None
@@ -414,24 +458,33 @@ class GraphQLClient:
         if variables:
             payload["variables"] = dict(variables)
         try:
-            response = await self._http.post("/query", json=payload)
-        except httpx.TimeoutException as exc:
-            if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
-                raise _unreachable(self.address, exc) from None
+            if self._pool is not None:
+                response = await self._pool.request("POST", "/query", json_body=payload)
+            else:
+                assert self._httpx is not None
+                response = await self._httpx.request("POST", "/query", json_body=payload)
+        except http.ConnectError as exc:
+            raise _unreachable(self.address, exc) from None
+        except http.ReadTimeout as exc:
             raise QueryTimeoutError(
                 f"the query did not finish within {self.timeout} s (Config.timeout); raise or "
                 "unset the timeout for long pipelines"
             ) from exc
-        except httpx.TransportError as exc:
+        except http.TransportError as exc:
             raise _unreachable(self.address, exc) from None
         _raise_auth(response, self.address, "session token")
         body = _json_body(response, self.address)
-        _raise_errors(body, response, self.address)
+        _raise_errors(body, response, self.address, "/query")
         data = body.get("data") if isinstance(body, Mapping) else None
         if not isinstance(data, dict):
             raise QueryError(f"the dirk engine at {self.address} answered without data: {body!r}")
+        if "extensions" in body:  # e.g. the engine's timing marks (DIRK_TIMING), for benchmarks
+            self.last_extensions = body["extensions"]
         return data
 
     async def aclose(self) -> None:
         self.closed = True
-        await self._http.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self._httpx is not None:
+            await self._httpx.aclose()

@@ -39,6 +39,7 @@ from graphql import (
     validate,
 )
 
+from dirk import timing
 from dirk.errors import DirkError, QueryLimitError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
 from dirk.wire.limits import QueryLimits
@@ -274,6 +275,8 @@ class WireServer:
             if tracer is not None
             else contextlib.nullcontext()
         )
+        timing.start()
+        timing.mark("query.received")
         try:
             with traced:
                 answer = await self.run_query(session, query, variables, operation)
@@ -290,6 +293,12 @@ class WireServer:
             watch.close()
             session.untrack(task)
         log.debug("query in session %s took %.3f s", session.token[:8], time.monotonic() - started)
+        if timing.ENABLED:
+            timing.mark("query.answered")
+            answer = {
+                **answer,
+                "extensions": {**answer.get("extensions", {}), "timing": timing.collected()},
+            }
         return web.json_response(answer, dumps=_dumps)
 
     # --- GraphQL ---------------------------------------------------------------------------
@@ -309,6 +318,7 @@ class WireServer:
             else:
                 async with _parse_turn(session):
                     document = await asyncio.to_thread(self._document, query)
+        timing.mark("query.parsed")
         if len(query) > DOCUMENT_CACHE_ENTRY_CHARS:
             # graphql-core links a document's tokens both ways: an uncached large document
             # is freed only by the cycle collector, so it is run once the answer is made.

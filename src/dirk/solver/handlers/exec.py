@@ -23,6 +23,7 @@ from typing import Literal
 import anyio.to_thread
 import attrs
 
+from dirk import timing
 from dirk.errors import OUTPUT_TAIL_BYTES, CommandNotFoundError, ExecError, SnapshotPathError
 from dirk.solver.exec_secrets import ExecSecrets, exec_secrets
 from dirk.solver.handlers.base import Handler, Step
@@ -42,8 +43,10 @@ class ExecHandler(Handler[Exec]):
     async def run(self, op: Exec, step: Step) -> OpResult:
         executor = self.workers.executor
         async with AsyncExitStack() as stack:
+            timing.mark("exec.start")
             mounts_of_step = StepMounts(self.workers.snapshotter, stack)
             root, spec, writable, secrets = await self._prepare(op, step, mounts_of_step, stack)
+            timing.mark("exec.mounted")
 
             def on_output(stream: Literal["stdout", "stderr"], chunk: bytes) -> None:
                 step.emit(stream, chunk)
@@ -74,9 +77,11 @@ class ExecHandler(Handler[Exec]):
             ):
                 if path:
                     await anyio.to_thread.run_sync(fileops.write_file, root.merged, path, data)
+            timing.mark("exec.commit")
             outputs = [await mounts_of_step.commit(root, executor.stub_paths(spec))]
             for active in writable:
                 outputs.append(await mounts_of_step.commit(active))
+            timing.mark("exec.committed")
             outcome = ExecOutcome(process.exit_code, process.stdout, process.stderr, process.order)
             return OpResult(step.key, tuple(outputs), outcome)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 import attrs
 
+from dirk import timing
 from dirk.errors import CommandNotFoundError, ExecutorError, InvalidArgumentError
 from dirk.state.layout import StateLayout
 from dirk.workers.executor import network
@@ -237,6 +238,7 @@ class Executor:
             raise ExecutorError("no command to run: give the exec at least one argument")
         _check_exec_size(spec)
         rootfs = rootfs.absolute()
+        timing.mark("executor.spec")
         user = resolve_user_in_rootfs(rootfs, spec.user)
         self._ids += 1
         container_id = f"{self.tag}-{self._ids:x}-{secrets.token_hex(3)}"
@@ -331,12 +333,14 @@ class Executor:
     ) -> ProcessResult:
         log_path = bundle / "runtime.log"
         started = time.monotonic()
+        timing.mark("runtime.start")
         try:
             child = Child(rt.run_command(bundle, container_id, log_path), spec.stdin)
         except OSError as exc:
             raise ExecutorError(f"could not start the runtime {rt.path}: {exc}") from exc
         try:
             code, stdout, stderr, order = await child.communicate(on_output)
+            timing.mark("runtime.exit")
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._kill(rt, container_id, child)
