@@ -16,7 +16,7 @@ ends the session when the kernel closes it.
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -28,18 +28,35 @@ from dirk.sdk.gen.client import Client
 from dirk.sdk.modes import Async, Sync
 from dirk.sdk.provision import SessionInfo, attach, close_session, open_session
 from dirk.sdk.runtime import Runner
-from dirk.sdk.terminal import TerminalAttacher
-from dirk.wire.client import GraphQLClient, SessionAttachment
+from dirk.wire.client import EngineAddress, GraphQLClient, SessionAttachment
 from dirk.wire.driver import ANYIO, BLOCKING, IO, drive
 
 if TYPE_CHECKING:
     import httpx
     from anyio.from_thread import BlockingPortal
 
+    from dirk.sdk.terminal import TerminalAttacher
+
 
 def _io_args(io: IO) -> dict[str, Any]:
     """`io=` for provisioning calls, passed only when it is not their default."""
     return {} if io is ANYIO else {"io": io}
+
+
+class _LazyTerminal:
+    """`sdk.terminal.TerminalAttacher`, imported (with asyncio) on a program's first
+    `terminal` call rather than by every program."""
+
+    def __init__(self, address: EngineAddress, token: str) -> None:
+        self._address, self._token = address, token
+        self._attacher: TerminalAttacher | None = None
+
+    def attached(self) -> AbstractAsyncContextManager[None]:
+        if self._attacher is None:
+            from dirk.sdk.terminal import TerminalAttacher
+
+            self._attacher = TerminalAttacher(self._address, self._token)
+        return self._attacher.attached()
 
 
 def session_labels() -> dict[str, str]:
@@ -96,7 +113,7 @@ class Connection:
         except BaseException:
             await self._close(io)  # no block will be left to do it
             raise
-        terminal = TerminalAttacher(session.query_address, session.token)
+        terminal = _LazyTerminal(session.query_address, session.token)
         return Executor(self._transport, self.config.log_output, terminal, io)
 
     async def _close(self, io: IO) -> None:

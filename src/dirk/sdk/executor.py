@@ -11,10 +11,16 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from dirk.sdk.query import Call, describe, extract, render_query
-from dirk.wire.driver import ANYIO, IO
+from dirk.wire.driver import ANYIO, IO, drive
 
 if TYPE_CHECKING:
-    from dirk.sdk.terminal import TerminalAttacher
+    from contextlib import AbstractAsyncContextManager
+
+
+class Terminal(Protocol):
+    """What holds the user's terminal during a `terminal` call (`sdk.terminal`)."""
+
+    def attached(self) -> AbstractAsyncContextManager[None]: ...
 
 
 class Transport(Protocol):
@@ -34,7 +40,7 @@ class Executor:
         self,
         transport: Transport,
         log_output: TextIO | None = None,
-        terminal: TerminalAttacher | None = None,
+        terminal: Terminal | None = None,
         io: IO = ANYIO,
     ) -> None:
         self.transport = transport
@@ -51,9 +57,22 @@ class Executor:
     async def execute(self, chain: Sequence[Call], subfields: Sequence[str] = ()) -> Any:
         """The value the last call of `chain` selects (with `subfields` below it)."""
         if self.terminal is not None and any(call.field == "terminal" for call in chain):
-            async with self.terminal.attached():
-                return await self._execute(chain, subfields)
+            if self.io.blocking:  # the terminal's copying needs an event loop: one of its own
+                import asyncio
+
+                return asyncio.run(self._execute_attached(self.terminal, chain, subfields))
+            return await self._execute_attached(self.terminal, chain, subfields)
         return await self._execute(chain, subfields)
+
+    async def _execute_attached(
+        self, terminal: Terminal, chain: Sequence[Call], subfields: Sequence[str]
+    ) -> Any:
+        async with terminal.attached():
+            if self.io.blocking:  # the blocking query waits in a thread, the loop serves
+                import asyncio
+
+                return await asyncio.to_thread(drive, self._execute(chain, subfields))
+            return await self._execute(chain, subfields)
 
     async def _execute(self, chain: Sequence[Call], subfields: Sequence[str]) -> Any:
         query = render_query(chain, subfields)
