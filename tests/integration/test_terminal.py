@@ -8,6 +8,7 @@ bundle, no runtime state, whichever way a shell ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine
+from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine, log_tail
 
 pytestmark = pytest.mark.integration
 
@@ -197,3 +198,114 @@ def test_without_a_tty_terminal_and_run_i_say_what_to_do(
     assert done.returncode == 2
     assert "dirk run -i needs a terminal" in done.stderr
     _wait_clean(daemon)
+
+
+TWO_FAILURES = """
+    import asyncio
+    import dirk
+
+    async def main() -> None:
+        async with dirk.Connection() as client:
+            base = client.container().from_({ref!r})
+            steps = [base.with_exec(["sh", "-c", f"exit {{code}}"]) for code in (3, 4)]
+            results = await asyncio.gather(*(s.sync() for s in steps), return_exceptions=True)
+            print("CODES", sorted(r.exit_code for r in results), flush=True)
+
+    asyncio.run(main())
+"""
+
+
+def test_run_i_concurrent_failures_take_turns(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    program = _program(tmp_path, TWO_FAILURES.format(ref=busybox_ref))
+    child = _spawn(
+        daemon, sys.executable, "-m", "dirk", "run", "-i", "--", sys.executable, str(program)
+    )
+    try:
+        child.expect(r"exit (\d) exited with code (\d): sh")
+        first = child.match.group(2)
+        child.sendline(f"echo first-shell-{first}")
+        child.expect_exact(f"first-shell-{first}")
+        child.sendline("exit")
+        child.expect_exact("the shell exited (exit code 0)")
+        child.expect(r"exit (\d) exited with code (\d): sh")
+        second = child.match.group(2)
+        assert {first, second} == {b"3", b"4"}
+        child.sendline("exit")
+        child.expect_exact("CODES [3, 4]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+DIRECTORY_PROGRAM = """
+    import dirk
+
+    with dirk.Connection() as client:
+        source = client.host().directory({source!r})
+        ctr = client.container().from_({ref!r})
+        entries = source.terminal(container=ctr).entries()
+        print(f"ENTRIES {{entries}}", flush=True)
+"""
+
+
+def test_directory_terminal_opens_at_src_read_only(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "marker.txt").write_text("marked\n")
+    program = _program(tmp_path, DIRECTORY_PROGRAM.format(source=str(source), ref=busybox_ref))
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        child.expect_exact("Directory.terminal: sh")
+        child.sendline("echo at-$(pwd); cat marker.txt; touch new || echo no-writes")
+        child.expect_exact("at-/src")
+        child.expect_exact("marked")
+        child.expect_exact("no-writes")
+        child.sendline("exit")
+        child.expect_exact("ENTRIES ['marker.txt']")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+        print(log_tail(daemon.log))  # shown when the test fails
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+def _processes_naming(path: Path) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_an_engine_stopping_ends_an_open_shell(busybox_ref: str, tmp_path: Path) -> None:
+    engines = foreground_engine()
+    engine = next(engines)
+    program = _program(tmp_path, TERMINAL_PROGRAM.format(ref=busybox_ref, token="stop"))
+    child = _spawn(engine, sys.executable, str(program))
+    try:
+        child.expect_exact("Container.terminal: sh")
+        child.sendline("echo shell-up")
+        child.expect_exact("shell-up")
+        runtime = engine.state_dir / "run" / "runtime"
+        assert _processes_naming(runtime) != [], "the shell's runtime runs meanwhile"
+        with contextlib.suppress(StopIteration):
+            next(engines)  # SIGTERM; checks a clean stop (no mounts left) and exit code 0
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+        engines.close()
+    assert child.exitstatus != 0
+    assert _processes_naming(runtime) == []

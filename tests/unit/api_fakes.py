@@ -14,7 +14,7 @@ from dirk.api import RequestContext, build_schema
 from dirk.errors import ExecError
 from dirk.solver.job import EventSink, Job, discard_events
 from dirk.solver.ops import Exec, Op, Ref
-from dirk.solver.terminal import Terminals
+from dirk.solver.terminal import TerminalRequest, Terminals
 from dirk.state.layout import StateLayout
 from dirk.workers.hostaccess import HostUser
 from dirk.workers.images.config import ImageConfig, ResolvedImage
@@ -57,6 +57,8 @@ class FakeSolver:
     resolved: list[tuple[str, str]] = attrs.Factory(list)
     ran: list[Exec] = attrs.Factory(list)
     solved: list[Op] = attrs.Factory(list)
+    #: (exec, request) of each `interactive` run (Container.terminal), in order
+    terminals: list[tuple[Exec, TerminalRequest]] = attrs.Factory(list)
     _memo: dict[Op, asyncio.Future[FakeResult]] = attrs.Factory(dict)
 
     async def resolve_image(
@@ -95,6 +97,10 @@ class FakeSolver:
 
     async def solve(self, job: Job, ref: Ref) -> Any:
         return (await self.result(job, ref.op)).outputs[ref.output]
+
+    async def interactive(self, job: Job, op: Exec, request: TerminalRequest) -> int:
+        self.terminals.append((op, request))
+        return 0
 
     async def solve_all(self, job: Job, refs: Any) -> list[Any]:
         return [await self.solve(job, ref) for ref in refs]

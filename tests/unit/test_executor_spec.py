@@ -52,6 +52,15 @@ def test_process_defaults_follow_docker() -> None:
     assert cfg["linux"]["maskedPaths"] and cfg["linux"]["readonlyPaths"]
 
 
+def test_a_console_gives_the_process_a_terminal_of_that_size() -> None:
+    process = config(ContainerSpec(args=("sh",)), console=(30, 90))["process"]
+    assert process["terminal"] is True
+    assert process["consoleSize"] == {"height": 30, "width": 90}
+    assert "TERM=xterm" in process["env"]
+    own = config(ContainerSpec(args=("sh",), env=("TERM=vt100",)), console=(1, 1))["process"]
+    assert [e for e in own["env"] if e.startswith("TERM=")] == ["TERM=vt100"]
+
+
 def test_callers_path_and_home_win() -> None:
     env = config(ContainerSpec(args=("x",), env=("PATH=/opt/bin", "HOME=/h")))["process"]["env"]
     assert env == ["HOSTNAME=dirk", "PATH=/opt/bin", "HOME=/h"]

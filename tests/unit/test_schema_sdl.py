@@ -91,6 +91,24 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
             "withNewFile(path: String!, contents: String!, permissions: Int = 420, "
             'owner: String = "", expand: Boolean = false): Container!',
         ),
+        (
+            # Dagger's, less experimentalPrivilegedNesting (as withExec).
+            "Container",
+            "terminal",
+            "terminal(cmd: [String!] = [], insecureRootCapabilities: Boolean = false): Container!",
+        ),
+        (
+            "Container",
+            "withDefaultTerminalCmd",
+            "withDefaultTerminalCmd(args: [String!]!, insecureRootCapabilities: Boolean = "
+            "false): Container!",
+        ),
+        (
+            "Directory",
+            "terminal",
+            "terminal(container: ID, cmd: [String!] = [], insecureRootCapabilities: Boolean = "
+            "false): Directory!",
+        ),
         ("Container", "envVariables", "envVariables: [EnvVariable!]!"),
         ("Directory", "entries", "entries(path: String): [String!]!"),
         (

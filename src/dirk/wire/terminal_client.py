@@ -7,6 +7,7 @@ them, a real tty, is the SDK's business (`sdk.terminal`).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -82,8 +83,9 @@ async def connect_terminal(
     connector = aiohttp.UnixConnector(path=address.uds) if address.uds else None
     params = {ON_FAILURE_PARAM: "1"} if on_failure else {}
     url = f"{address.base_url}/sessions/{token}/terminal"
+    basic = base64.b64encode(f"{token}:".encode()).decode()
     async with aiohttp.ClientSession(
-        connector=connector, auth=aiohttp.BasicAuth(token, ""), trust_env=False
+        connector=connector, headers={"Authorization": f"Basic {basic}"}, trust_env=False
     ) as http:
         try:
             ws = await http.ws_connect(url, params=params, heartbeat=HEARTBEAT_S)
