@@ -6,6 +6,9 @@ Public container registries are out of reach here, so the tests pull these inste
   <registry>/busybox:multiarch  an image index: that image for linux/amd64, and the same made
                                 from Debian's arm64 busybox-static for linux/arm64
   <registry>/python:3.11        mmdebstrap minbase bookworm + python3, pip, venv, git
+  <registry>/postgres:15        mmdebstrap minbase bookworm + postgresql-15 (server and psql,
+                                JIT left out) with an entrypoint like the official image's
+                                (scripts/test_images/postgres-entrypoint.sh)
 Each image is one reproducible gzip layer in an OCI image layout cached under
 ${XDG_CACHE_HOME:-~/.cache}/dirk/images/. The arm64 package is downloaded once (with apt, into
 a private package list: the host's apt configuration is not touched) and kept beside it. A run
@@ -287,12 +290,23 @@ PYTHON_DROPPED = ("usr/lib/python3.11/EXTERNALLY-MANAGED",)
 
 def fill_python(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
     """mmdebstrap's tarball (reproducible with SOURCE_DATE_EPOCH), sorted and normalised."""
+    rootfs = workdir / "rootfs.tar"
+
+    def keep(name: str) -> bool:
+        return _keep_in_python_image(name) and name not in PYTHON_DROPPED
+
+    count = _mmdebstrap_into(tar, _mmdebstrap_args(rootfs), rootfs, epoch, keep)
+    return f"mmdebstrap --variant=minbase {SUITE} +{','.join(PYTHON_PACKAGES)} ({count} entries)"
+
+
+def _mmdebstrap_into(
+    tar: tarfile.TarFile, args: list[str], rootfs: Path, epoch: int, keep: Callable[[str], bool]
+) -> int:
+    """Run mmdebstrap (`args` write `rootfs`), then copy its tarball into the layer."""
     if shutil.which("mmdebstrap") is None:
         raise SystemExit("mmdebstrap is missing: apt-get install mmdebstrap (or make setup)")
-    rootfs = workdir / "rootfs.tar"
-    args = _mmdebstrap_args(rootfs)
     env = {**os.environ, "SOURCE_DATE_EPOCH": str(epoch)}
-    print(f"  running {' '.join(args)} (about 25 s)", file=sys.stderr, flush=True)
+    print(f"  running {' '.join(args)}", file=sys.stderr, flush=True)
     started = time.monotonic()
     result = subprocess.run(args, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if result.returncode != 0:
@@ -300,16 +314,72 @@ def fill_python(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
         raise SystemExit(
             f"mmdebstrap failed (exit {result.returncode}); is the Debian mirror reachable?\n{tail}"
         )
-
     _phase("mmdebstrap", started)
-
-    def keep(name: str) -> bool:
-        return _keep_in_python_image(name) and name not in PYTHON_DROPPED
-
     with tarfile.open(rootfs) as source:
         count = copy_sorted(source, tar, epoch, keep, PYTHON_REPLACED)
     rootfs.unlink()
-    return f"mmdebstrap --variant=minbase {SUITE} +{','.join(PYTHON_PACKAGES)} ({count} entries)"
+    return count
+
+
+# --- postgres ------------------------------------------------------------------------------
+
+POSTGRES_PACKAGES = ("postgresql-15",)
+POSTGRES_ENTRYPOINT = Path(__file__).resolve().parent / "test_images" / "postgres-entrypoint.sh"
+POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
+#: JIT compilation is left out: its LLVM and Z3 libraries are 133 MB of a 376 MB root, and
+#: PostgreSQL runs without JIT when its provider library is absent.
+POSTGRES_DPKG_OPTIONS = (
+    *DPKG_OPTIONS,
+    "path-exclude=/usr/lib/x86_64-linux-gnu/libLLVM-*",
+    "path-exclude=/usr/lib/x86_64-linux-gnu/libz3.so*",
+    f"path-exclude={POSTGRES_BIN.removesuffix('/bin')}/lib/llvmjit*",
+    f"path-exclude={POSTGRES_BIN.removesuffix('/bin')}/lib/bitcode/*",
+)
+#: The entrypoint initialises its own data directory at first start, as the official image
+#: does; Debian's default cluster (made at install time, with a random system identifier)
+#: would make the image differ on every build.
+POSTGRES_HOOKS = (
+    '--essential-hook=mkdir -p "$1/etc/postgresql-common/createcluster.d" && '
+    "echo 'create_main_cluster = false' "
+    '>"$1/etc/postgresql-common/createcluster.d/dirk.conf"',
+)
+#: ssl-cert makes a snakeoil key pair at install time (random, so never reproducible); the
+#: server runs without TLS, as initdb configures it.
+POSTGRES_DROPPED = ("etc/ssl/private/ssl-cert-snakeoil.key", "etc/ssl/certs/ssl-cert-snakeoil.pem")
+
+
+def _postgres_args(out: Path, entrypoint: Path) -> list[str]:
+    install = (
+        f'--customize-hook=install -m 755 {entrypoint} "$1/usr/local/bin/docker-entrypoint.sh"'
+    )
+    return [
+        "mmdebstrap",
+        "--quiet",
+        "--variant=minbase",
+        "--include=" + ",".join(POSTGRES_PACKAGES),
+        *(f"--dpkgopt={option}" for option in POSTGRES_DPKG_OPTIONS),
+        *POSTGRES_HOOKS,
+        install,
+        SUITE,
+        str(out),
+    ]
+
+
+def postgres_inputs() -> dict[str, str]:
+    entrypoint = hashlib.sha256(POSTGRES_ENTRYPOINT.read_bytes()).hexdigest()
+    args = _postgres_args(Path("out.tar"), Path("entrypoint.sh"))
+    return {"mmdebstrap": " ".join(args), "entrypoint": entrypoint}
+
+
+def fill_postgres(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
+    """mmdebstrap's tarball with the entrypoint, sorted and normalised (about 50 s)."""
+    args = _postgres_args(workdir / "rootfs.tar", POSTGRES_ENTRYPOINT)
+
+    def keep(name: str) -> bool:
+        return _keep_in_python_image(name) and name not in POSTGRES_DROPPED
+
+    count = _mmdebstrap_into(tar, args, workdir / "rootfs.tar", epoch, keep)
+    return f"mmdebstrap --variant=minbase {SUITE} +{','.join(POSTGRES_PACKAGES)} ({count} entries)"
 
 
 RECIPES = {
@@ -334,6 +404,23 @@ RECIPES = {
         config=ImageConfig(env=(PATH, "LANG=C.UTF-8"), cmd=("python3",)),
         inputs=python_inputs,
         fill=fill_python,
+    ),
+    "postgres": Recipe(
+        name="postgres",
+        tag="15",
+        config=ImageConfig(
+            env=(
+                f"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:{POSTGRES_BIN}",
+                "LANG=C.UTF-8",
+                "PGDATA=/var/lib/postgresql/data",
+            ),
+            cmd=("postgres",),
+            entrypoint=("docker-entrypoint.sh",),
+            exposed_ports=("5432/tcp",),
+            stop_signal="SIGINT",
+        ),
+        inputs=postgres_inputs,
+        fill=fill_postgres,
     ),
 }
 

@@ -56,6 +56,10 @@ class ImageConfig:
     working_dir: str = "/"
     #: The OCI architecture the image's binaries are built for.
     architecture: str = "amd64"
+    entrypoint: tuple[str, ...] = ()
+    #: "5432/tcp", ...
+    exposed_ports: tuple[str, ...] = ()
+    stop_signal: str = ""
 
 
 @attrs.frozen
@@ -247,11 +251,7 @@ def write_image(
         "architecture": config.architecture,
         "os": "linux",
         "created": created,
-        "config": {
-            "Env": list(config.env),
-            "Cmd": list(config.cmd),
-            "WorkingDir": config.working_dir,
-        },
+        "config": _run_config(config),
         "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
         "history": [{"created": created, "created_by": created_by}],
     }
@@ -266,6 +266,23 @@ def write_image(
     _tag_in_layout(layout, tag, manifest_blob)
     (layout / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))
     return Image(layout, tag, manifest_blob, config_blob, layer)
+
+
+def _run_config(config: ImageConfig) -> dict[str, object]:
+    """The config's `config` object; fields left unset are absent (older images keep their
+    digests)."""
+    run: dict[str, object] = {
+        "Env": list(config.env),
+        "Cmd": list(config.cmd),
+        "WorkingDir": config.working_dir,
+    }
+    if config.entrypoint:
+        run["Entrypoint"] = list(config.entrypoint)
+    if config.exposed_ports:
+        run["ExposedPorts"] = {port: {} for port in config.exposed_ports}
+    if config.stop_signal:
+        run["StopSignal"] = config.stop_signal
+    return run
 
 
 def _tag_in_layout(layout: Path, tag: str, blob: Blob) -> None:

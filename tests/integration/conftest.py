@@ -19,9 +19,17 @@ from dirk.engine import Engine
 from dirk.state.layout import StateLayout
 from dirk.workers.executor.busybox import make_busybox_rootfs
 from dirk.workers.executor.executor import Executor
+from tests.integration.leaks import no_leaks, pytest_runtest_teardown
+
+__all__ = ["no_leaks", "pytest_runtest_teardown"]  # the leak check's fixture and its hook
 
 REGISTRY = "127.0.0.1:5000"
-TEST_IMAGES = (("busybox", "latest"), ("busybox", "multiarch"), ("python", "3.11"))
+TEST_IMAGES = (
+    ("busybox", "latest"),
+    ("busybox", "multiarch"),
+    ("python", "3.11"),
+    ("postgres", "15"),
+)
 MANIFEST_ACCEPT = ", ".join(
     [
         "application/vnd.oci.image.manifest.v1+json",
@@ -34,7 +42,7 @@ MANIFEST_ACCEPT = ", ".join(
 
 @pytest.fixture(scope="session")
 def registry() -> str:
-    """host:port of the local plain-HTTP registry, once it answers and holds both test images."""
+    """host:port of the local plain-HTTP registry, once it answers and holds the test images."""
     with httpx.Client(base_url=f"http://{REGISTRY}", trust_env=False, timeout=5) as client:
         try:
             client.get("/v2/").raise_for_status()
@@ -65,6 +73,13 @@ def busybox_ref(registry: str) -> str:
 @pytest.fixture(scope="session")
 def python_ref(registry: str) -> str:
     return f"{registry}/python:3.11"
+
+
+@pytest.fixture(scope="session")
+def postgres_ref(registry: str) -> str:
+    """PostgreSQL 15 with the official image's entrypoint variables (POSTGRES_PASSWORD or
+    POSTGRES_HOST_AUTH_METHOD=trust, POSTGRES_USER, POSTGRES_DB), psql, EXPOSE 5432."""
+    return f"{registry}/postgres:15"
 
 
 @pytest.fixture

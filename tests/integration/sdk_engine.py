@@ -43,9 +43,16 @@ def clean_env(state_dir: Path | None = None, **extra: str) -> dict[str, str]:
     return env
 
 
+#: Every state directory `new_state_dir` handed out, in order (the leak check watches the
+#: ones made during a test: tests/integration/leaks.py).
+MADE_STATE_DIRS: list[Path] = []
+
+
 def new_state_dir() -> Path:
     """A fresh, short state directory path (not created: the engine or the SDK creates it)."""
-    return Path(tempfile.mkdtemp(prefix="dsdk-", dir="/tmp")) / "s"
+    path = Path(tempfile.mkdtemp(prefix="dsdk-", dir="/tmp")) / "s"
+    MADE_STATE_DIRS.append(path)
+    return path
 
 
 def mounts_under(path: Path) -> list[str]:
