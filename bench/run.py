@@ -22,6 +22,7 @@ BENCHES = [
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
     ("unchanged host tree re-import vs cp -a", ["host_reimport.py"]),
     ("port forwarder (tunnels, host services) vs a direct connection", ["forward.py"]),
+    ("a service's first client request (with_service_binding) vs raw crun", ["services.py"]),
     ("image publish vs skopeo copy", ["publish.py"]),
     ("image pull + unpack vs skopeo + umoci", ["pull.py"]),
 ]
