@@ -125,9 +125,9 @@ class RawContainer:
     def start_detached(self) -> None:
         """Returns once the process runs; its output goes nowhere (a pipe would be held open
         by the server, and a read of it would never end)."""
+        command = [self.runtime, "--root", str(self.state), "run", "--detach"]
         subprocess.run(
-            [self.runtime, "--root", str(self.state), "run", "--detach"]
-            + ["--bundle", str(self.dir), self.name],
+            [*command, "--bundle", str(self.dir), self.name],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
