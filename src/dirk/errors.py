@@ -238,6 +238,32 @@ class CommandNotFoundError(ExecError, ExecutorError):
         return self.message  # the engine wrote the stderr; the message already says it all
 
 
+class ServiceError(QueryError):
+    """A service (`Container.asService`) could not be started, reached or stopped."""
+
+    code = "SERVICE_ERROR"
+
+
+class ServiceStartError(ServiceError):
+    """A service did not become healthy in time: some exposed TCP port did not accept a
+    connection. The message names the service (hostname, command), its ports, the tail of
+    its output and what to check."""
+
+    code = "SERVICE_START_FAILED"
+
+
+class ServiceExitedError(ExecError, ServiceStartError):
+    """A service's command ended before the service was healthy (or while a client used it).
+
+    A failed exec in Dagger's shape (`command`, `exit_code`, `stdout`, `stderr`), as Dagger
+    reports a service that exits, so `except ExecError` and the released SDKs see one too."""
+
+    code = "SERVICE_EXITED"
+
+    def __str__(self) -> str:
+        return self.message  # the engine put the output's tail into the message already
+
+
 class SnapshotError(DirkError):
     """The snapshot store could not mount, commit or read a filesystem layer."""
 

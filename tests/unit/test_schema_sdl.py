@@ -123,6 +123,37 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
             "noCache: Boolean = false, gitignore: Boolean = false): Directory!",
         ),
         ("File", "contents", "contents(offsetLines: Int, limitLines: Int): String!"),
+        (
+            # Dagger's, less experimentalPrivilegedNesting (as withExec).
+            "Container",
+            "asService",
+            "asService(args: [String!] = [], useEntrypoint: Boolean = false, "
+            "insecureRootCapabilities: Boolean = false, expand: Boolean = false, noInit: "
+            "Boolean = false): Service!",
+        ),
+        (
+            "Container",
+            "withExposedPort",
+            "withExposedPort(port: Int!, protocol: NetworkProtocol = TCP, description: String, "
+            "experimentalSkipHealthcheck: Boolean = false): Container!",
+        ),
+        (
+            "Container",
+            "withoutExposedPort",
+            "withoutExposedPort(port: Int!, protocol: NetworkProtocol = TCP): Container!",
+        ),
+        (
+            "Container",
+            "withServiceBinding",
+            "withServiceBinding(alias: String!, service: ID!): Container!",
+        ),
+        ("Service", "endpoint", 'endpoint(port: Int, scheme: String = ""): String!'),
+        ("Service", "hostname", "hostname(): String!"),
+        ("Service", "ports", "ports(): [Port!]!"),
+        ("Service", "start", "start(): ID!"),
+        ("Service", "stop", "stop(kill: Boolean = false): ID!"),
+        ("Service", "sync", "sync(): ID!"),
+        ("Service", "withHostname", "withHostname(hostname: String!): Service!"),
     ],
 )
 def test_fields_match_daggers(

@@ -17,13 +17,13 @@ from dirk.api.container_ops import (
     command,
     default_platform,
     directory_at,
+    exposed_ports,
     file_at,
     image_healthcheck,
     merge_pairs,
     owned,
     owned_file,
     parse_env,
-    parse_port,
     set_pair,
     with_exec,
     with_mount,
@@ -240,7 +240,7 @@ async def container_env_variable(
     return dict(_ctr(parent).env).get(args["name"])
 
 
-def _items(
+def items(
     ctx: RequestContext, parent: Handle, field: str, type_name: str, values: Iterable[object]
 ) -> list[Handle]:
     handles = []
@@ -256,7 +256,7 @@ async def container_env_variables(
 ) -> list[Handle]:
     assert parent is not None
     env = [EnvVariable(n, v) for n, v in _ctr(parent).env]
-    return _items(ctx, parent, "envVariables", "EnvVariable", env)
+    return items(ctx, parent, "envVariables", "EnvVariable", env)
 
 
 @builds("Container", "withWorkdir")
@@ -325,7 +325,7 @@ async def container_label(ctx: RequestContext, parent: Handle | None, args: Args
 async def container_labels(ctx: RequestContext, parent: Handle | None, args: Args) -> list[Handle]:
     assert parent is not None
     labels = [Label(n, v) for n, v in _ctr(parent).labels]
-    return _items(ctx, parent, "labels", "Label", labels)
+    return items(ctx, parent, "labels", "Label", labels)
 
 
 @leaf("Container", "exposedPorts")
@@ -333,8 +333,7 @@ async def container_exposed_ports(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> list[Handle]:
     assert parent is not None
-    ports = [parse_port(p) for p in _ctr(parent).exposed_ports]
-    return _items(ctx, parent, "exposedPorts", "Port", ports)
+    return items(ctx, parent, "exposedPorts", "Port", exposed_ports(_ctr(parent)))
 
 
 @builds("Container", "withSecretVariable")

@@ -135,6 +135,7 @@ def with_exec(
         network=network,
         secret_env=c.secret_env,
         debug_shell=c.default_terminal_cmd.args if c.default_terminal_cmd else (),
+        services=c.services,
     )
     new_mounts: list[Mount] = []
     output = 1
@@ -252,6 +253,21 @@ def parse_port(text: str) -> Port:
     if not number.isdigit():
         raise InvalidArgumentError(f"the image declares an invalid port {text!r}")
     return Port(int(number), "UDP" if proto.lower() == "udp" else "TCP")
+
+
+def port_key(port: int, protocol: str) -> str:
+    """How an image config names a port: "80/tcp"."""
+    return f"{port}/{protocol.lower()}"
+
+
+def exposed_ports(c: Container) -> list[Port]:
+    """The container's ports in order, with what `withExposedPort` said of each."""
+    details = {port_key(p.port, p.protocol): p for p in c.port_details}
+    ports = []
+    for text in c.exposed_ports:
+        port = parse_port(text)
+        ports.append(details.get(port_key(port.port, port.protocol), port))
+    return ports
 
 
 def go_duration(ns: int) -> str:

@@ -44,6 +44,7 @@ from dirk.api import (  # noqa: F401
     query,
     reads,
     secret,
+    service,
     socket,
     terminal,
 )

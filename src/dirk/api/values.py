@@ -11,7 +11,16 @@ from typing import Literal
 
 import attrs
 
-from dirk.solver.ops import Exec, GitAuthRef, GitRefKind, Ref, SecretRef, Sharing
+from dirk.solver.ops import (
+    Exec,
+    GitAuthRef,
+    GitRefKind,
+    Ref,
+    SecretRef,
+    ServiceBinding,
+    ServiceDef,
+    Sharing,
+)
 
 Stream = Literal["stdout", "stderr"]
 MountSource = Literal["directory", "file", "cache", "tmpfs", "secret", "socket"]
@@ -92,6 +101,11 @@ class Container:
     base_config: str = ""
     #: Credentials for publishing: (registry, username, the Secret holding the password).
     registry_auth: tuple[tuple[str, str, Secret], ...] = ()
+    #: What `withExposedPort` said of a port beyond `exposed_ports` ("80/tcp"): its
+    #: description and whether a service skips its health check.
+    port_details: tuple[Port, ...] = ()
+    #: Services the container's execs start first and reach by alias (`withServiceBinding`).
+    services: tuple[ServiceBinding, ...] = ()
 
 
 @attrs.frozen
@@ -193,6 +207,14 @@ class Port:
 
 
 @attrs.frozen
+class Service:
+    """A service: a container's command to keep running and the ports it serves
+    (`solver.services` starts it); a value, named by the digest of its definition."""
+
+    definition: ServiceDef
+
+
+@attrs.frozen
 class Stat:
     """What `stat` found: Dagger's FileType name, the entry's name, mode bits and size."""
 
@@ -288,6 +310,7 @@ Value = (
     | GitRepository
     | GitRef
     | Socket
+    | Service
     | JSONValue
     | QueryRoot
 )

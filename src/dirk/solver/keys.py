@@ -26,6 +26,7 @@ from dirk.solver.ops import (
     Op,
     Ref,
     SecretRef,
+    ServiceDef,
 )
 
 #: Bump when the meaning of an operation changes, so old cache entries stop matching.
@@ -53,8 +54,8 @@ def provenance_fields(cls: type[Any]) -> frozenset[str]:
     return _PROVENANCE_FIELDS.get(cls, frozenset())
 
 
-def cache_key(op: Op, input_keys: Sequence[str]) -> str:
-    """The key of `op`, given the keys of `op.inputs()` in order."""
+def cache_key(op: Op | ServiceDef, input_keys: Sequence[str]) -> str:
+    """The key of `op` (or a service's digest), given the keys of `op.inputs()` in order."""
     keys = iter(input_keys)
     body = {"v": KEY_VERSION, "op": type(op).__name__, "def": _encode(op, keys)}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))

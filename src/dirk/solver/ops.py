@@ -212,10 +212,16 @@ class Exec:
     #: The shell a failed run opens for a client that asked for one (`dirk run -i`): the
     #: container's default terminal command; empty for `sh`. Not in the key.
     debug_shell: tuple[str, ...] = ()
+    #: Services started (or joined) before the command runs, reachable by their aliases.
+    #: Their definitions are part of the key (their inputs are this step's inputs too);
+    #: whether an instance runs is not. Keep last: the key walks fields in `inputs()` order.
+    services: tuple[ServiceBinding, ...] = ()
 
     def inputs(self) -> tuple[Ref, ...]:
         refs = [self.root]
         refs.extend(m.source for m in self.mounts if m.source is not None)
+        for binding in self.services:
+            refs.extend(binding.service.inputs())
         return tuple(refs)
 
     def output_mounts(self) -> tuple[ExecMount, ...]:
@@ -230,6 +236,43 @@ class Exec:
 
     def describe(self) -> str:
         return "exec " + " ".join(self.args)
+
+
+@attrs.frozen(cache_hash=True)
+class ServicePort:
+    """A port a service listens on; TCP ports are health-checked unless `skip_health`."""
+
+    port: int
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    description: str | None = None
+    skip_health: bool = False
+
+
+@attrs.frozen(cache_hash=True)
+class ServiceDef:
+    """A service: a long-running command (`exec`, never run to completion, never cached;
+    its `services` are the service's own bindings) that is healthy once every TCP port of
+    `ports` accepts connections. Not an operation: nothing solves it, it is started by the
+    solver's `ServiceManager`. Its digest (`keys.cache_key` over its inputs' keys) names it;
+    `hostname` is "" for the name derived from that digest."""
+
+    exec: Exec
+    ports: tuple[ServicePort, ...] = ()
+    hostname: str = ""
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return self.exec.inputs()
+
+    def describe(self) -> str:
+        return "service " + " ".join(self.exec.args)
+
+
+@attrs.frozen(cache_hash=True)
+class ServiceBinding:
+    """`service`, reachable as host name `alias` from the container of an `Exec`."""
+
+    alias: str
+    service: ServiceDef
 
 
 @attrs.frozen(cache_hash=True)

@@ -42,3 +42,5 @@ class Counters:
     cache_hits: int = 0
     memo_hits: int = 0
     joined: int = 0
+    #: Service instances started (`solver.services`).
+    services_started: int = 0

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 
 import anyio
@@ -33,6 +33,7 @@ from dirk.solver.job import EventSink, Job, StepEvent, discard_events
 from dirk.solver.opmemo import OpMemo
 from dirk.solver.ops import Exec, Op, Ref
 from dirk.solver.results import Counters, ExecOutcome, OpResult
+from dirk.solver.services import ServiceManager
 from dirk.solver.shared import Flight, SharedWork
 from dirk.solver.sources import Sources
 from dirk.solver.store import ResultStore, has_blob_output
@@ -91,6 +92,9 @@ class Solver:
             snapshotter=snapshotter,
             images=images,
         )
+        self.services = self.workers.services = ServiceManager(
+            self.workers, solve_all=self.solve_all, key_of=self._ref_key
+        )
         self._snap = snapshotter
         self._handlers: dict[type, Handler[Any]] = {t: f(self.workers) for t, f in handlers.items()}
         self._store = ResultStore(db, blobs, layers)
@@ -108,10 +112,16 @@ class Solver:
         downloads."""
         return self.workers.sources
 
-    def running(self) -> AbstractAsyncContextManager[None]:
-        """The solver's lifetime: shared work runs in a task group held open meanwhile (the
-        engine enters it at start and leaves it at close, which cancels what still runs)."""
-        return self._shared.serving()
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The solver's lifetime: shared work and service instances run in task groups held
+        open meanwhile (the engine enters it at start and leaves it at close, which cancels
+        what still runs: steps first, then the services they bound)."""
+        async with self.services.serving(), self._shared.serving():
+            yield
+
+    async def _ref_key(self, ref: Ref) -> str:
+        return await self.key(ref.op)
 
     # --- public API -----------------------------------------------------------------------
 

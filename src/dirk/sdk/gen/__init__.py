@@ -37,6 +37,7 @@ from dirk.sdk.gen.scalars import JSON, Platform
 from dirk.sdk.gen.search_result import SearchResult
 from dirk.sdk.gen.search_submatch import SearchSubmatch
 from dirk.sdk.gen.secret import Secret
+from dirk.sdk.gen.service import Service
 from dirk.sdk.gen.socket import Socket
 from dirk.sdk.gen.stat import Stat
 from dirk.sdk.gen.syncer import Syncer
@@ -77,6 +78,7 @@ __all__ = [
     "SearchResult",
     "SearchSubmatch",
     "Secret",
+    "Service",
     "Socket",
     "Stat",
     "Syncer",

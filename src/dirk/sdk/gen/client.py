@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.search_result import SearchResult
     from dirk.sdk.gen.search_submatch import SearchSubmatch
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.service import Service
     from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
 
@@ -504,3 +505,13 @@ class Client(ObjectBase[M]):
             id:
         """
         return cast("Socket[M]", self._select("loadSocketFromID", "Socket", [("id", id, REQUIRED)]))
+
+    def load_service_from_id(self, id: str) -> Service[M]:
+        """A service, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "Service[M]", self._select("loadServiceFromID", "Service", [("id", id, REQUIRED)])
+        )

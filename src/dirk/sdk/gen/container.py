@@ -11,6 +11,7 @@ from dirk.sdk.gen.enums import (
     ExistsType,
     ImageLayerCompression,
     ImageMediaTypes,
+    NetworkProtocol,
     ReturnType,
 )
 from dirk.sdk.gen.scalars import Platform
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.port import Port
     from dirk.sdk.gen.secret import Secret
+    from dirk.sdk.gen.service import Service
     from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
 
@@ -788,8 +790,107 @@ class Container(ObjectBase[M]):
     def exposed_ports(self: Container[Either]) -> Any: ...
 
     def exposed_ports(self) -> Any:
-        """The ports the container's image declares."""
+        """The ports the container exposes: its image's, and those `withExposedPort` added."""
         return self._leaf_objects("exposedPorts", [], "Port")
+
+    def as_service(
+        self,
+        *,
+        args: list[str] | None = None,
+        use_entrypoint: bool = False,
+        insecure_root_capabilities: bool = False,
+        expand: bool = False,
+        no_init: bool = False,
+    ) -> Service[M]:
+        """This container's command as a service, started for the containers bound to it.
+
+        Args:
+            args: The command to run; the container's default arguments when empty.
+            use_entrypoint: Prefixes the command with the container's entrypoint.
+            insecure_root_capabilities: Runs the command with every capability.
+            expand: Replaces `${VAR}` in the arguments with the container's environment variables.
+            no_init: Runs the command without an init process as PID 1 (dirk never adds one).
+        """
+        return cast(
+            "Service[M]",
+            self._select(
+                "asService",
+                "Service",
+                [
+                    ("args", self._list_arg("as_service", "args", args, str), []),
+                    ("useEntrypoint", use_entrypoint, False),
+                    ("insecureRootCapabilities", insecure_root_capabilities, False),
+                    ("expand", expand, False),
+                    ("noInit", no_init, False),
+                ],
+            ),
+        )
+
+    def with_exposed_port(
+        self,
+        port: int,
+        *,
+        protocol: NetworkProtocol = NetworkProtocol.TCP,
+        description: str | None = None,
+        experimental_skip_healthcheck: bool = False,
+    ) -> Container[M]:
+        """This container with a port exposed: published in its image, health-checked as a service.
+
+        Args:
+            port: The port number.
+            protocol: The port's transport protocol.
+            description: What the port is for.
+            experimental_skip_healthcheck: Whether a service skips waiting for this port to accept
+                connections.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withExposedPort",
+                "Container",
+                [
+                    ("port", port, REQUIRED),
+                    ("protocol", protocol, NetworkProtocol.TCP),
+                    ("description", description, None),
+                    ("experimentalSkipHealthcheck", experimental_skip_healthcheck, False),
+                ],
+            ),
+        )
+
+    def without_exposed_port(
+        self, port: int, *, protocol: NetworkProtocol = NetworkProtocol.TCP
+    ) -> Container[M]:
+        """This container without an exposed port.
+
+        Args:
+            port: The port number.
+            protocol: The port's transport protocol.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withoutExposedPort",
+                "Container",
+                [("port", port, REQUIRED), ("protocol", protocol, NetworkProtocol.TCP)],
+            ),
+        )
+
+    def with_service_binding(self, alias: str, service: Service[M]) -> Container[M]:
+        """This container with a service its later commands start first and reach by `alias` (a host
+        name only this container resolves) and by the service's hostname.
+
+        Args:
+            alias: The host name the service is reached by from this container.
+            service: The service to bind.
+        """
+        return cast(
+            "Container[M]",
+            self._select(
+                "withServiceBinding",
+                "Container",
+                [("alias", alias, REQUIRED), ("service", service, REQUIRED)],
+            ),
+        )
 
     @overload
     def combined_output(self: Container[Async]) -> Coroutine[Any, Any, str]: ...

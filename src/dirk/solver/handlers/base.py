@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from dirk.solver.images_out import ImagesOut
+    from dirk.solver.services import ServiceManager
     from dirk.solver.sources import Sources
     from dirk.solver.volumes import CacheVolumes
     from dirk.state.blobs import BlobStore
@@ -54,6 +55,8 @@ class Workers:
     images_out: ImagesOut = attrs.field(init=False)
     #: Git remotes and HTTP downloads (`solver.sources`); set by the solver.
     sources: Sources = attrs.field(init=False)
+    #: Running services that execs bind (`solver.services`); set by the solver.
+    services: ServiceManager = attrs.field(init=False)
 
     async def resolve_image(self, reference: str, platform: str) -> ResolvedImage:
         """Ask the registry what `reference` is now (tag -> digest, config); pulls no layers."""

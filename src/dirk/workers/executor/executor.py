@@ -1,5 +1,8 @@
 """Run one command in a container: bundle, runtime, pipes, network namespace, cleanup.
 
+`run` runs a command to completion; `detached` starts one and hands back a running handle
+(`running.RunningContainer`) for services, which stay up until their users are done.
+
 The hot path of `run` is: resolve the user from the image's files, take a ready network
 namespace, write four small files and `config.json`, spawn `<runtime> run` in the foreground
 and pump its pipes, then remove the bundle and hand the namespace back (reused or removed). The
@@ -32,6 +35,7 @@ from dirk.workers.executor.hostfiles import hosts_file, read_host_resolv_conf
 from dirk.workers.executor.network import Netns, NetnsPool
 from dirk.workers.executor.process import Child
 from dirk.workers.executor.pty import CONSOLE_SOCKET, PtyChild, TerminalIO, relay
+from dirk.workers.executor.running import RunningContainer
 from dirk.workers.executor.runtime import (
     KNOWN_RUNTIMES,
     Runtime,
@@ -212,8 +216,59 @@ class Executor:
         self, rootfs: Path, spec: ContainerSpec, on_output: OutputCallback | None = None
     ) -> ProcessResult:
         """Run `spec` on `rootfs` (mounted, owned by the caller) and return how it ended."""
-        async with self._bundle(rootfs, spec) as (rt, container_id, bundle, spec):
+        async with self._bundle(rootfs, spec) as (rt, container_id, bundle, spec, _):
             return await self._run_container(rt, container_id, bundle, spec, on_output)
+
+    @contextlib.asynccontextmanager
+    async def detached(
+        self, rootfs: Path, spec: ContainerSpec, on_output: OutputCallback | None = None
+    ) -> AsyncIterator[RunningContainer]:
+        """Start `spec` on `rootfs` (mounted, owned by the caller) and leave it running: a
+        service. The handle gives its address, its exit, the tail of its output and ways to
+        stop it; leaving the block kills it if it still runs, then removes its bundle and
+        network namespace (never reused: a server's namespace is not worth checking)."""
+        if not spec.network:
+            raise ExecutorError("a detached container needs its network (it is a service)")
+        async with self._bundle(rootfs, spec) as (rt, container_id, bundle, spec, ns):
+            log_path = bundle / "runtime.log"
+            assert ns is not None
+            try:
+                child = Child(rt.run_command(bundle, container_id, log_path), None)
+            except OSError as exc:
+                raise ExecutorError(f"could not start the runtime {rt.path}: {exc}") from exc
+            running = RunningContainer(
+                container_id=container_id,
+                address=ns.address,
+                veth=ns.veth,
+                command=spec.args,
+                runtime_log=log_path,
+                signal=lambda sig: self._signal(rt, container_id, sig),
+            )
+            failure: BaseException | None = None
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(running.pump, child, on_output)
+                    try:
+                        yield running
+                    except BaseException as exc:  # raised as itself below, not in a group
+                        failure = exc
+                    finally:
+                        with anyio.CancelScope(shield=True):
+                            # (The pump waits for the child: only it may await the pidfd.)
+                            with anyio.move_on_after(_KILL_GRACE):
+                                await running.kill()
+                            if running.running:  # the runtime itself hangs
+                                child.kill()
+                            await running.wait()
+                if failure is not None:
+                    raise failure
+            finally:
+                child.close()
+                with anyio.CancelScope(shield=True):
+                    await self._delete(rt, container_id)
+
+    async def _signal(self, rt: Runtime, container_id: str, signal: str) -> None:
+        await anyio.run_process(rt.command("kill", container_id, signal), check=False)
 
     async def run_terminal(self, rootfs: Path, spec: ContainerSpec, io: TerminalIO) -> int:
         """Run `spec` on `rootfs` with a terminal relayed to `io` (the user's); returns the
@@ -222,15 +277,15 @@ class Executor:
         when the caller is cancelled."""
         size = io.size
         console = (size.rows, size.cols)
-        async with self._bundle(rootfs, spec, console) as (rt, container_id, bundle, spec):
+        async with self._bundle(rootfs, spec, console) as (rt, container_id, bundle, spec, _):
             return await self._run_on_pty(rt, container_id, bundle, spec, io)
 
     @contextlib.asynccontextmanager
     async def _bundle(
         self, rootfs: Path, spec: ContainerSpec, console: tuple[int, int] | None = None
-    ) -> AsyncIterator[tuple[Runtime, str, Path, ContainerSpec]]:
-        """A bundle for `spec` on `rootfs` (network namespace, files, config.json), removed
-        with everything it holds afterwards."""
+    ) -> AsyncIterator[tuple[Runtime, str, Path, ContainerSpec, Netns | None]]:
+        """A bundle for `spec` on `rootfs` (network namespace, files, config.json, the bridge
+        pairs to its peers), removed with everything it holds afterwards."""
         rt = self._rt
         if rt is None:
             raise ExecutorError("the executor is not started: call `await executor.start()`")
@@ -246,6 +301,7 @@ class Executor:
         ns: Netns | None = None
         exited = False  # the runtime saw the container end: no process of it is left
         own_tmpfs = False  # a tmpfs mounted on this bundle for its secrets
+        peers: tuple[str, ...] = ()
         try:
             if spec.network:
                 ns = self._pool.take() or await self._new_netns()
@@ -269,9 +325,15 @@ class Executor:
             )
             with open(bundle / "config.json", "w") as f:
                 f.write(json.dumps(config))
-            yield rt, container_id, bundle, spec
+            if ns is not None and spec.peers:
+                peers = tuple(dict.fromkeys(spec.peers))
+                await anyio.to_thread.run_sync(network.allow_peers, ns.veth, peers)
+            yield rt, container_id, bundle, spec, ns
             exited = True
         finally:
+            if peers and ns is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(network.forbid_peers, ns.veth, peers)
             if own_tmpfs:
                 umount(bundle, MNT_DETACH)
             shutil.rmtree(bundle, ignore_errors=True)
@@ -298,7 +360,7 @@ class Executor:
         hosts = bundle / "hosts"
         resolv.write_text(self._resolv_conf)
         hostname.write_text(spec.hostname + "\n")
-        hosts.write_text(hosts_file(spec.hostname, ns.address if ns else None))
+        hosts.write_text(hosts_file(spec.hostname, ns.address if ns else None, spec.extra_hosts))
         return HostFiles(
             resolv_conf=resolv,
             hostname=hostname,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from pathlib import Path
 
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
@@ -76,9 +77,17 @@ def read_host_resolv_conf() -> str:
     return container_resolv_conf(host_text, upstream)
 
 
-def hosts_file(hostname: str, address: str | None) -> str:
-    """/etc/hosts naming the container after `hostname` (at its bridge address if it has one)."""
+def hosts_file(hostname: str, address: str | None, extra: Sequence[tuple[str, str]] = ()) -> str:
+    """/etc/hosts naming the container after `hostname` (at its bridge address if it has one),
+    then one line per `extra` (name, address): the services it is bound to, each name once
+    (the first wins, as the resolver's first match does)."""
     own = address or "127.0.1.1"
+    seen = {hostname}
+    lines = []
+    for name, peer in extra:
+        if name not in seen:
+            seen.add(name)
+            lines.append(f"{peer}\t{name}\n")
     return (
         "127.0.0.1\tlocalhost\n"
         "::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -87,4 +96,4 @@ def hosts_file(hostname: str, address: str | None) -> str:
         "ff02::1\tip6-allnodes\n"
         "ff02::2\tip6-allrouters\n"
         f"{own}\t{hostname}\n"
-    )
+    ) + "".join(lines)

@@ -64,13 +64,24 @@ class Child:
         runs = tuple((stream, count) for stream, count in order)
         return code, b"".join(out), b"".join(err), runs
 
+    async def drain(self, on_output: OutputCallback) -> int:
+        """Pass both streams to `on_output` as they come, keeping nothing (a long-running
+        container's output would grow without bound), and wait for the exit code."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read, self._out, "stdout", None, on_output, None)
+            tg.start_soon(self._read, self._err, "stderr", None, on_output, None)
+            if self._proc.stdin is not None:
+                tg.start_soon(self._write)
+            code = await self.wait()
+        return code
+
     async def _read(
         self,
         fd: int,
         name: Literal["stdout", "stderr"],
-        sink: list[bytes],
+        sink: list[bytes] | None,
         on_output: OutputCallback | None,
-        order: list[list[int]],
+        order: list[list[int]] | None,
     ) -> None:
         stream = 0 if name == "stdout" else 1
         while True:
@@ -81,8 +92,11 @@ class Child:
                 continue
             if not data:
                 return
-            sink.append(data)
-            if order and order[-1][0] == stream:
+            if sink is not None:
+                sink.append(data)
+            if order is None:
+                pass
+            elif order and order[-1][0] == stream:
                 order[-1][1] += len(data)
             else:
                 order.append([stream, len(data)])

@@ -162,6 +162,11 @@ class ContainerSpec:
     privileged: bool = False
     secret_env: tuple[str, ...] = attrs.field(default=(), repr=False)
     secret_files: tuple[SecretFile, ...] = ()
+    #: (name, address) lines added to /etc/hosts: the services this container is bound to.
+    extra_hosts: tuple[tuple[str, str], ...] = ()
+    #: Host-side veths of the containers this one may reach over the bridge (its services);
+    #: traffic between two containers is dropped otherwise (`network.ISOLATION_RULES`).
+    peers: tuple[str, ...] = ()
 
     @property
     def has_secrets(self) -> bool:

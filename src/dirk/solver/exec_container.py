@@ -1,0 +1,137 @@
+"""How an exec's container is set up: its root mounted read-write, each mount as asked, its
+secrets fetched, its spec. An exec step (`handlers.exec`) and a service (`solver.services`)
+start their containers the same way; the caller's exit stack undoes every mount."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+import attrs
+
+from dirk.errors import SnapshotPathError
+from dirk.solver.exec_secrets import ExecSecrets, exec_secrets
+from dirk.solver.mounts import StepMounts
+from dirk.solver.ops import Exec, ExecMount, Ref
+from dirk.solver.sources import socket_mount
+from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
+from dirk.workers.snapshots import fileops
+from dirk.workers.snapshots.layers import Snapshot
+from dirk.workers.snapshots.snapshotter import ActiveMount
+
+if TYPE_CHECKING:
+    from dirk.solver.handlers.base import Workers
+    from dirk.solver.services import Endpoint
+
+
+@attrs.frozen(eq=False)
+class PreparedExec:
+    """An exec's container, ready to run: its root mounted read-write, its spec, its writable
+    bind mounts (each a step output) and its secrets."""
+
+    root: ActiveMount
+    spec: ContainerSpec
+    writable: tuple[ActiveMount, ...]
+    secrets: ExecSecrets
+
+
+async def prepare_exec(
+    workers: Workers,
+    stack: AsyncExitStack,
+    mounts_of_step: StepMounts,
+    op: Exec,
+    inputs: Mapping[Ref, Snapshot],
+    secret: Callable[[str], bytes],
+    *,
+    hostname: str,
+    endpoints: Sequence[Endpoint] = (),
+) -> PreparedExec:
+    """Mount what `op` needs (undone by `stack`) and say how to run it; an exec step and a
+    service (`solver.services`) start their containers the same way. `endpoints` are the
+    services it is bound to: their names go into /etc/hosts, their ports become its peers."""
+    root = await mounts_of_step.read_write(inputs[op.root])
+    mounts: list[BindMount | TmpfsMount] = []
+    writable: list[ActiveMount] = []
+    for mount in op.mounts:
+        if mount.kind == "secret":  # a file the executor makes on a tmpfs
+            continue
+        mounts.append(await _prepare_mount(workers, mounts_of_step, stack, mount, inputs, writable))
+    secrets = exec_secrets(op, root.merged, secret)
+    stdin = op.stdin
+    if op.redirect_stdin:
+        stdin = await anyio.to_thread.run_sync(_read_stdin, root.merged, op.redirect_stdin)
+    spec = ContainerSpec(
+        args=op.args,
+        env=(*op.env, *(f"{name}={value}" for name, value in op.volatile_env)),
+        cwd=op.cwd,
+        user=op.user,
+        hostname=hostname,
+        mounts=tuple(mounts),
+        stdin=stdin,
+        network=op.network,
+        privileged=op.insecure_root_capabilities,
+        secret_env=secrets.env,
+        secret_files=secrets.files,
+        extra_hosts=tuple(pair for e in endpoints for pair in e.hosts()),
+        peers=tuple(e.veth for e in endpoints),
+    )
+    return PreparedExec(root, spec, tuple(writable), secrets)
+
+
+async def _prepare_mount(
+    workers: Workers,
+    step_mounts: StepMounts,
+    stack: AsyncExitStack,
+    mount: ExecMount,
+    inputs: Mapping[Ref, Snapshot],
+    writable: list[ActiveMount],
+) -> BindMount | TmpfsMount:
+    if mount.kind == "socket":
+        return socket_mount(mount)
+    if mount.kind == "tmpfs":
+        return TmpfsMount(mount.target, mount.size)
+    if mount.kind == "cache":
+        seed = None
+        if mount.source is not None:
+            seed = _seeder(workers, inputs[mount.source], mount.source_path)
+        path = await stack.enter_async_context(
+            workers.volumes.acquire(mount.cache_id, mount.sharing, seed)
+        )
+        return BindMount(path, mount.target, readonly=False)
+    assert mount.source is not None, "a bind mount needs a source"
+    snapshot = inputs[mount.source]
+    if mount.readonly:
+        view = await step_mounts.read_only(snapshot)
+        source = fileops.resolve_in_root(view, mount.source_path)
+        return BindMount(source, mount.target, readonly=True)
+    active = await step_mounts.read_write(snapshot)
+    writable.append(active)
+    source = fileops.resolve_in_root(active.merged, mount.source_path)
+    return BindMount(source, mount.target, readonly=False)
+
+
+def _seeder(workers: Workers, snapshot: Snapshot, source_path: str) -> Callable[[Path], None]:
+    snap = workers.snapshotter
+
+    def seed(target: Path) -> None:
+        with snap.mount_ro(snapshot) as view:
+            fileops.copy_into(view, source_path, target, "/")
+
+    return seed
+
+
+def _read_stdin(root: Path, path: str) -> bytes:
+    """The content of `path` in the step's root (symlinks followed inside it), for stdin."""
+    target = fileops.resolve_in_root(root, path)
+    try:
+        return target.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        raise SnapshotPathError(
+            f"{path}: no such file or directory (withExec(redirectStdin:) names a file in the "
+            "container; create it in an earlier step)"
+        ) from None
+    except IsADirectoryError:
+        raise SnapshotPathError(f"{path} is a directory, not a file to read stdin from") from None
