@@ -70,6 +70,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import SearchResult as SearchResult
     from dirk.sdk.gen import SearchSubmatch as SearchSubmatch
     from dirk.sdk.gen import Secret as Secret
+    from dirk.sdk.gen import Service as Service
     from dirk.sdk.gen import Socket as Socket
     from dirk.sdk.gen import Stat as Stat
     from dirk.sdk.gen import Syncer as Syncer
@@ -136,6 +137,7 @@ _EXPORTS = {
             "SearchResult",
             "SearchSubmatch",
             "Secret",
+            "Service",
             "Stat",
             "Socket",
             "Syncer",
