@@ -20,6 +20,8 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from dirk.state.layout import StateLayout
+from dirk.workers.executor.executor import engine_tag
 from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine, log_tail
 
 pytestmark = pytest.mark.integration
@@ -140,12 +142,27 @@ def test_run_i_failures_of_a_cached_pipeline_open_again(
 
 
 TERMINAL_PROGRAM = """
+    import os
     import dirk
 
     with dirk.Connection() as client:
         base = client.container().from_({ref!r}).with_new_file("/hello", "hi from {token}")
         after = base.terminal(cmd=["sh"]).with_exec(["cat", "/hello"]).stdout()
         print(f"CONTINUED: {{after}}", flush=True)
+        os.system("stty -a | tr ' ' '\\n' | grep -x -e echo -e icanon -e isig | sort | tr '\\n' ' '")
+"""
+
+ASYNC_TERMINAL_PROGRAM = """
+    import asyncio
+    import dirk
+
+    async def main() -> None:
+        async with dirk.Connection() as client:
+            base = client.container().from_({ref!r}).with_env_variable("WHO", "async-{token}")
+            ctr = await base.terminal()
+            print(f"CONTINUED: {{await ctr.env_variable('WHO')}}", flush=True)
+
+    asyncio.run(main())
 """
 
 
@@ -161,6 +178,47 @@ def test_container_terminal_from_a_program_on_a_tty(
         child.expect_exact(f"hi from {token}")
         child.sendline("exit 4")
         child.expect_exact("the shell exited (exit code 4)")
+        child.expect_exact(f"CONTINUED: hi from {token}")
+        child.expect_exact("echo icanon isig")  # the tty has its settings back
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+def test_container_terminal_from_an_async_program(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    token = os.urandom(4).hex()
+    program = _program(tmp_path, ASYNC_TERMINAL_PROGRAM.format(ref=busybox_ref, token=token))
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        child.expect_exact("Container.terminal: sh")
+        child.sendline("echo in-$WHO")
+        child.expect_exact(f"in-async-{token}")
+        child.sendline("exit")
+        child.expect_exact(f"CONTINUED: async-{token}")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+def test_under_run_i_container_terminal_opens_on_dirk_runs_terminal(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    token = os.urandom(4).hex()
+    program = _program(tmp_path, TERMINAL_PROGRAM.format(ref=busybox_ref, token=token))
+    child = _spawn(
+        daemon, sys.executable, "-m", "dirk", "run", "-i", "--", sys.executable, str(program)
+    )
+    try:
+        child.expect_exact("Container.terminal: sh")
+        child.sendline("cat /hello; echo")
+        child.expect_exact(f"hi from {token}")
+        child.sendline("exit")
         child.expect_exact(f"CONTINUED: hi from {token}")
         child.expect(pexpect.EOF)
     finally:
@@ -309,3 +367,6 @@ def test_an_engine_stopping_ends_an_open_shell(busybox_ref: str, tmp_path: Path)
         engines.close()
     assert child.exitstatus != 0
     assert _processes_naming(runtime) == []
+    tag = engine_tag(StateLayout(engine.state_dir))
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert [n for n in namespaces.split() if n.startswith(f"dirk-{tag}-")] == []
