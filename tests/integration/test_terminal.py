@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
+import termios
 import textwrap
 import time
 from collections.abc import Iterator
@@ -149,7 +151,8 @@ TERMINAL_PROGRAM = """
         base = client.container().from_({ref!r}).with_new_file("/hello", "hi from {token}")
         after = base.terminal(cmd=["sh"]).with_exec(["cat", "/hello"]).stdout()
         print(f"CONTINUED: {{after}}", flush=True)
-        os.system("stty -a | tr ' ' '\\n' | grep -x -e echo -e icanon -e isig | sort | tr '\\n' ' '")
+        flags = "grep -x -e echo -e icanon -e isig | sort"
+        os.system(f"stty -a | tr ' ' '\\n' | {{flags}} | tr '\\n' ' '")
 """
 
 ASYNC_TERMINAL_PROGRAM = """
@@ -184,6 +187,25 @@ def test_container_terminal_from_a_program_on_a_tty(
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+def test_a_program_terminated_in_a_shell_gives_the_tty_back(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    program = _program(tmp_path, TERMINAL_PROGRAM.format(ref=busybox_ref, token="term"))
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        child.expect_exact("Container.terminal: sh")
+        child.sendline("echo raw-$((6 * 7))")
+        child.expect_exact("raw-42")
+        assert not termios.tcgetattr(child.child_fd)[3] & termios.ICANON, "raw in the shell"
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+        lflag = termios.tcgetattr(child.child_fd)[3]
+        assert lflag & termios.ICANON and lflag & termios.ECHO
+    finally:
+        child.close(force=True)
     _wait_clean(daemon)
 
 

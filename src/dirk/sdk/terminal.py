@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import os
 import select
+import signal
 import sys
 import termios
+import threading
 import tty
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TextIO
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Set by `dirk run -i` for its command: the session's terminal is held by `dirk run`.
 HELD_ENV = "DIRK_TERMINAL_HELD"
+#: Signals whose default action ends the program without running its `finally` blocks.
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: How often the window size is compared with the last one sent.
 SIZE_POLL_S = 0.25
 
@@ -104,11 +108,13 @@ class _Shell:
         self._fd = fd
         self._saved: list[Any] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: dict[int, Any] = {}
 
     async def start(self) -> None:
         rows, cols = _size(self._fd)
         await self._connection.send_size(rows, cols)
         self._saved = termios.tcgetattr(self._fd)
+        self._restore_on_signals()
         tty.setraw(self._fd, termios.TCSANOW)
         self._tasks = [
             asyncio.ensure_future(self._copy_input()),
@@ -122,10 +128,36 @@ class _Shell:
             task.cancel()
         with contextlib.suppress(Exception):
             asyncio.get_running_loop().remove_reader(self._fd)
+        self._restore_tty()
+        for signum, previous in self._handlers.items():
+            signal.signal(signum, previous)
+        self._handlers = {}
+
+    def _restore_tty(self) -> None:
         if self._saved is not None:
             with contextlib.suppress(termios.error):
                 termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
             self._saved = None
+
+    def _restore_on_signals(self) -> None:
+        """A signal that ends the program (SIGTERM, SIGHUP) runs no `finally`: while the tty
+        is raw, such a signal gives it its settings back first, then does what it did."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers; there the program's own stay
+
+        def restore_then_forward(signum: int, frame: Any) -> None:
+            previous = self._handlers.get(signum)
+            if previous == signal.SIG_IGN:
+                return
+            self._restore_tty()
+            if callable(previous):
+                previous(signum, frame)
+                return
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+        for signum in _ENDING_SIGNALS:
+            self._handlers[signum] = signal.signal(signum, restore_then_forward)
 
     async def stop(self) -> None:
         self.close()
