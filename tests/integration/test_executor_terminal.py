@@ -18,7 +18,7 @@ from dirk.workers.executor.executor import Executor
 from dirk.workers.executor.pty import WindowSize
 from dirk.workers.executor.spec import ContainerSpec
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
 
 
 class ScriptedUser:

@@ -24,6 +24,7 @@ import pytest
 
 from dirk.state.layout import StateLayout
 from dirk.workers.executor.executor import engine_tag
+from tests.integration.leaks import LeakWatch
 from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine, log_tail
 
 pytestmark = pytest.mark.integration
@@ -32,8 +33,15 @@ TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[RunningEngine]:
+def module_daemon() -> Iterator[RunningEngine]:
     yield from foreground_engine()
+
+
+@pytest.fixture
+def daemon(module_daemon: RunningEngine, no_leaks: LeakWatch) -> RunningEngine:
+    """The module's engine, with the leak check of each test watching it."""
+    no_leaks.watch(module_daemon.state_dir)
+    return module_daemon
 
 
 def _env(daemon: RunningEngine) -> dict[str, str]:
@@ -370,7 +378,9 @@ def _processes_naming(path: Path) -> list[str]:
     return found
 
 
-def test_an_engine_stopping_ends_an_open_shell(busybox_ref: str, tmp_path: Path) -> None:
+def test_an_engine_stopping_ends_an_open_shell(
+    busybox_ref: str, tmp_path: Path, no_leaks: LeakWatch
+) -> None:
     engines = foreground_engine()
     engine = next(engines)
     program = _program(tmp_path, TERMINAL_PROGRAM.format(ref=busybox_ref, token="stop"))
