@@ -10,6 +10,7 @@ directory) works, and what it exports belongs to it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.integration.auth_registry import PASSWORD, USER, AuthRegistry
 from tests.integration.sdk_engine import (
     ENGINE_STOP_S,
     clean_env,
@@ -41,15 +43,22 @@ NOBODY = 65534
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[dict[str, Any]]:
+def engine(auth_registry: AuthRegistry) -> Iterator[dict[str, Any]]:
     require_root()
     state = new_state_dir()
     os.chmod(state.parent, 0o755)  # mkdtemp's 0700 would keep everyone from the socket
     log = state.parent / "engine.log"
+    # The engine's own Docker config (root's) can log in to the private registry.
+    docker = state.parent / "docker"
+    docker.mkdir()
+    login = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    (docker / "config.json").write_text(
+        json.dumps({"auths": {auth_registry.address: {"auth": login}}})
+    )
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "dirk", "engine"],
-            env=clean_env(state, DIRK_SOCKET_GROUP=str(NOBODY)),
+            env=clean_env(state, DIRK_SOCKET_GROUP=str(NOBODY), DOCKER_CONFIG=str(docker)),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -232,3 +241,25 @@ def test_nobody_cannot_forward_a_socket_it_may_not_use(
         os.chown(path, NOBODY, NOBODY)
         answer = query(engine, nobody, text)
         assert not answer.get("errors"), answer
+
+
+def test_nobody_pulls_with_its_own_registry_credentials_never_roots(
+    engine: dict[str, Any], nobody: str, busybox_ref: str, auth_registry: AuthRegistry
+) -> None:
+    """The engine's (root's) Docker config logs in to the private registry; a root session
+    may publish and pull there, but nobody's pulls use nobody's own (absent) credentials."""
+    address = f"{auth_registry.address}/private/app:{os.getpid()}"
+    root = _http_over_unix(engine["socket"], b'{"workdir": "/tmp"}')["token"]
+    published = query(
+        engine,
+        root,
+        f'{{ container {{ from(address: "{busybox_ref}") {{ publish(address: "{address}") }} }} }}',
+    )
+    assert "errors" not in published, published
+    pulled = query(engine, root, f'{{ container {{ from(address: "{address}") {{ sync }} }} }}')
+    assert "errors" not in pulled, pulled
+
+    message = refused(
+        query(engine, nobody, f'{{ container {{ from(address: "{address}") {{ sync }} }} }}')
+    )
+    assert "needs credentials" in message and auth_registry.address in message

@@ -9,21 +9,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import tarfile
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import bcrypt
 import httpx
 import pytest
 
 import dirk
 from dirk.errors import QueryError
+from tests.integration.auth_registry import AuthRegistry
 from tests.integration.sdk_engine import RunningEngine, foreground_engine
 
 pytestmark = [pytest.mark.integration]
@@ -165,73 +163,6 @@ def _digest_of_tag(address: str) -> str:
 
 
 # --- a registry that wants a password, and what a publish sends it -------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class AuthRegistry:
-    def __init__(self, address: str, log: Path) -> None:
-        self.address = address
-        self.log = log
-
-    def uploads(self) -> list[str]:
-        """The blob upload requests the registry has served so far (from its access log)."""
-        text = self.log.read_text(errors="replace")
-        return re.findall(r'"(?:POST|PATCH|PUT) /v2/[^ "]+/blobs/uploads/[^ "]*', text)
-
-
-@pytest.fixture(scope="module")
-def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthRegistry]:
-    """A second docker-registry, with htpasswd auth (user alice) and an access log."""
-    root = tmp_path_factory.mktemp("auth-registry")
-    address = f"127.0.0.1:{free_port()}"
-    hashed = bcrypt.hashpw(b"wonderland", bcrypt.gensalt(rounds=5)).decode()
-    (root / "htpasswd").write_text(f"alice:{hashed}\n")
-    (root / "config.yml").write_text(
-        f"""version: 0.1
-log:
-  level: info
-  formatter: text
-  accesslog:
-    disabled: false
-storage:
-  filesystem:
-    rootdirectory: {root}/data
-http:
-  addr: {address}
-  secret: dirk-test
-auth:
-  htpasswd:
-    realm: dirk-test
-    path: {root}/htpasswd
-"""
-    )
-    log_path = root / "registry.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        ["docker-registry", "serve", str(root / "config.yml")], stdout=log, stderr=log
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                status = httpx.get(f"http://{address}/v2/", timeout=1, trust_env=False).status_code
-                if status == 401:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the htpasswd registry did not start: {log_path.read_text()}")
-            time.sleep(0.05)
-        yield AuthRegistry(address, log_path)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_publish_with_registry_auth_and_a_second_publish_uploads_nothing(

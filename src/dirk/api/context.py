@@ -3,6 +3,7 @@ the solver job of this request (the session's secret store and event sink)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from dirk.api.table import SessionTable
 from dirk.api.values import Handle
 from dirk.solver.job import EventSink, Job
 from dirk.workers.hostaccess import HostAccess, HostUser, refuse_state_path
+from dirk.workers.images.auth import DockerConfig, docker_config_of
 
 if TYPE_CHECKING:
     from graphql import GraphQLResolveInfo
@@ -43,11 +45,33 @@ class RequestContext:
                 session=session.token[:8],
                 secrets=self.table.secrets,
                 events=self._events(),
-                host=HostAccess.for_user(session.owner),
+                host=self._owner_access(),
                 explain=session.explain,
                 terminals=session.terminals,
+                docker_config=self._docker_config_reader(),
             )
         return self._job
+
+    def _docker_config_reader(self) -> Callable[[], Awaitable[DockerConfig]] | None:
+        """How this session's registry credentials are read: its owner's Docker config
+        (the client's DOCKER_CONFIG, else the owner's ~/.docker), with the owner's rights;
+        None for a root session without DOCKER_CONFIG (the engine's own config)."""
+        session = self.session
+        owner_is_engine = self._owner_access().same_as_engine
+        if owner_is_engine and "DOCKER_CONFIG" not in session.client_env:
+            return None
+        path = docker_config_of(session.owner.uid, session.client_env)
+        access = self._owner_access()
+
+        async def read() -> DockerConfig:
+            if path is None:
+                return DockerConfig(Path("(no home directory)"))
+            return await access.run(DockerConfig.load, path)
+
+        return read
+
+    def _owner_access(self) -> HostAccess:
+        return HostAccess.for_user(self.session.owner)
 
     def _events(self) -> EventSink:
         """The session's event sink, and the request's step spans when tracing is on."""

@@ -15,7 +15,7 @@ from dirk.solver.job import Job
 from dirk.solver.ops import ImageCompression, ImageImport, ImageMediaTypes, ImagePlatform, Ref
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
-from dirk.workers.images.auth import Credentials
+from dirk.workers.images.auth import Credentials, using_docker_config
 from dirk.workers.images.image_out import (
     BuiltImage,
     ImageSettings,
@@ -87,9 +87,10 @@ class ImagesOut:
         credentials: Credentials | None,
     ) -> PushResult:
         built = await self.build(job, images, compression, media_types)
-        return await push_image(
-            self._images.registry, self._blobs, self._db, address, built, credentials
-        )
+        with using_docker_config(await job.registry_credentials()):
+            return await push_image(
+                self._images.registry, self._blobs, self._db, address, built, credentials
+            )
 
     async def tarball(
         self,

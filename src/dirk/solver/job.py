@@ -10,13 +10,14 @@ stops waiting for it, and shared work stops only when the last job waiting for i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import attrs
 
 from dirk.errors import UnknownSecretError
 from dirk.workers.hostaccess import HostAccess, HostUser
+from dirk.workers.images.auth import DockerConfig
 
 if TYPE_CHECKING:
     from dirk.solver.terminal import Terminals
@@ -98,6 +99,14 @@ class Job:
     host: HostAccess = attrs.field(factory=lambda: HostAccess.for_user(HostUser.engine()))
     #: Whether steps that miss the cache say why ("explain" events; `dirk run --explain`).
     explain: bool = False
+    #: Reads the Docker config whose registry credentials this job's pulls and pushes use
+    #: (its session owner's); None for the engine's own.
+    docker_config: Callable[[], Awaitable[DockerConfig]] | None = None
+
+    async def registry_credentials(self) -> DockerConfig | None:
+        """The Docker config to use for this job's registry calls (None: the engine's)."""
+        return None if self.docker_config is None else await self.docker_config()
+
     #: The terminal the session's client holds, if any (`Container.terminal`, `dirk run -i`).
     terminals: Terminals | None = None
 

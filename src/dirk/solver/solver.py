@@ -42,6 +42,7 @@ from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
 from dirk.workers.executor.executor import Executor
+from dirk.workers.images.auth import using_docker_config
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.store import ImageStore
 from dirk.workers.snapshots.layers import LayerStore, Snapshot
@@ -195,8 +196,10 @@ class Solver:
     async def resolve_image(
         self, job: Job, reference: str, platform: str = "linux/amd64"
     ) -> ResolvedImage:
-        """Ask the registry what `reference` is now (tag -> digest, config); pulls no layers."""
-        return await self.workers.resolve_image(reference, platform)
+        """Ask the registry what `reference` is now (tag -> digest, config); pulls no layers.
+        The registry is asked with the job's credentials (its session owner's)."""
+        with using_docker_config(await job.registry_credentials()):
+            return await self.workers.resolve_image(reference, platform)
 
     async def read_file(self, job: Job, ref: Ref, path: str, limit: int | None = None) -> bytes:
         snapshot = await self.solve(job, ref)

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import contextvars
+import hashlib
 import json
 import os
+import pwd
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import attrs
@@ -64,6 +69,45 @@ def default_docker_config() -> Path:
     return Path(base) / "config.json" if base else Path.home() / ".docker" / "config.json"
 
 
+def docker_config_of(uid: int, env: Mapping[str, str]) -> Path | None:
+    """The Docker config a user's client would read: `$DOCKER_CONFIG/config.json` from the
+    client's environment, else `config.json` in `.docker` of the user's home; None for a
+    user without a home."""
+    base = env.get("DOCKER_CONFIG")
+    if base:
+        return Path(base) / "config.json"
+    try:
+        home = pwd.getpwuid(uid).pw_dir
+    except KeyError:
+        return None
+    return Path(home) / ".docker" / "config.json" if home else None
+
+
+#: The Docker config whose credentials registry calls use now, when not the engine's own: a
+#: session's owner's (set around a request's registry calls, see `using_docker_config`).
+_active: contextvars.ContextVar[DockerConfig | None] = contextvars.ContextVar(
+    "dirk_docker_config", default=None
+)
+
+
+@contextlib.contextmanager
+def using_docker_config(config: DockerConfig | None) -> Iterator[None]:
+    """Registry calls in this block (and the tasks it starts) use `config`'s credentials;
+    None leaves the engine's own."""
+    if config is None:
+        yield
+        return
+    token = _active.set(config)
+    try:
+        yield
+    finally:
+        _active.reset(token)
+
+
+def active_docker_config() -> DockerConfig | None:
+    return _active.get()
+
+
 def _registry_key(key: str) -> str:
     """ "https://index.docker.io/v1/" -> "registry-1.docker.io"; "http://h:5000/" -> "h:5000"."""
     host = re.sub(r"^[a-z]+://", "", key.strip()).split("/", 1)[0].lower()
@@ -110,6 +154,14 @@ class DockerConfig:
             if key == registry:
                 return creds
         return None
+
+    def identity(self, registry: str) -> str:
+        """Who calls `registry` with this config: a digest of its credentials there ("" for
+        anonymous), so a token one user's credentials earned is never sent for another."""
+        creds = self.credentials(registry)
+        if creds is None:
+            return ""
+        return hashlib.sha256(f"{creds.username}\0{creds.password}".encode()).hexdigest()[:32]
 
     def helper(self, registry: str) -> str | None:
         registry = _registry_key(registry)

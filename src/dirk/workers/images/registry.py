@@ -29,7 +29,13 @@ from dirk.errors import (
     RegistryAuthError,
     RegistryUnreachableError,
 )
-from dirk.workers.images.auth import Challenge, Credentials, DockerConfig, parse_challenge
+from dirk.workers.images.auth import (
+    Challenge,
+    Credentials,
+    DockerConfig,
+    active_docker_config,
+    parse_challenge,
+)
 from dirk.workers.images.manifest import MANIFEST_ACCEPT, MAX_MANIFEST_BYTES
 from dirk.workers.images.reference import ImageReference
 from dirk.workers.images.retry import (
@@ -80,8 +86,9 @@ class RegistryClient:
         self._config_path = docker_config
         self._config: DockerConfig | None = None
         self._insecure = frozenset(insecure_registries)
-        self._auth: dict[tuple[str, str], str] = {}
-        self._auth_locks: dict[tuple[str, str], anyio.Lock] = {}
+        #: Authorization headers by (registry, repository, whose credentials).
+        self._auth: dict[tuple[str, str, str], str] = {}
+        self._auth_locks: dict[tuple[str, str, str], anyio.Lock] = {}
         self.retry = retry
         self._transport = transport
         #: HTTP clients made on first use (each loads the CA bundle: ~30 ms an engine start
@@ -114,6 +121,11 @@ class RegistryClient:
 
     @property
     def docker_config(self) -> DockerConfig:
+        """The config whose credentials calls use now: the session owner's when the caller
+        set one (`auth.using_docker_config`), else the engine's own."""
+        active = active_docker_config()
+        if active is not None:
+            return active
         if self._config is None:
             self._config = DockerConfig.load(self._config_path)
         return self._config
@@ -215,7 +227,7 @@ class RegistryClient:
         """One GET, through the registry's auth challenge: a streaming response with a 2xx
         status, which the caller closes. Raises TransientError for what a retry may cure."""
         url = self.url(ref, path)
-        key = (ref.registry, ref.repository)
+        key = (ref.registry, ref.repository, self.docker_config.identity(ref.registry))
         sent = self._auth.get(key)
         response = await self._send(ref, url, headers, sent, what)
         if response.status_code == 401:
