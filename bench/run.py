@@ -20,6 +20,10 @@ BENCHES = [
     ("latency to the floor: cached program, dirk run, cold start, one exec", ["latency.py"]),
     ("load: 20 sessions x 50 operations beside the heaviest allowed query", ["load.py"]),
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),
+    (
+        "20-step pipeline, cached program, one exec vs docker build / docker run",
+        ["docker_compare.py"],
+    ),
     ("unchanged host tree re-import vs cp -a", ["host_reimport.py"]),
     ("port forwarder (tunnels, host services) vs a direct connection", ["forward.py"]),
     ("a service's first client request (with_service_binding) vs raw crun", ["services.py"]),
