@@ -29,7 +29,14 @@ def engine(state_dir: Path | None, port: int) -> None:
     """Run the engine daemon until SIGTERM or Ctrl-C."""
     setup_logging()
     import asyncio
+    import sys
 
+    if "httpx" not in sys.modules:
+        # httpx imports its command-line module, and with it rich, click's extras and pygments,
+        # whenever they are installed (they are: dirk's CLI and progress use them): a tenth of
+        # the engine's start. The engine never runs httpx's CLI; `httpx.main` becomes httpx's
+        # own stand-in for a missing CLI, the library is unchanged.
+        sys.modules["httpx._main"] = None  # type: ignore[assignment]
     from dirk.engine.daemon import serve
 
     try:

@@ -340,13 +340,41 @@ class Generator:
         names += [("scalars", s.name) for s in self.scalars]
         names += [(module_name(t.name), class_name(t.name)) for t in self.objects]
         names.sort()
-        out = [HEADER, '"""The generated API classes, one module per type."""\n\n']
-        out += [f"from dirk.sdk.gen.{module} import {name}\n" for module, name in names]
+        out = [HEADER, '"""The generated API classes, one module per type.\n\n']
+        out.append(
+            "A module is imported when one of its names is first used (a program pays only for\n"
+            'the types it touches); `import_type` loads the class of a GraphQL type.\n"""\n\n'
+        )
+        out.append("import importlib\nfrom typing import TYPE_CHECKING, Any\n\n")
+        out.append("if TYPE_CHECKING:\n")
+        out += [
+            f"    from dirk.sdk.gen.{module} import {name} as {name}\n" for module, name in names
+        ]
+        out.append("\n#: Public name -> the module that defines it.\n_MODULES = {\n")
+        out += [f'    "{name}": "{module}",\n' for module, name in names]
+        out.append("}\n\n#: GraphQL object type -> the module of its class.\n_TYPES = {\n")
+        out += [
+            f'    "{t.name}": "{module_name(t.name)}",\n'
+            for t in sorted(self.objects, key=lambda t: t.name)
+        ]
+        out.append("}\n")
         out.append("\n__all__ = [\n")
         # isort's order, as ruff wants it: CONSTANT_CASE names first.
         ordered = sorted((name for _, name in names), key=lambda n: (not n.isupper(), n))
         out += [f'    "{name}",\n' for name in ordered]
         out.append("]\n")
+        out.append(
+            "\n\ndef import_type(graphql_name: str) -> None:\n"
+            '    """Imports the module of the class of `graphql_name` (which registers it)."""\n'
+            '    importlib.import_module(f"dirk.sdk.gen.{_TYPES[graphql_name]}")\n'
+            "\n\ndef __getattr__(name: str) -> Any:\n"
+            "    module = _MODULES.get(name)\n"
+            "    if module is None:\n"
+            "        raise AttributeError(f\"module 'dirk.sdk.gen' has no attribute {name!r}\")\n"
+            '    value = getattr(importlib.import_module(f"dirk.sdk.gen.{module}"), name)\n'
+            "    globals()[name] = value\n"
+            "    return value\n"
+        )
         return "".join(out)
 
     def _object_module(self, type_: GraphQLObjectType | GraphQLInterfaceType) -> str:

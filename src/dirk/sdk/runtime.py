@@ -52,7 +52,14 @@ def register(name: str) -> Callable[[type[ObjT]], type[ObjT]]:
 
 
 def class_for(name: str) -> type[ObjectBase[Any]]:
-    return _CLASSES[name]
+    """The class of GraphQL type `name`, its module imported on first use."""
+    cls = _CLASSES.get(name)
+    if cls is None:
+        from dirk.sdk.gen import import_type
+
+        import_type(name)
+        cls = _CLASSES[name]
+    return cls
 
 
 class Runner:
