@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Node as Node
     from dirk.sdk.gen import Platform as Platform
     from dirk.sdk.gen import Port as Port
+    from dirk.sdk.gen import PortForward as PortForward
     from dirk.sdk.gen import ReturnType as ReturnType
     from dirk.sdk.gen import SearchResult as SearchResult
     from dirk.sdk.gen import SearchSubmatch as SearchSubmatch
@@ -133,6 +134,7 @@ _EXPORTS = {
             "Node",
             "Platform",
             "Port",
+            "PortForward",
             "ReturnType",
             "SearchResult",
             "SearchSubmatch",

@@ -47,8 +47,13 @@ def namespaces() -> Iterator[tuple[network.Netns, network.Netns]]:
     try:
         for n in ("1", "2"):
             made.append(network.create_netns(f"dirk-{tag}-{n}", f"dk{tag}{n}"))
+        # The bridge drops frames between containers unless their pair is allowed, as it is
+        # for a container bound to a service.
+        network.allow_peers(made[1].veth, [made[0].veth])
         yield made[0], made[1]
     finally:
+        if len(made) == 2:
+            network.forbid_peers(made[1].veth, [made[0].veth])
         for ns in made:
             network.remove_netns(ns.name)
         assert _wait_until(lambda: _ours(tag) == ([], [])), _ours(tag)

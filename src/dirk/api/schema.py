@@ -47,6 +47,7 @@ from dirk.api import (  # noqa: F401
     service,
     socket,
     terminal,
+    tunnels,
 )
 from dirk.api.context import RequestContext
 from dirk.api.dockerfile import resolver as _dockerfile  # noqa: F401

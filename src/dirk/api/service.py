@@ -22,7 +22,8 @@ from dirk.api.paths import expand
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Container, Handle, Port, Service
 from dirk.errors import InvalidArgumentError
-from dirk.solver.ops import ServiceBinding, ServiceDef, ServicePort
+from dirk.solver.ops import ServiceBinding, ServiceDef, ServicePort, TunnelDef
+from dirk.workers.executor.forward import LOOPBACK
 
 #: A host name a client resolves through /etc/hosts: DNS labels separated by dots.
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -129,6 +130,10 @@ async def container_with_service_binding(
     alias = _check_hostname("withServiceBinding(alias:)", args["alias"])
     service = ctx.load(args["service"], "Service").value
     assert isinstance(service, Service)
+    from dirk.api.tunnels import refuse_binding  # (it imports this module)
+
+    refuse_binding(service.definition)
+    assert not isinstance(service.definition, TunnelDef)
     _stop_with_session(ctx)
     kept = tuple(b for b in c.services if b.alias != alias)
     return attrs.evolve(c, services=(*kept, ServiceBinding(alias, service.definition)))
@@ -139,13 +144,20 @@ async def container_with_service_binding(
 
 @leaf("Service", "hostname")
 async def service_hostname(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
-    return await ctx.solver.services.hostname(_svc(parent).definition)
+    definition = _svc(parent).definition
+    if isinstance(definition, TunnelDef):
+        return LOOPBACK  # a tunnel listens on the host's loopback
+    return await ctx.solver.services.hostname(definition)
 
 
-@leaf("Service", "endpoint")
+@leaf("Service", "endpoint", memo=False)
 async def service_endpoint(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
     definition = _svc(parent).definition
     port: int | None = args["port"]
+    if isinstance(definition, TunnelDef):  # on the host, started to know its ports
+        from dirk.api.tunnels import tunnel_endpoint
+
+        return await tunnel_endpoint(ctx, definition, port, args["scheme"] or "")
     if port is None:
         if not definition.ports:
             raise InvalidArgumentError(
@@ -158,15 +170,17 @@ async def service_endpoint(ctx: RequestContext, parent: Handle | None, args: Arg
     return f"{scheme}://{host}:{port}" if scheme else f"{host}:{port}"
 
 
-@leaf("Service", "ports")
+@leaf("Service", "ports", memo=False)
 async def service_ports_leaf(
     ctx: RequestContext, parent: Handle | None, args: Args
 ) -> list[Handle]:
     assert parent is not None
-    ports = [
-        Port(p.port, p.protocol, p.description, p.skip_health)
-        for p in _svc(parent).definition.ports
-    ]
+    definition = _svc(parent).definition
+    if isinstance(definition, TunnelDef):  # the host ports it listens on, once started
+        from dirk.api.tunnels import tunnel_ports
+
+        return items(ctx, parent, "ports", "Port", await tunnel_ports(ctx, definition))
+    ports = [Port(p.port, p.protocol, p.description, p.skip_health) for p in definition.ports]
     return items(ctx, parent, "ports", "Port", ports)
 
 

@@ -12,13 +12,13 @@ from typing import Literal
 import attrs
 
 from dirk.solver.ops import (
+    AnyService,
     Exec,
     GitAuthRef,
     GitRefKind,
     Ref,
     SecretRef,
     ServiceBinding,
-    ServiceDef,
     Sharing,
 )
 
@@ -211,7 +211,7 @@ class Service:
     """A service: a container's command to keep running and the ports it serves
     (`solver.services` starts it); a value, named by the digest of its definition."""
 
-    definition: ServiceDef
+    definition: AnyService
 
 
 @attrs.frozen

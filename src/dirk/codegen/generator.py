@@ -304,27 +304,34 @@ class Generator:
     def _inputs_module(self) -> str:
         out = [HEADER, '"""Input object types of the dirk API."""\n\n']
         out.append("import dataclasses\nfrom typing import ClassVar\n\n")
-        out.append("from dirk.sdk.query import InputObject\n")
+        body: list[str] = []
         for input_type in self.inputs:
-            out.append(
-                f"\n\n@dataclasses.dataclass(frozen=True, slots=True)\n"
+            # Keyword-only, so an optional field (default None) may come before a required one.
+            body.append(
+                f"\n\n@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)\n"
                 f"class {input_type.name}(InputObject):\n"
             )
-            out.append(_doc(input_type.description or input_type.name, 4))
+            body.append(_doc(input_type.description or input_type.name, 4))
             names = []
             for field_name, field in input_type.fields.items():
                 annotation = self._python_type(field.type, None, argument=True)
                 annotation = annotation.replace("{M}", "Any")
-                out.append(f"\n    {snake(field_name)}: {annotation}\n")
+                default = " = None" if annotation.endswith("| None") else ""
+                body.append(f"\n    {snake(field_name)}: {annotation}{default}\n")
                 if field.description:
-                    out.append(_doc(field.description, 4))
+                    body.append(_doc(field.description, 4))
                 names.append(f"({snake(field_name)!r}, {field_name!r})")
-            out.append(
+            body.append(
                 "\n    _graphql_names: ClassVar[tuple[tuple[str, str], ...]] = ("
                 + ", ".join(names)
                 + ",)\n"
             )
-        return "".join(out)
+        code = "".join(body)
+        enums = sorted(e.name for e in self.enums if re.search(rf"\b{e.name}\b", code))
+        if enums:
+            out.append(f"from dirk.sdk.gen.enums import {', '.join(enums)}\n")
+        out.append("from dirk.sdk.query import InputObject\n")
+        return "".join(out) + code
 
     def _scalars_module(self) -> str:
         out = [HEADER, '"""Custom scalars of the dirk API: strings with a meaning."""\n']

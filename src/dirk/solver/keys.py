@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from dirk.solver.ops import (
+    AnyService,
     Exec,
     ExecMount,
     GitCheckout,
@@ -26,7 +27,6 @@ from dirk.solver.ops import (
     Op,
     Ref,
     SecretRef,
-    ServiceDef,
 )
 
 #: Bump when the meaning of an operation changes, so old cache entries stop matching.
@@ -54,7 +54,7 @@ def provenance_fields(cls: type[Any]) -> frozenset[str]:
     return _PROVENANCE_FIELDS.get(cls, frozenset())
 
 
-def cache_key(op: Op | ServiceDef, input_keys: Sequence[str]) -> str:
+def cache_key(op: Op | AnyService, input_keys: Sequence[str]) -> str:
     """The key of `op` (or a service's digest), given the keys of `op.inputs()` in order."""
     keys = iter(input_keys)
     body = {"v": KEY_VERSION, "op": type(op).__name__, "def": _encode(op, keys)}

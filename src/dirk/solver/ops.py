@@ -268,11 +268,74 @@ class ServiceDef:
 
 
 @attrs.frozen(cache_hash=True)
+class ForwardPort:
+    """One forwarded port (Dagger's PortForward): `frontend` is where clients connect (0: a
+    free port the kernel picks), `backend` where the traffic goes."""
+
+    frontend: int
+    backend: int
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+@attrs.frozen(cache_hash=True)
+class HostServiceDef:
+    """`Host.service`: a service whose ports (`frontend`s) relay to `host:backend` as the
+    engine's host reaches it (`solver.tunnels` runs it in a network namespace of its own)."""
+
+    host: str
+    forwards: tuple[ForwardPort, ...]
+    hostname: str = ""
+
+    @property
+    def ports(self) -> tuple[ServicePort, ...]:
+        return tuple(
+            ServicePort(f.frontend, f.protocol, _forward_text(f, self.host), skip_health=True)
+            for f in self.forwards
+        )
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return f"host service {', '.join(_forward_text(f, self.host) for f in self.forwards)}"
+
+
+@attrs.frozen(cache_hash=True)
+class TunnelDef:
+    """`Host.tunnel`: listeners on the host's loopback (`frontend` 0: a free port) relaying
+    to `backend` ports of the container service `upstream`."""
+
+    upstream: ServiceDef
+    forwards: tuple[ForwardPort, ...]
+    hostname: str = ""
+
+    @property
+    def ports(self) -> tuple[ServicePort, ...]:
+        """The ports asked for (0 for a free one; the running tunnel knows which)."""
+        return tuple(ServicePort(f.frontend, f.protocol, skip_health=True) for f in self.forwards)
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return self.upstream.inputs()
+
+    def describe(self) -> str:
+        ports = ", ".join(f"{f.frontend or 'random'}->{f.backend}" for f in self.forwards)
+        return f"tunnel {ports} to {self.upstream.describe()}"
+
+
+def _forward_text(f: ForwardPort, host: str) -> str:
+    return f"{f.protocol} {f.frontend} -> {host}:{f.backend}"
+
+
+#: Whatever the service manager runs: a container's command, a host service, a tunnel.
+AnyService = ServiceDef | HostServiceDef | TunnelDef
+
+
+@attrs.frozen(cache_hash=True)
 class ServiceBinding:
     """`service`, reachable as host name `alias` from the container of an `Exec`."""
 
     alias: str
-    service: ServiceDef
+    service: ServiceDef | HostServiceDef
 
 
 @attrs.frozen(cache_hash=True)

@@ -44,7 +44,8 @@ from dirk.solver.exec_container import prepare_exec
 from dirk.solver.job import Job
 from dirk.solver.keys import cache_key
 from dirk.solver.mounts import StepMounts
-from dirk.solver.ops import Ref, ServiceBinding, ServiceDef
+from dirk.solver.ops import AnyService, Ref, ServiceBinding, ServiceDef
+from dirk.solver.tunnels import Forwarding, start_forwarding
 from dirk.workers.executor.probe import tcp_accepts
 from dirk.workers.executor.running import RunningContainer
 from dirk.workers.snapshots.layers import Snapshot
@@ -89,7 +90,7 @@ def hostname_of(digest: str) -> str:
     return base64.b32hexencode(raw).decode().lower()[:13]
 
 
-def service_digest(service: ServiceDef, input_keys: Sequence[str]) -> str:
+def service_digest(service: AnyService, input_keys: Sequence[str]) -> str:
     """The digest naming `service`, given the keys of `service.inputs()` in order."""
     return cache_key(service, input_keys)
 
@@ -113,7 +114,7 @@ class Endpoint:
 class Instance:
     """One running (or starting) service of one session."""
 
-    def __init__(self, session: str, digest: str, hostname: str, service: ServiceDef) -> None:
+    def __init__(self, session: str, digest: str, hostname: str, service: AnyService) -> None:
         self.session = session
         self.digest = digest
         self.hostname = hostname
@@ -125,7 +126,7 @@ class Instance:
         self.ready = anyio.Event()
         self.done = anyio.Event()
         self.error: BaseException | None = None
-        self.container: RunningContainer | None = None
+        self.container: RunningContainer | Forwarding | None = None
         self._stop = anyio.Event()
         self._kill = anyio.Event()
         #: The phase of the start under way: a stop before it is healthy cancels it.
@@ -192,12 +193,12 @@ class ServiceManager:
 
     # --- values ---------------------------------------------------------------------------
 
-    async def digest(self, service: ServiceDef) -> str:
+    async def digest(self, service: AnyService) -> str:
         """The digest naming `service` (its definition and its inputs' keys)."""
         keys = [await self._key_of(ref) for ref in service.inputs()]
         return service_digest(service, keys)
 
-    async def hostname(self, service: ServiceDef) -> str:
+    async def hostname(self, service: AnyService) -> str:
         """The name clients of the session reach `service` by (besides their aliases)."""
         return service.hostname or hostname_of(await self.digest(service))
 
@@ -238,7 +239,7 @@ class ServiceManager:
             for instance in acquired.values():
                 self._release(instance)
 
-    async def start(self, job: Job, service: ServiceDef) -> Instance:
+    async def start(self, job: Job, service: AnyService) -> Instance:
         """Start `service` (or join its instance) and hold it for the session until `stop`."""
         instance = await self._acquire(job, service, None)
         if instance.held:
@@ -247,7 +248,7 @@ class ServiceManager:
             instance.held = True
         return instance
 
-    async def stop(self, job: Job, service: ServiceDef, kill: bool = False) -> bool:
+    async def stop(self, job: Job, service: AnyService, kill: bool = False) -> bool:
         """Stop the session's instance of `service` now (SIGTERM, SIGKILL after a grace;
         `kill`: SIGKILL at once) and wait until it is gone. False if none ran."""
         instance = self._instances.get((job.session, await self.digest(service)))
@@ -270,7 +271,7 @@ class ServiceManager:
     # --- instances -----------------------------------------------------------------------
 
     async def _acquire(
-        self, job: Job, service: ServiceDef, inputs: Mapping[Ref, Snapshot] | None
+        self, job: Job, service: AnyService, inputs: Mapping[Ref, Snapshot] | None
     ) -> Instance:
         digest = await self.digest(service)
         key = (job.session, digest)
@@ -385,11 +386,19 @@ class ServiceManager:
         job: Job,
         inputs: Mapping[Ref, Snapshot] | None,
         stack: AsyncExitStack,
-    ) -> RunningContainer | None:
+    ) -> RunningContainer | Forwarding | None:
         """Start the instance's container (its resources on `stack`) and wait until it is
         healthy; sets `ready` then. None when a stop came first. (What is entered on `stack`
         inside a phase's cancel scope holds no scope of its own across its block.)"""
         service = instance.service
+        if not isinstance(service, ServiceDef):  # a forwarder between host and containers
+            forwarding = await start_forwarding(
+                self._workers.executor, self.bound, instance, job, stack
+            )
+            if forwarding is not None:
+                instance.container = forwarding
+                instance.ready.set()
+            return forwarding
         with instance.phase() as phase:
             endpoints = await stack.enter_async_context(
                 self.bound(job, service.exec.services, inputs)
@@ -466,7 +475,8 @@ def _describe(instance: Instance) -> str:
 
 
 def _command(instance: Instance) -> str:
-    return " ".join(instance.service.exec.args)
+    service = instance.service
+    return " ".join(service.exec.args) if isinstance(service, ServiceDef) else service.describe()
 
 
 def _tail(container: RunningContainer, scrub: Callable[[bytes], bytes]) -> str:
@@ -481,6 +491,7 @@ def _exited(
     instance: Instance, container: RunningContainer, scrub: Callable[[bytes], bytes]
 ) -> ServiceExitedError:
     code = container.exit_code if container.exit_code is not None else -1
+    assert isinstance(instance.service, ServiceDef)
     args = list(instance.service.exec.args)
     why = f": {container.runtime_error}" if container.runtime_error else ""
     message = (

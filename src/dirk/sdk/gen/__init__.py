@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.healthcheck_config import HealthcheckConfig as HealthcheckConfig
     from dirk.sdk.gen.host import Host as Host
     from dirk.sdk.gen.inputs import BuildArg as BuildArg
+    from dirk.sdk.gen.inputs import PortForward as PortForward
     from dirk.sdk.gen.json_value import JSONValue as JSONValue
     from dirk.sdk.gen.label import Label as Label
     from dirk.sdk.gen.node import Node as Node
@@ -77,6 +78,7 @@ _MODULES = {
     "HealthcheckConfig": "healthcheck_config",
     "Host": "host",
     "BuildArg": "inputs",
+    "PortForward": "inputs",
     "JSONValue": "json_value",
     "Label": "label",
     "Node": "node",
@@ -154,6 +156,7 @@ __all__ = [
     "Node",
     "Platform",
     "Port",
+    "PortForward",
     "ReturnType",
     "SearchResult",
     "SearchSubmatch",

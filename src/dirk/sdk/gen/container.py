@@ -14,6 +14,7 @@ from dirk.sdk.gen.enums import (
     NetworkProtocol,
     ReturnType,
 )
+from dirk.sdk.gen.inputs import PortForward
 from dirk.sdk.gen.scalars import Platform
 from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import (
@@ -22,6 +23,7 @@ from dirk.sdk.runtime import (
     as_bool,
     as_int,
     as_list,
+    as_none,
     as_optional,
     as_scalar,
     as_str,
@@ -890,6 +892,82 @@ class Container(ObjectBase[M]):
                 "Container",
                 [("alias", alias, REQUIRED), ("service", service, REQUIRED)],
             ),
+        )
+
+    @overload
+    def up(
+        self: Container[Async],
+        *,
+        random: bool = False,
+        ports: list[PortForward] | None = None,
+        args: list[str] | None = None,
+        use_entrypoint: bool = False,
+        insecure_root_capabilities: bool = False,
+        expand: bool = False,
+        no_init: bool = False,
+    ) -> Coroutine[Any, Any, None]: ...
+
+    @overload
+    def up(
+        self: Container[Sync],
+        *,
+        random: bool = False,
+        ports: list[PortForward] | None = None,
+        args: list[str] | None = None,
+        use_entrypoint: bool = False,
+        insecure_root_capabilities: bool = False,
+        expand: bool = False,
+        no_init: bool = False,
+    ) -> None: ...
+
+    @overload
+    def up(
+        self: Container[Either],
+        *,
+        random: bool = False,
+        ports: list[PortForward] | None = None,
+        args: list[str] | None = None,
+        use_entrypoint: bool = False,
+        insecure_root_capabilities: bool = False,
+        expand: bool = False,
+        no_init: bool = False,
+    ) -> Any: ...
+
+    def up(
+        self,
+        *,
+        random: bool = False,
+        ports: list[PortForward] | None = None,
+        args: list[str] | None = None,
+        use_entrypoint: bool = False,
+        insecure_root_capabilities: bool = False,
+        expand: bool = False,
+        no_init: bool = False,
+    ) -> Any:
+        """Runs this container's command as a service and forwards its ports to the host's 127.0.0.1
+        until the request is cancelled or the session ends (`asService` then `Service.up`).
+
+        Args:
+            random: Forwards each port to a free host port instead of the same number.
+            ports: The ports to forward (frontend: the host port); all exposed ports when empty.
+            args: The command to run; the container's default arguments when empty.
+            use_entrypoint: Prefixes the command with the container's entrypoint.
+            insecure_root_capabilities: Runs the command with every capability.
+            expand: Replaces `${VAR}` in the arguments with the container's environment variables.
+            no_init: Runs the command without an init process as PID 1 (dirk never adds one).
+        """
+        return self._leaf(
+            "up",
+            [
+                ("random", random, False),
+                ("ports", self._list_arg("up", "ports", ports, PortForward), []),
+                ("args", self._list_arg("up", "args", args, str), []),
+                ("useEntrypoint", use_entrypoint, False),
+                ("insecureRootCapabilities", insecure_root_capabilities, False),
+                ("expand", expand, False),
+                ("noInit", no_init, False),
+            ],
+            as_none,
         )
 
     @overload

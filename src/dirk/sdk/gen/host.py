@@ -6,12 +6,14 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from dirk.sdk.gen.inputs import PortForward
 from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_optional, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.directory import Directory
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.service import Service
     from dirk.sdk.gen.socket import Socket
 
 
@@ -108,4 +110,51 @@ class Host(ObjectBase[M]):
         """
         return self._leaf(
             "findUp", [("name", name, REQUIRED), ("noCache", no_cache, False)], as_optional(as_str)
+        )
+
+    def service(self, ports: list[PortForward], *, host: str = "localhost") -> Service[M]:
+        """A service through which containers reach ports of the host.
+
+        Containers bind it (withServiceBinding): a connection to its frontend port goes to
+        `host`:backend as the engine's host reaches it.
+
+        Args:
+            ports: The ports to forward; at least one. A frontend left out is the backend's number.
+            host: The host to forward to, as the engine's host resolves it.
+        """
+        return cast(
+            "Service[M]",
+            self._select(
+                "service",
+                "Service",
+                [
+                    ("ports", self._list_arg("service", "ports", ports, PortForward), REQUIRED),
+                    ("host", host, "localhost"),
+                ],
+            ),
+        )
+
+    def tunnel(
+        self, service: Service[M], *, native: bool = False, ports: list[PortForward] | None = None
+    ) -> Service[M]:
+        """A service on the host's 127.0.0.1 forwarding to a container's service: started by `start`
+        (or `endpoint`/`ports`), it listens until `stop` or the session's end.
+
+        Args:
+            service: The container service to forward to.
+            native: Listens on the service's own port numbers (they may be taken on the host).
+            ports: Explicit ports to forward (frontend absent or 0: a free host port), added to the
+                native ones; when neither, every exposed port on a free host port.
+        """
+        return cast(
+            "Service[M]",
+            self._select(
+                "tunnel",
+                "Service",
+                [
+                    ("service", service, REQUIRED),
+                    ("native", native, False),
+                    ("ports", self._list_arg("tunnel", "ports", ports, PortForward), []),
+                ],
+            ),
         )

@@ -4,10 +4,11 @@
 import dataclasses
 from typing import ClassVar
 
+from dirk.sdk.gen.enums import NetworkProtocol
 from dirk.sdk.query import InputObject
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class BuildArg(InputObject):
     """A build argument of a Dockerfile build (`ARG NAME` takes `value`)."""
 
@@ -20,4 +21,26 @@ class BuildArg(InputObject):
     _graphql_names: ClassVar[tuple[tuple[str, str], ...]] = (
         ("name", "name"),
         ("value", "value"),
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PortForward(InputObject):
+    """A port to forward: clients connect to `frontend`, the traffic goes to `backend`."""
+
+    frontend: int | None = None
+    """The port clients connect to; when absent or 0, the backend's number (Host.service) or a free
+    port the host picks (tunnels).
+    """
+
+    backend: int
+    """The port the traffic goes to."""
+
+    protocol: NetworkProtocol | None = None
+    """The transport protocol."""
+
+    _graphql_names: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("frontend", "frontend"),
+        ("backend", "backend"),
+        ("protocol", "protocol"),
     )

@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
+from dirk.sdk.gen.inputs import PortForward
 from dirk.sdk.modes import Async, Either, M, Sync
-from dirk.sdk.runtime import REQUIRED, ObjectBase, as_str, register
+from dirk.sdk.runtime import REQUIRED, ObjectBase, as_none, as_str, register
 
 if TYPE_CHECKING:
     from dirk.sdk.gen.port import Port
@@ -124,6 +125,40 @@ class Service(ObjectBase[M]):
     def sync(self) -> Any:
         """Builds the service's container and returns its ID; starts nothing."""
         return self._leaf_sync("sync", [], "Service")
+
+    @overload
+    def up(
+        self: Service[Async], *, ports: list[PortForward] | None = None, random: bool = False
+    ) -> Coroutine[Any, Any, None]: ...
+
+    @overload
+    def up(
+        self: Service[Sync], *, ports: list[PortForward] | None = None, random: bool = False
+    ) -> None: ...
+
+    @overload
+    def up(
+        self: Service[Either], *, ports: list[PortForward] | None = None, random: bool = False
+    ) -> Any: ...
+
+    def up(self, *, ports: list[PortForward] | None = None, random: bool = False) -> Any:
+        """Forwards the service's ports to the host's 127.0.0.1.
+
+        The tunnel lasts until the request is cancelled or the session ends; the engine log and the
+        session's events say which host ports it listens on.
+
+        Args:
+            ports: The ports to forward (frontend: the host port); all exposed ports when empty.
+            random: Forwards each port to a free host port instead of the same number.
+        """
+        return self._leaf(
+            "up",
+            [
+                ("ports", self._list_arg("up", "ports", ports, PortForward), []),
+                ("random", random, False),
+            ],
+            as_none,
+        )
 
     def with_hostname(self, hostname: str) -> Service[M]:
         """This service with a host name of your choice instead of the one its digest gives.

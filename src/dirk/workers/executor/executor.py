@@ -340,6 +340,18 @@ class Executor:
             if ns is not None:
                 self._pool.release(ns, reuse=exited and not spec.privileged)
 
+    @contextlib.asynccontextmanager
+    async def network_namespace(self) -> AsyncIterator[Netns]:
+        """A namespace of the pool with no container in it, for sockets the engine opens
+        there itself (`Host.service` listens in one); removed afterwards, never reused."""
+        if self._rt is None:
+            raise ExecutorError("the executor is not started: call `await executor.start()`")
+        ns = self._pool.take() or await self._new_netns()
+        try:
+            yield ns
+        finally:
+            self._pool.release(ns)
+
     async def _new_netns(self) -> Netns:
         """A namespace made now (the pool is empty); released even if we are cancelled
         while the thread makes it."""
