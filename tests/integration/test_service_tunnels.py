@@ -5,9 +5,11 @@ nothing left behind (namespaces, veths, containers)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -29,6 +31,7 @@ from dirk.wire.errors import format_error
 from dirk.workers.executor import network
 from dirk.workers.executor.executor import engine_tag
 from dirk.workers.hostaccess import HostUser
+from tests.integration.sdk_engine import clean_env, foreground_engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -424,3 +427,52 @@ async def test_nothing_is_left_behind(tmp_path: Path, busybox_ref: str, host_ser
         await sessions.end_all()
     assert _refused(port) and _refused(other)
     assert await _eventually(lambda: _ours(engine) == ([], [], [])), _ours(engine)
+
+
+# --- through the SDK and a real daemon ----------------------------------------------------
+
+_SDK_UP = """
+import sys, dirk
+port = int(sys.argv[3])
+with dirk.Connection(dirk.Config(engine=sys.argv[1])) as client:
+    svc = (
+        client.container().from_(sys.argv[2])
+        .with_env_variable("PORT", "8080")
+        .with_exposed_port(8080)
+        .as_service(args=["sh", "-c", sys.argv[4]])
+    )
+    print("up", flush=True)
+    svc.up(ports=[dirk.PortForward(frontend=port, backend=8080)])
+"""
+
+
+def test_sdk_service_up_lasts_until_the_program_is_killed(busybox_ref: str) -> None:
+    gen = foreground_engine()
+    daemon = next(gen)
+    try:
+        port = _free_port()
+        program = subprocess.Popen(
+            [sys.executable, "-c", _SDK_UP, daemon.socket_url, busybox_ref, str(port), HTTPD],
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while _refused(port) and time.monotonic() < deadline and program.poll() is None:
+                time.sleep(0.1)
+            assert not _refused(port), program.stdout.read() if program.poll() is not None else ""
+            with httpx.Client(trust_env=False, timeout=10) as http:
+                assert len(http.get(f"http://127.0.0.1:{port}/").text.strip()) == 36
+            assert f"tunnel started: port={port}" in daemon.log.read_text()
+        finally:
+            program.kill()
+            program.wait()
+        deadline = time.monotonic() + 10
+        while not _refused(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _refused(port), "the tunnel outlived the program that asked for it"
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(gen)

@@ -34,7 +34,7 @@ def _port(field: str, what: str, value: Any) -> int:
     return value
 
 
-def _forwards(
+def port_forwards(
     field: str, items: Sequence[dict[str, Any]] | None, *, random: bool
 ) -> list[ForwardPort]:
     """PortForward inputs as ForwardPorts; an absent or 0 frontend is the backend's number
@@ -59,7 +59,7 @@ def tunnel_forwards(
     forwards: list[ForwardPort] = []
     if native:
         forwards += [ForwardPort(p.port, p.port, p.protocol) for p in upstream.ports]
-    forwards += _forwards("Host.tunnel(ports:)", ports, random=True)
+    forwards += port_forwards("Host.tunnel(ports:)", ports, random=True)
     if not forwards:
         forwards = [ForwardPort(0, p.port, p.protocol) for p in upstream.ports]
     if not forwards:
@@ -89,7 +89,7 @@ def _check_owner(ctx: RequestContext, forwards: Sequence[ForwardPort]) -> None:
 
 @builds("Host", "service")
 async def host_service(ctx: RequestContext, parent: Handle | None, args: Args) -> Service:
-    forwards = _forwards("Host.service(ports:)", args["ports"], random=False)
+    forwards = port_forwards("Host.service(ports:)", args["ports"], random=False)
     if not forwards:
         raise PortForwardError(
             "Host.service needs at least one port: give ports: [{backend: N}] (the host port "
