@@ -387,6 +387,43 @@ async def test_host_service_frontend_defaults_to_the_backend(
     )
 
 
+_UDP_CLIENT = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(10)
+s.sendto(b"ping", ("devdns", 5353))
+print(s.recv(100).decode())
+"""
+
+
+async def test_host_service_relays_udp(client: Client, python_ref: str) -> None:
+    server = await anyio.create_udp_socket(local_host="127.0.0.1", local_port=0)
+    port = server.extra(anyio.abc.SocketAttribute.local_port)
+
+    async def echo() -> None:
+        async for data, (host, peer) in server:
+            await server.sendto(b"host heard " + data, host, peer)
+
+    async with server, anyio.create_task_group() as tg:
+        tg.start_soon(echo)
+        data = await client.data(
+            "query($p: Int!) { host { service(ports: [{frontend: 5353, backend: $p,"
+            " protocol: UDP}]) { id } } }",
+            p=port,
+        )
+        out = await client.data(
+            "query($image: String!, $svc: ID!, $code: String!) { container {"
+            ' from(address: $image) { withServiceBinding(alias: "devdns", service: $svc) {'
+            ' withExec(args: ["python3", "-c", $code]) { stdout } } } } }',
+            image=python_ref,
+            svc=data["host"]["service"]["id"],
+            code=_UDP_CLIENT,
+        )
+        stdout = out["container"]["from"]["withServiceBinding"]["withExec"]["stdout"]
+        assert stdout.strip() == "host heard ping"
+        tg.cancel_scope.cancel()
+
+
 async def test_a_tunnel_cannot_be_bound_into_a_container(client: Client, busybox_ref: str) -> None:
     sid = await client.httpd(busybox_ref)
     error = await client.error(
