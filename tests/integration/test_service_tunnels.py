@@ -33,7 +33,7 @@ from dirk.workers.executor.executor import engine_tag
 from dirk.workers.hostaccess import HostUser
 from tests.integration.sdk_engine import clean_env, foreground_engine
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
 
 SCHEMA: GraphQLSchema = build_schema()
 
