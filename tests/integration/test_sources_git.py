@@ -509,3 +509,38 @@ async def test_uncommitted_of_a_directorys_repository_and_of_a_remote(
         url=served.url,
     )
     assert data["git"]["uncommitted"] == {"isEmpty": True, "addedPaths": [], "removedPaths": []}
+
+
+async def test_with_unix_socket_under_an_owner_relays_to_the_host_socket(
+    client: Client, tmp_path: Path, python_ref: str
+) -> None:
+    """The container's user 1000 may use the socket only because it owns the relayed one
+    (mode 0660): without an owner the root-owned 0600 host socket would refuse it."""
+    talk = (
+        "import os, socket\n"
+        "st = os.stat('/run/echo.sock')\n"
+        "print(f'{st.st_uid}:{st.st_gid} {st.st_mode & 0o777:o}')\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.connect('/run/echo.sock')\n"
+        "s.sendall(b'ping')\n"
+        "print(s.recv(100).decode())\n"
+    )
+    query = (
+        "query($image: String!, $sock: ID!, $talk: String!, $owner: String!) { container {"
+        ' from(address: $image) { withUser(name: "1000") {'
+        ' withUnixSocket(path: "/run/echo.sock", source: $sock, owner: $owner) {'
+        ' withExec(args: ["python", "-c", $talk]) { stdout } } } } } }'
+    )
+    with unix_echo_server(tmp_path / "echo.sock") as path:
+        path.chmod(0o600)
+        sock = (
+            await client.data(
+                "query($p: String!) { host { unixSocket(path: $p) { id } } }", p=str(path)
+            )
+        )["host"]["unixSocket"]["id"]
+        data = await client.data(query, image=python_ref, sock=sock, talk=talk, owner="1000")
+        out = data["container"]["from"]["withUser"]["withUnixSocket"]["withExec"]["stdout"]
+        assert out == "1000:1000 660\necho:ping\n"
+        message = await client.error(query, image=python_ref, sock=sock, talk=talk, owner="")
+        assert "exit code: 1" in message  # PermissionError: the host socket is 0600 root
+    assert [p.name for p in (tmp_path).iterdir() if p.name.startswith("sock-")] == []

@@ -98,7 +98,7 @@ def exec_mount(m: Mount) -> ExecMount:
         return ExecMount(m.target, "secret", secret=m.secret, owner=m.owner, mode=m.mode)
     if m.kind == "socket":
         assert m.socket is not None
-        return ExecMount(m.target, "socket", host_path=m.socket.path)
+        return ExecMount(m.target, "socket", host_path=m.socket.path, owner=m.owner)
     return ExecMount(m.target, "tmpfs", size=m.size)
 
 

@@ -66,7 +66,8 @@ async def container_with_unix_socket(
     c = _ctr(parent)
     socket = ctx.load(args["source"], "Socket").value
     assert isinstance(socket, Socket)
-    return with_mount(c, Mount(_target(c, args), "socket", socket=socket))
+    owner = args.get("owner") or ""
+    return with_mount(c, Mount(_target(c, args), "socket", socket=socket, owner=owner))
 
 
 @builds("Container", "withoutUnixSocket")

@@ -16,7 +16,9 @@ from dirk.errors import SnapshotPathError
 from dirk.solver.exec_secrets import ExecSecrets, exec_secrets
 from dirk.solver.mounts import StepMounts
 from dirk.solver.ops import Exec, ExecMount, Ref
+from dirk.solver.owners import resolve_owner
 from dirk.solver.sources import socket_mount
+from dirk.workers.executor.socket_relay import relayed_socket
 from dirk.workers.executor.spec import BindMount, ContainerSpec, TmpfsMount
 from dirk.workers.snapshots import fileops
 from dirk.workers.snapshots.layers import Snapshot
@@ -57,6 +59,9 @@ async def prepare_exec(
     writable: list[ActiveMount] = []
     for mount in op.mounts:
         if mount.kind == "secret":  # a file the executor makes on a tmpfs
+            continue
+        if mount.kind == "socket" and mount.owner:
+            mounts.append(await _relayed_socket(workers, stack, mount, root.merged))
             continue
         mounts.append(await _prepare_mount(workers, mounts_of_step, stack, mount, inputs, writable))
     secrets = exec_secrets(op, root.merged, secret)
@@ -111,6 +116,19 @@ async def _prepare_mount(
     writable.append(active)
     source = fileops.resolve_in_root(active.merged, mount.source_path)
     return BindMount(source, mount.target, readonly=False)
+
+
+async def _relayed_socket(
+    workers: Workers, stack: AsyncExitStack, mount: ExecMount, root: Path
+) -> BindMount:
+    """A host socket under the owner the step asked for, resolved in its root filesystem:
+    a socket of the engine's, relayed to the host's for as long as the step runs."""
+    checked = socket_mount(mount)  # still there, still a socket
+    uid, gid = resolve_owner(root, mount.owner)
+    path = await stack.enter_async_context(
+        relayed_socket(checked.source, uid, gid, workers.layers.layout.tmp)
+    )
+    return BindMount(path, mount.target, readonly=False)
 
 
 def _seeder(workers: Workers, snapshot: Snapshot, source_path: str) -> Callable[[Path], None]:

@@ -1324,13 +1324,18 @@ class Container(ObjectBase[M]):
         )
 
     def with_unix_socket(
-        self, path: str, source: Socket[M], *, expand: bool = False
+        self, path: str, source: Socket[M], *, owner: str = "", expand: bool = False
     ) -> Container[M]:
         """This container with a unix socket of the host (host.unixSocket) at a path.
 
         Args:
             path: Where the socket appears in the container.
             source: The socket to forward.
+            owner: Who owns the socket in the container ("uid:gid", "name:group", "uid" or "name",
+                resolved in the container's /etc/passwd and /etc/group; a lone uid also sets that
+                gid). The engine then listens on a socket of its own, with that owner and mode 0660,
+                and relays each connection to the host's socket. Empty: the host's socket is mounted
+                as it is.
             expand: Replaces `${VAR}` in the path with the container's environment variables.
         """
         return cast(
@@ -1338,7 +1343,12 @@ class Container(ObjectBase[M]):
             self._select(
                 "withUnixSocket",
                 "Container",
-                [("path", path, REQUIRED), ("source", source, REQUIRED), ("expand", expand, False)],
+                [
+                    ("path", path, REQUIRED),
+                    ("source", source, REQUIRED),
+                    ("owner", owner, ""),
+                    ("expand", expand, False),
+                ],
             ),
         )
 

@@ -391,3 +391,9 @@ async def _serve_udp(forwarder: Forwarder, udp: anyio.abc.UDPSocket, route: Rout
             peer.last = anyio.current_time()
             with contextlib.suppress(OSError, anyio.BrokenResourceError):
                 await peer.sock.send(data)
+
+
+async def relay_stream(a: socket.socket, b: socket.socket) -> None:
+    """Relay two connected, non-blocking stream sockets of any family (TCP, unix) both ways,
+    with the half-close and reset rules above, until both ends are done."""
+    await _splice(a, b)
