@@ -23,7 +23,7 @@ from dirk.solver.services import IDLE_GRACE_ENV, START_TIMEOUT_ENV
 from dirk.wire.errors import format_error
 from dirk.workers.executor import network
 
-pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
 
 SCHEMA: GraphQLSchema = build_schema()
 
@@ -286,7 +286,9 @@ async def test_start_holds_the_service_until_stop(client: Client, busybox_ref: s
     assert third != first
     started = time.monotonic()
     await client.data("query($id: ID!) { loadServiceFromID(id: $id) { stop } }", id=svc["id"])
-    assert time.monotonic() - started < 20  # SIGTERM; SIGKILL after the 10 s grace at most
+    # httpd runs as PID 1 without a SIGTERM handler (the kernel would drop the signal):
+    # killed at once rather than after the 10 s grace.
+    assert time.monotonic() - started < 5
     assert manager.instances() == []
 
 

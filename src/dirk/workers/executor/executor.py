@@ -243,6 +243,7 @@ class Executor:
                 command=spec.args,
                 runtime_log=log_path,
                 signal=lambda sig: self._signal(rt, container_id, sig),
+                init_pid=lambda: self._init_pid(rt, container_id),
             )
             failure: BaseException | None = None
             try:
@@ -269,6 +270,15 @@ class Executor:
 
     async def _signal(self, rt: Runtime, container_id: str, signal: str) -> None:
         await anyio.run_process(rt.command("kill", container_id, signal), check=False)
+
+    async def _init_pid(self, rt: Runtime, container_id: str) -> int | None:
+        """The host pid of the container's first process, as the runtime reports it."""
+        done = await anyio.run_process(rt.command("state", container_id), check=False)
+        try:
+            pid = json.loads(done.stdout).get("pid")
+        except ValueError:
+            return None
+        return pid if isinstance(pid, int) and pid > 0 else None
 
     async def run_terminal(self, rootfs: Path, spec: ContainerSpec, io: TerminalIO) -> int:
         """Run `spec` on `rootfs` with a terminal relayed to `io` (the user's); returns the

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from signal import SIGTERM
 from typing import Literal
 
 import anyio
@@ -34,6 +35,7 @@ class RunningContainer:
         command: tuple[str, ...],
         runtime_log: Path,
         signal: Callable[[str], Awaitable[None]],
+        init_pid: Callable[[], Awaitable[int | None]] | None = None,
     ) -> None:
         self.container_id = container_id
         #: Its address on the bridge (10.89.x.y): the engine reaches it directly.
@@ -44,6 +46,7 @@ class RunningContainer:
         self.started = time.monotonic()
         self._log = runtime_log
         self._signal = signal
+        self._init_pid = init_pid
         self._tail = bytearray()
         self._exited = anyio.Event()
         self.exit_code: int | None = None
@@ -65,12 +68,30 @@ class RunningContainer:
         return self.exit_code
 
     async def stop(self, grace: float) -> int:
-        """SIGTERM, then SIGKILL if it still runs after `grace` seconds; waits for the end."""
-        if self.running:
+        """SIGTERM, then SIGKILL if it still runs after `grace` seconds; waits for the end.
+
+        The kernel drops a signal sent to a PID namespace's first process unless it handles
+        it, so a command that runs as PID 1 without a SIGTERM handler (most servers: dirk
+        adds no init) would only wait out the grace: it is killed at once instead."""
+        if self.running and await self._handles_term():
             await self._signal("TERM")
             with anyio.move_on_after(grace):
                 return await self.wait()
         return await self.kill()
+
+    async def _handles_term(self) -> bool:
+        """Whether the container's first process catches SIGTERM (True when unknown)."""
+        pid = await self._init_pid() if self._init_pid is not None else None
+        if pid is None:
+            return True
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("SigCgt:"):
+                        return bool(int(line.split()[1], 16) >> (SIGTERM - 1) & 1)
+        except (OSError, ValueError):
+            pass
+        return True
 
     async def kill(self) -> int:
         """SIGKILL now; waits for the end."""
