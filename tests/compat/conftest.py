@@ -35,6 +35,9 @@ from tests.compat.programs import (
     base_env,
     fail,
 )
+from tests.integration.leaks import no_leaks, pytest_runtest_teardown
+
+__all__ = ["no_leaks", "pytest_runtest_teardown"]  # the leak check's fixture and its hook
 
 
 @pytest.fixture(scope="session")

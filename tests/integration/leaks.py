@@ -6,8 +6,9 @@
     have their root under `<state>/run/m/`, whoever their parent is);
   - mounts: new mount points under a watched directory, and new overlay mounts anywhere whose
     options name one (a rootfs mounted elsewhere from the engine's layers);
-  - network namespaces (`ip netns` names, /run/netns/dirk-<tag>-*) and host-side veths
-    (dk<tag>*) of the watched engines' tags.
+  - network namespaces (`ip netns` names, /run/netns/dirk-<tag>-*), host-side veths
+    (dk<tag>*) of the watched engines' tags, and the bridge filter's pairs naming such veths
+    (what a service binding lets through).
 An engine still running after the test (a module- or session-scoped one) may keep its pool
 of ready namespaces: for its tag, up to `POOL_ALLOWANCE` namespaces (and their veths) with no
 process inside are not counted as leaks, every one beyond that is; nor is the tmpfs holding
@@ -27,7 +28,9 @@ engine fixture stopped at teardown is checked after its stop.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,6 +38,7 @@ from pathlib import Path
 import pytest
 
 from dirk.state.layout import StateLayout
+from dirk.workers.executor import network
 from dirk.workers.executor.executor import engine_tag
 from tests.integration.sdk_engine import MADE_STATE_DIRS
 
@@ -99,6 +103,28 @@ def _mounts() -> list[tuple[str, str, str]]:
         fstype, _, options = after.split(" ", 2)
         found.append((point, fstype, options))
     return found
+
+
+def _isolation_pairs() -> list[tuple[str, str]]:
+    """The (from port, to port) pairs the bridge filter lets through (service bindings)."""
+    try:
+        done = subprocess.run(
+            ["nft", "-j", "list", "set", "bridge", network.ISOLATION_TABLE, network.ISOLATION_SET],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if done.returncode != 0:
+        return []  # no such table yet: no pairs
+    pairs = []
+    for entry in json.loads(done.stdout or "{}").get("nftables", []):
+        for element in (entry.get("set") or {}).get("elem", []):
+            ends = [str(n) for n in element.get("concat", [])] if isinstance(element, dict) else []
+            if len(ends) == 2:
+                pairs.append((ends[0], ends[1]))
+    return pairs
 
 
 def _netns_inodes_in_use() -> set[int]:
@@ -185,9 +211,11 @@ class LeakWatch:
         tags = {engine_tag(StateLayout(d)): d for d in state_dirs}
         netns = sorted(p.name for p in NETNS_DIR.iterdir()) if NETNS_DIR.is_dir() else []
         links = sorted(p.name for p in SYS_NET.iterdir())
+        pairs = _isolation_pairs() if tags else []
         for tag in tags:
             yield from (f"netns {name}" for name in netns if name.startswith(f"dirk-{tag}-"))
             yield from (f"veth {name}" for name in links if name.startswith(f"dk{tag}"))
+            yield from (f"bridge pair {a} -> {b}" for a, b in pairs if f"dk{tag}" in (a[:6], b[:6]))
 
     def leftovers(self) -> list[str]:
         """What is there now and was not before the test, less a live engine's pool."""

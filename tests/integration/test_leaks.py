@@ -1,6 +1,6 @@
 """The leak check itself: it stays quiet after an engine that cleaned up, and names each kind
 of leftover (a process in a container root, a mount, a network namespace, a veth) when one
-is left; a live engine's pool of ready namespaces is not a leak."""
+is left, and a bridge pair; a live engine's pool of ready namespaces is not a leak."""
 
 from __future__ import annotations
 
@@ -46,14 +46,19 @@ def test_each_kind_of_leftover_is_named(tmp_path: Path) -> None:
     point.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(point)], check=True)
     sleeper = subprocess.Popen(["sleep", "60"], cwd=point)
+    peer = f"dk{tag}peer"
+    network.allow_peers(ns.veth, [peer])
     try:
         left = watch.check()
         assert f"netns dirk-{tag}-leak" in left
         assert f"veth dk{tag}leak" in left
         assert f"mount {point} (tmpfs)" in left
         assert [item for item in left if item.startswith(f"process {sleeper.pid} (sleep 60)")]
-        assert len(left) == 4, left
+        assert f"bridge pair {ns.veth} -> {peer}" in left
+        assert f"bridge pair {peer} -> {ns.veth}" in left
+        assert len(left) == 6, left
     finally:
+        network.forbid_peers(ns.veth, [peer])
         sleeper.kill()
         sleeper.wait()
         subprocess.run(["umount", str(point)], check=True)

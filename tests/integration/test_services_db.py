@@ -4,6 +4,7 @@ nothing of a test is left behind (`no_leaks`)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,41 @@ def test_without_a_password_the_entrypoint_refuses_and_says_how_to_fix_it(
         .with_env_variable("SQL", "create table t (n int); insert into t values (7); table t")
     )
     assert trust.with_exec(["sh", "-c", IN_ONE_EXEC]).stdout() == "CREATE TABLE\nINSERT 0 1\n7\n"
+
+
+def test_a_client_container_creates_inserts_and_queries_through_the_service(
+    client: dirk.Client, postgres_ref: str
+) -> None:
+    """The image's EXPOSE 5432 is the service's port (health-checked before the client runs);
+    a started service keeps its data across the execs that use it."""
+    password = secrets.token_hex(8)
+    server = (
+        client.container()
+        .from_(postgres_ref)
+        .with_env_variable("POSTGRES_PASSWORD", password)
+        .with_env_variable("POSTGRES_DB", "shop")
+    )
+    assert [p.port() for p in server.exposed_ports()] == [5432]
+    db = server.as_service(use_entrypoint=True).start()
+    psql = (
+        client.container()
+        .from_(postgres_ref)
+        .with_env_variable("PGPASSWORD", password)
+        .with_service_binding("db", db)
+    )
+
+    def sql(statement: str) -> str:
+        args = ["psql", "-v", "ON_ERROR_STOP=1", "-At", "-h", "db", "-U", "postgres", "-d", "shop"]
+        return psql.with_exec([*args, "-c", statement]).stdout()
+
+    try:
+        assert (
+            sql(
+                "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);"
+                "INSERT INTO items (name) VALUES ('apple'), ('pear');"
+            )
+            == "CREATE TABLE\nINSERT 0 2\n"
+        )
+        assert sql("SELECT id, name FROM items ORDER BY id") == "1|apple\n2|pear\n"
+    finally:
+        db.stop()
