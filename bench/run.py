@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     ("engine core: exec overhead and cached pipeline", ["engine_core.py"]),
     ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
+    ("progress stream on a cached 200-step pipeline vs progress off", ["progress.py"]),
     ("engine cold start to the first answered query", ["cold_start.py"]),
     ("latency to the floor: cached program, dirk run, cold start, one exec", ["latency.py"]),
     ("load: 20 sessions x 50 operations beside the heaviest allowed query", ["load.py"]),

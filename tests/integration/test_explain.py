@@ -37,16 +37,16 @@ async def test_a_changed_file_and_a_changed_env_value_are_named(
         return sh(root, "cat /src/pkg/main.py", env=[f"LEVEL={level}"], mounts=[mount])
 
     first = await explained(engine, step("1"))
-    assert first["exec sh -c cat /src/pkg/main.py"].startswith("first run of this step")
+    assert first["sh -c 'cat /src/pkg/main.py'"].startswith("first run of this step")
 
     (src / "pkg" / "main.py").write_text("print(2)\n")
     second = await explained(engine, step("1"))
-    assert second[f"copy host directory {src}"] == "file changed: pkg/main.py"
-    assert second["exec sh -c cat /src/pkg/main.py"] == (
-        f"mount /src (`copy host directory {src}`) changed"
+    assert second[f"host directory {src}"] == "file changed: pkg/main.py"
+    assert second["sh -c 'cat /src/pkg/main.py'"] == (
+        f"mount /src (`host directory {src}`) changed"
     )
 
     third = await explained(engine, step("2"))
-    assert third == {"exec sh -c cat /src/pkg/main.py": "env LEVEL changed: '1' → '2'"}
+    assert third == {"sh -c 'cat /src/pkg/main.py'": "env LEVEL changed: '1' → '2'"}
 
     assert await explained(engine, step("2")) == {}  # cached: nothing ran, nothing to say

@@ -24,6 +24,8 @@ from graphql import (
     value_from_ast_untyped,
 )
 
+from dirk.progress import watch as watch_module
+from dirk.progress.watch import Watch
 from dirk.schema import load_sdl
 from dirk.sdk import connection as connection_module
 from dirk.sdk.provision import SessionInfo
@@ -51,6 +53,10 @@ class FakeEngine:
         #: Seconds every answer (and opening a session) takes, like a long pipeline would.
         self.delay = 0.0
         self.open_delay = 0.0
+        #: Event records a progress view of a session gets (replayed when it subscribes).
+        self.events: list[dict[str, Any]] = []
+        #: How many times a connection subscribed progress views.
+        self.watched = 0
         #: Queries whose caller went away (cancelled) before the answer.
         self.abandoned = 0
 
@@ -147,6 +153,14 @@ def use_fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
         await anyio.sleep(0)  # a request to the engine: cancellable like one
         fake.opened.append("closed")
 
+    async def watch_events(address: Any, token: str, views: Any, **_: Any) -> Watch:
+        fake.watched += 1
+        watch = Watch(views)
+        for record in fake.events:
+            watch.on_record(record)
+        return watch
+
+    monkeypatch.setattr(watch_module, "watch_events", watch_events)
     monkeypatch.setattr(connection_module, "open_session", open_session)
     monkeypatch.setattr(connection_module, "close_session", close_session)
     monkeypatch.setattr(connection_module.Connection, "_http_transport", fake.transport())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -130,15 +132,49 @@ def test_objects_fail_clearly_after_the_block(engine: FakeEngine) -> None:
     anyio.run(main)
 
 
-def test_log_output_has_one_line_per_query_without_arguments(engine: FakeEngine) -> None:
+def test_log_output_gets_the_plain_step_stream(engine: FakeEngine) -> None:
+    engine.events = [
+        {"type": "step", "id": "a1", "state": "running", "name": "from alpine", "at": 1.0},
+        {"type": "step", "id": "a1", "state": "done", "name": "from alpine", "at": 1.5},
+        {"type": "step", "id": "b2", "state": "running", "name": "echo hi", "at": 1.5},
+        {"type": "output", "id": "b2", "stream": "stdout", "data": "hi\n", "at": 1.6},
+        {"type": "step", "id": "b2", "state": "done", "name": "echo hi", "at": 2.0},
+    ]
     log = io.StringIO()
     with dirk.Connection(dirk.Config(log_output=log)) as client:
         client.set_secret("token", "s3cret").plaintext  # noqa: B018 - lazy, sends nothing
         client.container().from_("alpine").with_env_variable("K", "s3cret").stdout()
     lines = log.getvalue().splitlines()
     assert lines[0].startswith("dirk: session open on http://fake-engine")
-    assert lines[1].startswith("dirk: container.from.withEnvVariable.stdout (")
+    assert lines[1:] == [
+        "[1] from alpine",
+        "[1] DONE 0.5s",
+        "[2] echo hi",
+        "[2] echo hi  | hi",
+        "[2] DONE 0.5s",
+        "[dirk] 2 steps: 2 run, 0 cached; 1.0s in all",
+    ]
     assert "s3cret" not in log.getvalue()
+
+
+def test_progress_is_checked_and_off_by_default(engine: FakeEngine) -> None:
+    with pytest.raises(ValueError, match="must be one of auto, tty"):
+        dirk.Config(progress="fancy")
+    engine.events = [{"type": "step", "id": "a", "state": "running", "name": "x", "at": 1.0}]
+    with dirk.Connection() as client:  # no log_output, no progress: nothing subscribes
+        client.container().from_("alpine").stdout()
+    assert engine.watched == 0
+    with dirk.Connection(dirk.Config(progress="plain")):
+        pass
+    assert engine.watched == 1
+
+
+def test_importing_the_sdk_imports_no_progress_view() -> None:
+    code = "import sys, dirk; print(sorted(m for m in sys.modules if m.startswith('rich')))"
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown.strip() == "[]"
 
 
 def test_concurrent_leaves_in_async_mode(engine: FakeEngine) -> None:

@@ -137,16 +137,51 @@ async def test_step_events_reach_the_jobs_waiting_and_the_subscribers(
     theirs: list[StepEvent] = []
     op = MkFile(Ref(Scratch()), "/a", b"a")
     await s.result(Job(events=mine.append), op)
-    assert [(e.kind, e.description) for e in mine] == [
-        ("start", "scratch"),
-        ("done", "scratch"),
-        ("start", "write file /a"),
-        ("done", "write file /a"),
+    scratch_key = await s.key(Scratch())
+    assert [(e.kind, e.description, e.inputs) for e in mine] == [
+        ("queued", "write file /a", (scratch_key,)),  # waits for its input
+        ("queued", "scratch", ()),
+        ("start", "scratch", ()),
+        ("done", "scratch", ()),
+        ("start", "write file /a", (scratch_key,)),
+        ("done", "write file /a", (scratch_key,)),
     ]
     assert everything == mine
     await s.result(Job(events=theirs.append), op)  # in memory now
-    assert [e.kind for e in theirs] == ["cached"]
-    assert len(everything) == 4  # a memory hit is news only to the job that asked
+    assert [(e.kind, e.inputs) for e in theirs] == [("cached", (scratch_key,))]
+    # A cache hit says what the step took when it ran: what the cache saved.
+    assert theirs[0].duration == mine[-1].duration > 0
+    assert len(everything) == 6  # a memory hit is news only to the job that asked
+
+
+async def test_a_cache_entry_keeps_the_duration_of_its_run(
+    solver: tuple[Solver, Tree, list[str]], layout: StateLayout
+) -> None:
+    s, tree, _ = solver
+    op = MkFile(Ref(Scratch()), "/d", b"d")
+    ran: list[StepEvent] = []
+    snapshot = await s.solve(Job(events=ran.append), Ref(op))
+    LayerStore(layout, Database(layout.db_path)).path(snapshot.layers[-1]).mkdir()
+    restarted = make_solver(layout, tree, [])
+    hit: list[StepEvent] = []
+    async with restarted.running():
+        await restarted.solve(Job(events=hit.append), Ref(op))
+    done = [e for e in ran if e.kind == "done" and e.description == "write file /d"]
+    assert [(e.kind, e.duration) for e in hit] == [("cached", round(done[0].duration, 3))]
+
+
+async def test_a_failed_step_and_the_steps_that_needed_it_are_reported(
+    solver: tuple[Solver, Tree, list[str]],
+) -> None:
+    s, _, _ = solver
+    failing = Exec(root=Ref(Scratch()), args=("missing-secret",))
+    after = MkFile(Ref(failing), "/x", b"x")
+    events: list[StepEvent] = []
+    with pytest.raises(UnknownSecretError):
+        await s.result(Job(events=events.append), after)
+    kinds = [(e.kind, e.description) for e in events if e.kind in ("error", "cancelled")]
+    assert kinds == [("error", "missing-secret"), ("cancelled", "write file /x")]
+    assert b"missing-secret" in next(e.data for e in events if e.kind == "error")
 
 
 async def test_a_step_reads_secrets_from_any_job_waiting_for_it(

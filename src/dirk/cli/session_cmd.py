@@ -19,19 +19,25 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import click
 
 from dirk.cli.logs import setup_logging
 from dirk.errors import DirkError
+from dirk.progress import MODES, PROGRESS_ENV
 
 if TYPE_CHECKING:
     import asyncio
 
+    from dirk.progress.watch import Watch
     from dirk.sdk.provision import SessionInfo
+
+F = TypeVar("F", bound=Callable[..., object])
+#: Seconds the end of a session waits for its last step events to reach the view.
+PROGRESS_DRAIN_S = 5.0
 
 log = logging.getLogger("dirk.cli")
 
@@ -67,6 +73,21 @@ _workdir_option = click.option(
     type=click.Path(file_okay=False, path_type=Path),
     help="Host directory relative paths resolve against [default: the current directory].",
 )
+
+
+def _progress_option(default: str) -> Callable[[F], F]:
+    return click.option(
+        "--progress",
+        type=click.Choice(MODES),
+        envvar=PROGRESS_ENV,
+        default=default,
+        show_default=True,
+        help="How the pipeline's steps show on stderr: auto (live on a terminal when CI is "
+        "not set, else plain), tty (live), plain (one line per event, for logs) or quiet. "
+        f"[env: {PROGRESS_ENV}]",
+    )
+
+
 _label_option = click.option(
     "--label", "labels", multiple=True, metavar="KEY:VALUE", help="Label the session (repeatable)."
 )
@@ -75,6 +96,7 @@ _label_option = click.option(
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @_label_option
 @_workdir_option
+@_progress_option("plain")
 @click.option("--project", hidden=True, help="Dagger module config: dirk has no modules.")
 @click.option("--load-workspace-modules", is_flag=True, hidden=True)
 @click.pass_context
@@ -82,10 +104,14 @@ def session(
     ctx: click.Context,
     labels: tuple[str, ...],
     workdir: Path | None,
+    progress: str,
     project: str | None,
     load_workspace_modules: bool,
 ) -> None:
-    """Open a session for an official Dagger SDK; print its port and token as one JSON line."""
+    """Open a session for an official Dagger SDK; print its port and token as one JSON line.
+
+    While the session lives, its steps show on stderr (plain lines by default), which the
+    SDKs copy to their log output."""
     setup_logging("WARNING")
     for name, given in (
         ("--project", project),
@@ -98,12 +124,12 @@ def session(
     import asyncio
 
     try:
-        asyncio.run(_hold_session(_workdir(workdir), _parse_labels(labels)))
+        asyncio.run(_hold_session(_workdir(workdir), _parse_labels(labels), progress))
     except DirkError as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
+async def _hold_session(workdir: Path, labels: Mapping[str, str], progress: str) -> None:
     import asyncio
 
     from dirk.sdk.provision import held_session
@@ -112,12 +138,54 @@ async def _hold_session(workdir: Path, labels: Mapping[str, str]) -> None:
     loop = asyncio.get_running_loop()
     for signum in ENDING_SIGNALS:
         loop.add_signal_handler(signum, end.set)
-    async with held_session(workdir, labels) as opened:
+    async with _shown(progress) as show, held_session(workdir, labels) as opened:
+        await show(opened)  # before the handshake line: the SDK's first query is seen
         line = json.dumps({"port": opened.port, "session_token": opened.token})
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
         _watch_stdin_eof(loop, end)
         await end.wait()
+
+
+@contextlib.asynccontextmanager
+async def _shown(progress: str) -> AsyncIterator[Callable[[SessionInfo], Awaitable[None]]]:
+    """Shows a session's steps on stderr in the `progress` view: the block calls the function
+    it gets with the session once open; leaving waits for the stream's last events (the
+    session has ended by then, unless it was joined) and closes the view (its summary)."""
+    watches: list[Watch] = []
+    owned = True
+
+    async def show(opened: SessionInfo) -> None:
+        nonlocal owned
+        owned = opened.control is not None
+        watch = await _watch(opened, progress)
+        if watch is not None:
+            watches.append(watch)
+
+    try:
+        yield show
+    finally:
+        import asyncio
+
+        for watch in watches:
+            await asyncio.to_thread(watch.finish, PROGRESS_DRAIN_S if owned else 0.2)
+
+
+async def _watch(opened: SessionInfo, progress: str, io: Any = None) -> Watch | None:
+    """The session's steps shown on stderr in the `progress` view (None: quiet, or the
+    engine has no event stream); `io`: `wire.driver`'s, for blocking callers."""
+    if progress == "quiet":
+        return None
+    from dirk.progress import make_view
+    from dirk.progress.watch import watch_events
+
+    view = make_view(progress, sys.stderr, os.environ)
+    address = opened.control or opened.query_address
+    try:
+        return await watch_events(address, opened.token, [view], io=io)
+    except DirkError as exc:
+        log.warning("the session's steps are not shown: %s", exc)
+        return None
 
 
 def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> None:
@@ -136,6 +204,7 @@ def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> Non
 @click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @_label_option
 @_workdir_option
+@_progress_option("auto")
 @click.option(
     "-i",
     "--interactive",
@@ -150,6 +219,7 @@ def run(
     labels: tuple[str, ...],
     workdir: Path | None,
     interactive: bool,
+    progress: str,
     command: tuple[str, ...],
 ) -> None:
     """Run COMMAND with a session (DAGGER_SESSION_PORT, DAGGER_SESSION_TOKEN); exit with its code.
@@ -167,16 +237,22 @@ def run(
             import asyncio
 
             code = asyncio.run(
-                _run_command(_workdir(workdir), _parse_labels(labels), command, interactive)
+                _run_command(
+                    _workdir(workdir), _parse_labels(labels), command, interactive, progress
+                )
             )
         else:
-            code = _run_command_blocking(_workdir(workdir), _parse_labels(labels), command)
+            code = _run_command_blocking(
+                _workdir(workdir), _parse_labels(labels), command, progress
+            )
     except DirkError as exc:
         raise click.ClickException(str(exc)) from exc
     ctx.exit(code)
 
 
-def _run_command_blocking(workdir: Path, labels: Mapping[str, str], command: Sequence[str]) -> int:
+def _run_command_blocking(
+    workdir: Path, labels: Mapping[str, str], command: Sequence[str], progress: str = "auto"
+) -> int:
     """`dirk run` without -i: the session is opened and attached with blocking I/O (no event
     loop to import and start: `dirk run` is on the start of every pipeline it wraps), the
     command runs, then the session ends however the command ended."""
@@ -187,8 +263,10 @@ def _run_command_blocking(workdir: Path, labels: Mapping[str, str], command: Seq
 
     opened = drive(open_session(workdir, labels, io=BLOCKING))
     attachment = None
+    watch: Watch | None = None
     try:
         attachment = drive(attach(opened, io=BLOCKING))
+        watch = drive(_watch(opened, progress, BLOCKING))
         env = {
             **os.environ,
             "DAGGER_SESSION_PORT": str(opened.port),
@@ -213,16 +291,26 @@ def _run_command_blocking(workdir: Path, labels: Mapping[str, str], command: Seq
             drive(close_session(opened, attachment, io=BLOCKING))
         except DirkError as exc:  # the session ends with the attach connection anyway
             log.warning("could not end the session: %s", exc)
+        if watch is not None:  # the session has ended: the stream's last events, the summary
+            watch.finish(PROGRESS_DRAIN_S if opened.control is not None else 0.2)
     return 128 - code if code < 0 else code
 
 
 async def _run_command(
-    workdir: Path, labels: Mapping[str, str], command: Sequence[str], interactive: bool = False
+    workdir: Path,
+    labels: Mapping[str, str],
+    command: Sequence[str],
+    interactive: bool = False,
+    progress: str = "auto",
 ) -> int:
     """`dirk run -i`: on an event loop, which also holds the session's terminal."""
     from dirk.sdk.provision import held_session
 
-    async with held_session(workdir, labels) as opened:
+    if interactive and progress == "auto":
+        progress = "plain"  # a shell of a failed step gets the terminal: no live redraws
+    # Exits in reverse: the session ends first, then the view gets its last events.
+    async with _shown(progress) as show, held_session(workdir, labels) as opened:
+        await show(opened)
         env = {
             **os.environ,
             "DAGGER_SESSION_PORT": str(opened.port),

@@ -22,8 +22,9 @@ from typing import Any
 
 import attrs
 
+from dirk.engine.event_hub import EventHub
 from dirk.engine.terminals import SessionTerminals
-from dirk.solver.job import EventSink, discard_events
+from dirk.solver.job import EventSink
 from dirk.workers.hostaccess import HostUser
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,9 @@ class Session:
     ended: bool = False
     #: Attach connections open now (see `SessionRegistry.attach`).
     attached: int = 0
-    #: Where this session's step events go (a progress view); nowhere by default.
-    events: EventSink = discard_events
+    #: Where this session's step events go: its hub, which streams them to the viewers
+    #: subscribed (`GET /sessions/<token>/events`).
+    hub: EventHub = attrs.field(factory=EventHub, repr=False)
     #: Whether its steps that miss the cache say why (`dirk run --explain`, `solver.explain`).
     explain: bool = False
     #: The terminal a client holds for the session (`Container.terminal`, `dirk run -i`).
@@ -58,6 +60,11 @@ class Session:
     _ended_event: asyncio.Event = attrs.field(factory=asyncio.Event, repr=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     _cleanups: list[Cleanup] = attrs.field(factory=list, repr=False)
+
+    @property
+    def events(self) -> EventSink:
+        """The sink of this session's jobs (`RequestContext.job`)."""
+        return self.hub.publish
 
     def add_cleanup(self, cleanup: Cleanup) -> None:
         """Run `cleanup` when the session ends (e.g. stop a service it started)."""
@@ -91,6 +98,7 @@ class Session:
             except Exception:
                 log.exception("cleanup of session %s failed", self.token[:8])
         self.state.clear()
+        self.hub.close()
 
 
 #: Why a session ended, as the engine log says it.

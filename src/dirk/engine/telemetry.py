@@ -155,7 +155,7 @@ class _StepSpans:
             self._open[event.key] = self._start(event, cached=False)
         elif event.kind == "cached":
             self._start(event, cached=True).end()
-        elif event.kind in ("done", "error"):
+        elif event.kind in ("done", "error", "cancelled"):
             span = self._open.pop(event.key, None)
             if span is not None:
                 if event.kind == "error":

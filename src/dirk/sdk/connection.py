@@ -15,13 +15,17 @@ ends the session when the kernel closes it.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 import time
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from dirk.errors import DirkError
+from dirk.errors import ClientConnectionError, DirkError, InvalidArgumentError
+from dirk.progress import PROGRESS_ENV
 from dirk.sdk.config import Config
 from dirk.sdk.executor import Executor
 from dirk.sdk.gen.client import Client
@@ -35,7 +39,14 @@ if TYPE_CHECKING:
     import httpx
     from anyio.from_thread import BlockingPortal
 
+    from dirk.progress import View
+    from dirk.progress.watch import Watch
     from dirk.sdk.terminal import TerminalAttacher
+
+log = logging.getLogger(__name__)
+
+#: Seconds the end of a session waits for its last step events to reach the progress views.
+PROGRESS_DRAIN_S = 5.0
 
 
 def _io_args(io: IO) -> dict[str, Any]:
@@ -57,6 +68,33 @@ class _LazyTerminal:
 
             self._attacher = TerminalAttacher(self._address, self._token)
         return self._attacher.attached()
+
+
+async def _watch_progress(config: Config, session: SessionInfo, io: IO) -> Watch | None:
+    """The views this connection shows (`Config.log_output`, `Config.progress` or
+    DIRK_PROGRESS), subscribed to the session's events; None when there are none (then
+    nothing is subscribed and no view is imported: rich only for a live one)."""
+    mode = config.progress or os.environ.get(PROGRESS_ENV) or "quiet"
+    if config.log_output is None and mode == "quiet":
+        return None
+    from dirk.progress import make_view
+    from dirk.progress.plain import PlainView
+    from dirk.progress.watch import watch_events
+
+    views: list[View] = []
+    if config.log_output is not None:
+        views.append(PlainView(config.log_output))
+    try:
+        if mode != "quiet":
+            views.append(make_view(mode, sys.stderr, os.environ, in_process=True))
+    except ValueError as exc:
+        raise InvalidArgumentError(f"{PROGRESS_ENV}: {exc}") from None
+    address = session.control or session.query_address
+    try:
+        return await watch_events(address, session.token, views, io=io)
+    except ClientConnectionError as exc:
+        log.warning("no progress view: %s", exc)
+        return None
 
 
 def session_labels() -> dict[str, str]:
@@ -84,6 +122,7 @@ class Connection:
         self._transport: GraphQLClient | None = None
         self._portal_cm: AbstractContextManager[BlockingPortal] | None = None
         self._portal: BlockingPortal | None = None
+        self._watch: Watch | None = None
 
     async def _open(self, io: IO) -> Executor:
         if self._transport is not None:
@@ -110,25 +149,34 @@ class Connection:
                     f"({elapsed:.0f} ms)\n"
                 )
                 self.config.log_output.flush()  # a file log shows it before a long first query
+            self._watch = await _watch_progress(self.config, session, io)
         except BaseException:
             await self._close(io)  # no block will be left to do it
             raise
         terminal = _LazyTerminal(session.query_address, session.token)
-        return Executor(self._transport, self.config.log_output, terminal, io)
+        return Executor(self._transport, terminal, io)
 
     async def _close(self, io: IO) -> None:
         """Ends the session (DELETE, then the attach connection is dropped) and closes the
         HTTP client, even in a cancelled task (a timeout or Ctrl-C around the block): each
         control request has its own timeout."""
         transport, session, attachment = self._transport, self._session, self._attachment
+        watch, self._watch = self._watch, None
         self._transport = self._session = self._attachment = None
         with io.shielded():
             try:
                 if session is not None:
                     await close_session(session, attachment, **_io_args(io))
             finally:
-                if transport is not None:
-                    await transport.aclose()
+                try:
+                    if watch is not None:
+                        # An ended session's stream ends once every event is out; a joined
+                        # one's (`dirk run`'s) goes on: its last events are already here.
+                        grace = PROGRESS_DRAIN_S if session and session.control else 0.2
+                        await io.call_blocking(watch.finish, grace)
+                finally:
+                    if transport is not None:
+                        await transport.aclose()
 
     async def __aenter__(self) -> Client[Async]:
         return Client(Runner(await self._open(ANYIO)))

@@ -1,16 +1,15 @@
 """Sends a chain's query through the session's transport and picks the value out of the answer.
 
-It also writes one line per query to `Config.log_output`: the chain's field names (never the
-arguments: they may carry secrets) and how long the engine took.
+What a person reads while a pipeline runs is the session's step stream (`dirk.progress`,
+which `Config.log_output` and `Config.progress` show), not one line per query.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TextIO
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dirk.sdk.query import Call, describe, extract, render_query
+from dirk.sdk.query import Call, extract, render_query
 from dirk.wire.driver import ANYIO, IO, drive
 
 if TYPE_CHECKING:
@@ -39,12 +38,10 @@ class Executor:
     def __init__(
         self,
         transport: Transport,
-        log_output: TextIO | None = None,
         terminal: Terminal | None = None,
         io: IO = ANYIO,
     ) -> None:
         self.transport = transport
-        self.log_output = log_output
         #: Holds the user's terminal while a query that calls `terminal` runs (`sdk.terminal`).
         self.terminal = terminal
         #: How this connection's coroutines wait (blocking in a `with` connection).
@@ -76,19 +73,5 @@ class Executor:
 
     async def _execute(self, chain: Sequence[Call], subfields: Sequence[str]) -> Any:
         query = render_query(chain, subfields)
-        started = time.monotonic()
-        try:
-            data = await self.transport.execute(query)
-        except BaseException as exc:
-            self._log(chain, started, f"failed: {type(exc).__name__}")
-            raise
-        self._log(chain, started, "")
+        data = await self.transport.execute(query)
         return extract(data, chain)
-
-    def _log(self, chain: Sequence[Call], started: float, outcome: str) -> None:
-        if self.log_output is None:
-            return
-        elapsed = time.monotonic() - started
-        suffix = f" {outcome}" if outcome else ""
-        self.log_output.write(f"dirk: {describe(chain)} ({elapsed * 1000:.0f} ms){suffix}\n")
-        self.log_output.flush()

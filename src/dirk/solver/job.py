@@ -10,6 +10,7 @@ stops waiting for it, and shared work stops only when the last job waiting for i
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Literal, Protocol
 
@@ -22,20 +23,30 @@ from dirk.workers.images.auth import DockerConfig
 if TYPE_CHECKING:
     from dirk.solver.terminal import Terminals
 
-EventKind = Literal["start", "cached", "done", "error", "stdout", "stderr", "explain"]
+EventKind = Literal[
+    "queued", "start", "cached", "done", "error", "cancelled", "stdout", "stderr", "explain"
+]
 
 
 @attrs.frozen
 class StepEvent:
-    """What the solver reports as it goes, for progress views and logs: a step started, was
-    found cached, finished, failed, or wrote a chunk of output (`data`); "explain" says why
-    a step missed the cache (`data`: the reason, for jobs that asked, see `solver.explain`)."""
+    """What the solver reports as it goes, for progress views and logs: a step waits for its
+    inputs (queued), started, was found cached, finished, failed (`data`: the message), was
+    cancelled (nobody waits for it any more), or wrote a chunk of output (`data`); "explain"
+    says why a step missed the cache (`data`: the reason, for jobs that asked, see
+    `solver.explain`).
+
+    `inputs` are the keys of the steps it takes as inputs (on queued, start and cached), so a
+    view can draw the DAG; `duration` is the run's seconds on done, and on cached the seconds
+    its cached result took when it ran (0 when unknown); `at` is the wall-clock time."""
 
     kind: EventKind
     key: str
     description: str
     data: bytes = b""
     duration: float = 0.0
+    inputs: tuple[str, ...] = ()
+    at: float = attrs.field(factory=time.time)
 
 
 #: Receives StepEvents; called on the event loop, so it must return quickly and not raise.

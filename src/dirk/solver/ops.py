@@ -16,12 +16,17 @@ inputs' keys; never from host paths or times, and never from secret values.
 
 from __future__ import annotations
 
+import re
+import shlex
 import weakref
 from typing import Literal
 
 import attrs
 
 from dirk.workers.hostaccess import HostUser
+
+#: Longest command a step's name shows (progress views, error messages).
+COMMAND_NAME_CHARS = 80
 
 #: Dagger's cache sharing modes.
 Sharing = Literal["SHARED", "PRIVATE", "LOCKED"]
@@ -84,7 +89,7 @@ class ImagePull:
         return ()
 
     def describe(self) -> str:
-        return f"pull {self.reference}"
+        return f"from {self.reference}"
 
 
 @attrs.frozen(cache_hash=True)
@@ -109,7 +114,7 @@ class HostDirectory:
         return ()
 
     def describe(self) -> str:
-        return f"copy host directory {self.path}"
+        return f"host directory {self.path}"
 
 
 @attrs.frozen(cache_hash=True)
@@ -125,7 +130,7 @@ class HostFile:
         return ()
 
     def describe(self) -> str:
-        return f"copy host file {self.path}"
+        return f"host file {self.path}"
 
 
 @attrs.frozen(cache_hash=True)
@@ -235,7 +240,8 @@ class Exec:
         return tuple(dict.fromkeys(refs))
 
     def describe(self) -> str:
-        return "exec " + " ".join(self.args)
+        """The command as a shell would read it (`go test ./...`), on one line, cut short."""
+        return shown_command(self.args)
 
 
 @attrs.frozen(cache_hash=True)
@@ -729,6 +735,25 @@ class HttpFetch:
         from dirk.workers.sources.http import shown_url  # here: ops stay import-light
 
         return f"download {shown_url(self.url)}"
+
+
+def shown_command(args: tuple[str, ...], limit: int = COMMAND_NAME_CHARS) -> str:
+    """`args` shell-quoted, with line breaks and runs of blanks shown as one space, at most
+    `limit` characters (cut with an ellipsis): a step name a person recognises."""
+    text = " ".join(" ".join(_quoted(arg) for arg in args).split())
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _quoted(arg: str) -> str:
+    """`shlex.quote`, but an argument holding single quotes and nothing a shell expands in
+    double quotes reads as `"it's"` rather than `'it'"'"'s'`."""
+    if "'" in arg and not _EXPANDED_IN_DOUBLE_QUOTES.search(arg):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+#: What a shell reads differently between double quotes: expansions, quotes, escapes.
+_EXPANDED_IN_DOUBLE_QUOTES = re.compile(r'["$`!]|\\[$`"\\\n]|\\$')
 
 
 Op = (

@@ -25,12 +25,14 @@ class ExecOutcome:
 @attrs.frozen
 class OpResult:
     """The outputs of one operation (numbered as its `Ref`s number them) under its cache key;
-    `exec` for an Exec; `cached` when loaded from the persistent cache."""
+    `exec` for an Exec; `cached` when loaded from the persistent cache; `duration` the
+    seconds the step took when it ran (kept with the cache entry: a cache hit saved that)."""
 
     key: str
     outputs: tuple[Snapshot, ...]
     exec: ExecOutcome | None = None
     cached: bool = False
+    duration: float = 0.0
 
 
 @attrs.define

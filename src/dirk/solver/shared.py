@@ -82,9 +82,14 @@ class SharedWork(Generic[M]):
             if self._tg is None:
                 raise RuntimeError("the solver is not running: use `async with Engine(...)`")
             flight = self._running[key] = Flight(key)
+            # No other flight waits for a new one yet, so no `waiting` answer changes: the
+            # epoch stays (a chain of new steps then costs one step per `waiting`, not the
+            # whole chain above it).
+            flight.members.append(member)
             self._tg.start_soon(self._fly, flight, work)
-        flight.members.append(member)
-        self._epoch += 1
+        else:
+            flight.members.append(member)
+            self._epoch += 1
         try:
             await flight.done.wait()
         except BaseException:

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from dirk import timing
 from dirk.errors import DirkError, SolveError, TerminalError
@@ -144,7 +145,10 @@ class Solver:
         if memo is not None:
             self.counters.memo_hits += 1
             if job.events is not discard_events:
-                job.emit(StepEvent("cached", key, op.describe()))
+                inputs = self._input_keys(op, local)
+                job.emit(
+                    StepEvent("cached", key, op.describe(), duration=memo.duration, inputs=inputs)
+                )
             return memo
         return await self._shared_result(op, key, local, job)
 
@@ -320,33 +324,50 @@ class Solver:
 
         loaded = await self._store.load(key)
         timing.mark("solve.cache_checked")
+        input_keys = self._input_keys(op, local)
         if loaded is not None:
             self.counters.cache_hits += 1
-            emit(StepEvent("cached", key, description))
+            emit(StepEvent("cached", key, description, duration=loaded.duration, inputs=input_keys))
             self._remember(key, loaded)
             return loaded
-        inputs = await self._solve_inputs(op, local, flight)
+        emit(StepEvent("queued", key, description, inputs=input_keys))
         handler = self._handler(op)
-        step = Step(key, description, inputs, lambda: self._shared.waiting(flight), emit)
-        position, run = await self._step_run(op, key, local)
-        if not handler.fields_after_run:
-            await self._explain(flight, op, position, run)
-        started = time.monotonic()
-        emit(StepEvent("start", key, description))
+        started = 0.0
+        position: str | None = None
+
+        async def run_step(step: Step) -> OpResult:
+            nonlocal started
+            started = time.monotonic()  # after the inputs and the limiter: the step's own time
+            emit(StepEvent("start", key, description, inputs=input_keys))
+            return await handler.run(op, step)
+
         try:
+            inputs = await self._solve_inputs(op, local, flight)
+            step = Step(key, description, inputs, lambda: self._shared.waiting(flight), emit)
+            position, run = await self._step_run(op, key, local)
+            if not handler.fields_after_run:
+                await self._explain(flight, op, position, run)
             if handler.limited:
                 async with self._limiter:
-                    result = await handler.run(op, step)
+                    result = await run_step(step)
             else:
-                result = await handler.run(op, step)
+                result = await run_step(step)
         except BaseException as exc:
-            emit(StepEvent("error", key, description, str(exc).encode()))
-            self._runs.record(position, run)
+            if isinstance(exc, anyio.get_cancelled_exc_class()):
+                emit(StepEvent("cancelled", key, description))
+            elif started:  # an input's failure is that input's event, not this step's
+                emit(StepEvent("error", key, description, str(exc).encode()))
+            else:
+                emit(StepEvent("cancelled", key, description, b"an input failed"))
+            if position is not None:
+                self._runs.record(position, run)
             if isinstance(exc, Exception) and not isinstance(exc, DirkError):
                 raise SolveError(description, exc) from exc
             raise
         self.counters.executed += 1
         timing.mark("step.ran")
+        duration = time.monotonic() - started
+        result = attrs.evolve(result, duration=duration)
         with anyio.CancelScope(shield=True):  # done work is worth keeping
             await self._store.store(key, result)
             run = await self._with_result_fields(handler, op, result, run)
@@ -355,7 +376,7 @@ class Solver:
             await anyio.to_thread.run_sync(self._runs.record, position, run)
         timing.mark("step.stored")
         self._remember(key, result)
-        emit(StepEvent("done", key, description, duration=time.monotonic() - started))
+        emit(StepEvent("done", key, description, duration=duration, inputs=input_keys))
         return result
 
     async def _step_run(self, op: Op, key: str, local: dict[Op, str]) -> tuple[str, StepRun]:
@@ -378,6 +399,18 @@ class Solver:
         """`run` with the fields its handler reads from the result (a host directory's files)."""
         extra = await handler.explain_fields(op, result)
         return StepRun(run.key, {**run.fields, **extra}, run.labels) if extra else run
+
+    def _input_keys(self, op: Op, local: dict[Op, str]) -> tuple[str, ...]:
+        """The keys of `op`'s inputs, each once (all keyed before `op` itself)."""
+        refs = op.inputs()
+        if not refs:
+            return ()
+        keys: dict[str, None] = {}
+        for ref in refs:
+            key = self._keys.get(ref.op) or local.get(ref.op)
+            if key is not None:
+                keys[key] = None
+        return tuple(keys)
 
     async def _solve_inputs(
         self, op: Op, local: dict[Op, str], flight: Flight[Job]

@@ -61,6 +61,8 @@ class ResultStore:
 
     def _encode(self, result: OpResult) -> dict[str, Any]:
         encoded: dict[str, Any] = {"outputs": [list(s.layers) for s in result.outputs]}
+        if result.duration:
+            encoded["duration"] = round(result.duration, 3)
         if result.exec is not None:
             encoded["exit_code"] = result.exec.exit_code
             encoded["stdout"] = self._store_output(result.exec.stdout)
@@ -95,7 +97,8 @@ class ResultStore:
                 return None
             order = tuple((int(stream), int(count)) for stream, count in stored["order"])
             outcome = ExecOutcome(stored["exit_code"], stdout, stderr, order)
-        return OpResult(key, outputs, outcome, cached=True)
+        duration = float(stored.get("duration", 0.0))
+        return OpResult(key, outputs, outcome, cached=True, duration=duration)
 
 
 def has_blob_output(result: OpResult) -> bool:

@@ -4,7 +4,8 @@ Routes (see the wire contract): `GET /health`; `POST /sessions` and `GET /sessio
 list, for operators and tests), both on the unix socket or over TCP with the admin token;
 `DELETE /sessions/<token>`; `GET /sessions/<token>/attach` (held open by the program that owns
 the session: when its last attach drops, the session ends); `GET /sessions/<token>/terminal`
-(a websocket holding the session's terminal, `wire.terminal`); `POST /query` with HTTP Basic auth,
+(a websocket holding the session's terminal, `wire.terminal`); `GET /sessions/<token>/events`
+(its step events, streamed as JSON lines to progress views); `POST /query` with HTTP Basic auth,
 the session token as user name, exactly what the official Dagger SDKs send. A query runs for as
 long as its evaluation takes: nothing times out on this side, and one session may run many at
 once.
@@ -84,6 +85,11 @@ QUERY_POLL_S = 0.5
 #: Seconds between heartbeat lines on an attach stream: they keep proxies from closing an idle
 #: stream and make a peer that vanished without closing (a remote host lost) fail a write.
 ATTACH_HEARTBEAT_S = 5.0
+#: Seconds an idle event stream waits before checking that its viewer is still connected.
+EVENTS_POLL_S = 0.5
+#: The first and last lines of an event stream (the records between are the hub's).
+SUBSCRIBED_LINE = b'{"type":"subscribed"}\n'
+ENDED_LINE = b'{"type":"ended"}\n'
 #: Milliseconds written heartbeats may stay unacknowledged before the kernel drops a TCP attach
 #: connection (TCP_USER_TIMEOUT), so a lost remote client is noticed in about half a minute.
 ATTACH_TCP_USER_TIMEOUT_MS = 30_000
@@ -124,6 +130,7 @@ class WireServer:
         app.router.add_get("/sessions", self.list_sessions)
         app.router.add_delete("/sessions/{token}", self.delete_session)
         app.router.add_get("/sessions/{token}/attach", self.attach_session)
+        app.router.add_get("/sessions/{token}/events", self.session_events)
         app.router.add_post("/query", self.query)
         add_terminal_route(app, self._owned_session)
         app.on_shutdown.append(self._end_sessions)
@@ -231,6 +238,37 @@ class WireServer:
             pass
         finally:
             self.sessions.detach(session)
+        return response
+
+    async def session_events(self, request: web.Request) -> web.StreamResponse:
+        """The session's step events as they happen, one JSON object per line (see the event
+        hub, `engine/event_hub.py`): `{"type":"subscribed"}` once the subscription counts,
+        then step and output records (and `dropped` ones when this reader fell behind), and
+        `{"type":"ended"}` when the session ends. Reading it never slows the engine."""
+        session = self._owned_session(request)
+        if session is None:
+            return _unauthorized("unknown session token: the session has ended or never existed")
+        response = web.StreamResponse(
+            headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"}
+        )
+        response.force_close()
+        await response.prepare(request)
+        subscriber = session.hub.subscribe()
+        try:
+            await response.write(SUBSCRIBED_LINE)
+            while not _peer_gone(request):
+                await subscriber.wait(EVENTS_POLL_S)
+                data = subscriber.take()
+                if data:
+                    await response.write(data)
+                if subscriber.closed:
+                    await response.write(ENDED_LINE)
+                    await response.write_eof()
+                    break
+        except ConnectionError:  # the viewer went away
+            pass
+        finally:
+            session.hub.unsubscribe(subscriber)
         return response
 
     def _owned_session(self, request: web.Request) -> Session | None:
