@@ -36,7 +36,7 @@ class Answers:
 def _executor() -> tuple[Executor, Answers]:
     answers = Answers()
     attacher = TerminalAttacher(EngineAddress("http://127.0.0.1:1"), "token")
-    return Executor(answers, None, attacher), answers
+    return Executor(answers, attacher), answers
 
 
 CHAIN: Sequence[Call] = (Call("container"), Call("terminal"), Call("id"))
