@@ -1,6 +1,7 @@
-"""The postgres:15 test image through dirk's SDK against a real `dirk engine` process: its
-entrypoint initialises a data directory and serves with the official image's variables, and
-nothing of a test is left behind (`no_leaks`)."""
+"""PostgreSQL through dirk's SDK against a real `dirk engine` process: the postgres:15 test
+image's entrypoint initialises a data directory and serves with the official image's
+variables, and as a service (its image's EXPOSE 5432 health-checked) a client container
+creates a table, inserts and queries through it. Nothing of a test is left (`no_leaks`)."""
 
 from __future__ import annotations
 
