@@ -10,9 +10,12 @@ exec against a raw crun whole step, each as a ratio to its baseline measured in 
    of the exec (`DIRK_TIMING=1` marks on the system's monotonic clock, beside the client's)
 
 Targets: 1 <= 6x, 2 <= 5x, 3 <= 20x, 4 <= 1.3x. dirk's sources are byte-compiled first (as an
-installed package is), so no round pays for compiling them.
+installed package is), so no round pays for compiling them. Rows 1-2 also give the CPU time the
+process used (user + system, from its rusage) against the floor's: on a loaded machine that
+ratio moves less than wall time does. `--src DIR` runs the programs and the engine of rows 1-3
+from another copy of dirk's sources (e.g. an older commit's `src`, to compare before/after).
 
-    .venv/bin/python bench/latency.py [--rounds 15]
+    .venv/bin/python bench/latency.py [--rounds 15] [--src DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import argparse
 import compileall
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -55,10 +59,23 @@ with dirk.Connection() as client:
 """
 
 
+#: CPU seconds (user + system) of each process `timed` ran, by argv[1] (the program).
+CPU: dict[str, list[float]] = {}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run(argv, env=env, check=True, stdin=subprocess.DEVNULL, capture_output=True)
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    name = Path(argv[1]).name if argv[1].endswith(".py") else " ".join(argv[1:3])
+    CPU.setdefault(name, []).append(_children_cpu() - cpu)
+    return elapsed
 
 
 def median_ms(values: list[float]) -> float:
@@ -74,9 +91,9 @@ def spread(values: list[float]) -> str:
 class Engine:
     """A `dirk engine` of our own on a temporary state dir, with timing marks on."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, env: dict[str, str] | None = None) -> None:
         self.state = state
-        self.env = {**os.environ, "DIRK_STATE_DIR": str(state)}
+        self.env = {**(env or os.environ), "DIRK_STATE_DIR": str(state)}
         self.log = open(state.parent / "engine.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [PY, "-m", "dirk", "engine"],
@@ -96,10 +113,10 @@ class Engine:
         self.log.close()
 
 
-def cold_start_once(tmp: Path) -> float:
+def cold_start_once(tmp: Path, base_env: dict[str, str]) -> float:
     """Seconds from spawning an engine on a fresh state dir to its first answered query."""
     state = tmp / f"cold-{time.time_ns()}"
-    env = {**os.environ, "DIRK_STATE_DIR": str(state)}
+    env = {**base_env, "DIRK_STATE_DIR": str(state)}
     started = time.perf_counter()
     proc = subprocess.Popen(
         [PY, "-m", "dirk", "engine", "--port", "0"],
@@ -220,12 +237,17 @@ def interleave(rounds: int, runners: dict[str, Callable[[], float]]) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--src", type=Path, help="dirk's sources for the programs and engines")
     args = parser.parse_args()
     package = Path(dirk.__file__).parent
     compileall.compile_dir(str(package), quiet=1)
+    base_env = dict(os.environ)
+    if args.src is not None:
+        compileall.compile_dir(str(args.src / "dirk"), quiet=1)
+        base_env["PYTHONPATH"] = str(args.src.resolve())
     tmp = Path(tempfile.mkdtemp(prefix="dirk-bench-lat-", dir="/var/tmp"))
     (tmp / "state").mkdir()
-    engine = Engine(tmp / "state" / "s")
+    engine = Engine(tmp / "state" / "s", base_env)
     step: OverlayStep | None = None
     try:
         ci = tmp / "ci.py"
@@ -245,7 +267,10 @@ def main() -> None:
         )
         cold = interleave(
             max(5, args.rounds // 3),
-            {"floor": lambda: timed([PY, "-c", "pass"], env), "cold": lambda: cold_start_once(tmp)},
+            {
+                "floor": lambda: timed([PY, "-c", "pass"], env),
+                "cold": lambda: cold_start_once(tmp, base_env),
+            },
         )
         from dirk.workers.executor.busybox import make_busybox_rootfs
 
@@ -293,6 +318,12 @@ def report(
         print(
             f"  {title:48} {ms:8.1f} ms  {ratio:5.2f}x (target <= {TARGETS[key]}x, {verdict}; "
             f"{spread(values)})"
+        )
+    floor_cpu = median_ms(CPU["-c pass"])
+    for title, key in (("cached program", "ci.py"), ("dirk run -- true", "-m dirk")):
+        cpu = median_ms(CPU[key])
+        print(
+            f"  CPU time of {title}: {cpu:.0f} ms, floor {floor_cpu:.0f} ms: {cpu / floor_cpu:.2f}x"
         )
     print(f"  raw crun whole step on overlayfs: median {median_ms(raw):.1f} ms")
     print("  uncached exec, where the time goes (median ms between marks):")
