@@ -402,3 +402,48 @@ def test_an_engine_stopping_ends_an_open_shell(
     tag = engine_tag(StateLayout(engine.state_dir))
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert [n for n in namespaces.split() if n.startswith(f"dirk-{tag}-")] == []
+
+
+SERVICE_PIPELINE = """
+    import dirk
+
+    with dirk.Connection() as client:
+        web = (
+            client.container()
+            .from_({ref!r})
+            .with_new_file("/www/index.html", "served-{token}")
+            .with_exposed_port(8080)
+            .as_service(args=["httpd", "-f", "-p", "8080", "-h", "/www"])
+        )
+        ctr = client.container().from_({ref!r}).with_service_binding("web", web)
+        ctr.terminal().sync()
+        try:
+            ctr.with_exec(["sh", "-c", "wget -qO- http://web:8080/ && exit 9"]).sync()
+        except dirk.ExecError as exc:
+            print(f"FAILED WITH {{exc.exit_code}}", flush=True)
+"""
+
+
+def test_bound_services_answer_in_terminals_and_failure_shells(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    token = os.urandom(4).hex()
+    program = _program(tmp_path, SERVICE_PIPELINE.format(ref=busybox_ref, token=token))
+    child = _spawn(
+        daemon, sys.executable, "-m", "dirk", "run", "-i", "--", sys.executable, str(program)
+    )
+    try:
+        child.expect_exact("Container.terminal: sh")
+        child.sendline("echo; wget -qO- http://web:8080/; echo")
+        child.expect_exact(f"served-{token}")
+        child.sendline("exit")
+        child.expect_exact("exited with code 9: sh")
+        child.sendline("echo; wget -qO- http://web:8080/; echo")
+        child.expect_exact(f"served-{token}")
+        child.sendline("exit")
+        child.expect_exact("FAILED WITH 9")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
