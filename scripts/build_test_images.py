@@ -30,7 +30,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -79,6 +80,8 @@ ACCEPT = ", ".join(
     ]
 )
 META = "dirk-build.json"
+#: Images built at once (see `main`).
+BUILDS_AT_ONCE = 2
 
 
 Fill = Callable[[tarfile.TarFile, Path, int], str]
@@ -619,19 +622,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     epoch = int(os.environ.get("SOURCE_DATE_EPOCH") or DEFAULT_EPOCH)
     missing = 0
-    for key in args.only or list(RECIPES):
-        outcome = run_one(RECIPES[key], args, epoch)
+    keys = args.only or list(RECIPES)
+    # Two builds at a time: mmdebstrap spends much of its time waiting for the mirror, so the
+    # python and postgres images take little longer together than the slower one alone.
+    with ThreadPoolExecutor(max_workers=1 if args.check else BUILDS_AT_ONCE) as pool:
+        futures = [pool.submit(run_one, RECIPES[key], args, epoch) for key in keys]
+        outcomes = (future.result() for future in futures)
+        missing = _report(outcomes, args.json)
+    if args.check and missing:
+        print("some test images are not up to date: run `make images`", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(outcomes: Iterable[Outcome], as_json: bool) -> int:
+    """Print each outcome in recipe order as it is known; returns how many are not present."""
+    missing = 0
+    for outcome in outcomes:
         missing += outcome.status != "present"
-        if args.json:
+        if as_json:
             print(json.dumps(attrs.asdict(outcome)), flush=True)
         else:
             size = human(outcome.size)
             line = f"{outcome.reference:32} {outcome.digest} {size:>9}  {outcome.status}"
             print(f"{line} ({outcome.seconds:.2f} s)", flush=True)
-    if args.check and missing:
-        print("some test images are not up to date: run `make images`", file=sys.stderr)
-        return 1
-    return 0
+    return missing
 
 
 if __name__ == "__main__":
