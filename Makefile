@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := crun runc skopeo umoci mmdebstrap docker-registry busybox-static iproute2 \
 	nftables iptables uidmap zstd git ca-certificates isal pigz qemu-user-static binfmt-support \
-	openssh-server openssh-client
+	openssh-server openssh-client docker.io
 STAMP := $(VENV)/.installed
 
 .PHONY: setup host images test lint unit demo bench codegen clean-state compat-tools

@@ -20,10 +20,12 @@ from dirk.state.layout import StateLayout
 from dirk.workers.executor.busybox import make_busybox_rootfs
 from dirk.workers.executor.executor import Executor
 from tests.integration.auth_registry import auth_registry
+from tests.integration.docker_daemon import dockerd
 from tests.integration.leaks import no_leaks, pytest_runtest_teardown
 
-# The leak check's fixture and its hook; a second registry with password auth.
-__all__ = ["auth_registry", "no_leaks", "pytest_runtest_teardown"]
+# The leak check's fixture and its hook; a second registry with password auth; a private
+# Docker daemon.
+__all__ = ["auth_registry", "dockerd", "no_leaks", "pytest_runtest_teardown"]
 
 REGISTRY = "127.0.0.1:5000"
 TEST_IMAGES = (

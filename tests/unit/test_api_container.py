@@ -302,12 +302,12 @@ async def test_fields_without_a_resolver_say_so(api: Api, monkeypatch: pytest.Mo
 
     from . import api_fakes
 
-    sdl = schema_module.load_sdl() + "\nextend type Container { exportImage(name: String!): Void }"
+    sdl = schema_module.load_sdl() + "\nextend type Container { noResolver(name: String!): Void }"
     monkeypatch.setattr(schema_module, "load_sdl", lambda: sdl)
     monkeypatch.setattr(api_fakes, "_SCHEMA", None)
-    result = await api.run('{ container { exportImage(name: "x") } }')
+    result = await api.run('{ container { noResolver(name: "x") } }')
     assert result.errors
-    assert result.errors[0].message == "Container.exportImage is not supported by dirk yet"
+    assert result.errors[0].message == "Container.noResolver is not supported by dirk yet"
     monkeypatch.setattr(api_fakes, "_SCHEMA", None)
 
 

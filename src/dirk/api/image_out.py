@@ -102,7 +102,7 @@ def _healthcheck_json(config: HealthcheckConfig | None) -> str:
     return json.dumps(body, separators=(",", ":"))
 
 
-def _images(ctx: RequestContext, c: Container, args: Args) -> tuple[ImagePlatform, ...]:
+def images_of(ctx: RequestContext, c: Container, args: Args) -> tuple[ImagePlatform, ...]:
     images = [image_platform(c)]
     for variant_id in args.get("platformVariants") or ():
         variant = ctx.load(variant_id, "Container").value
@@ -111,7 +111,7 @@ def _images(ctx: RequestContext, c: Container, args: Args) -> tuple[ImagePlatfor
     return tuple(images)
 
 
-def _options(args: Args) -> tuple[ImageCompression, ImageMediaTypes]:
+def image_options(args: Args) -> tuple[ImageCompression, ImageMediaTypes]:
     return _COMPRESSION[args.get("forcedCompression")], _MEDIA_TYPES[args["mediaTypes"]]
 
 
@@ -131,10 +131,10 @@ async def _credentials(ctx: RequestContext, c: Container, registry: str) -> Cred
 async def container_publish(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
     c = _ctr(parent)
     address: str = args["address"]
-    compression, media_types = _options(args)
+    compression, media_types = image_options(args)
     creds = await _credentials(ctx, c, _registry(address))
     result = await ctx.solver.images_out.publish(
-        ctx.job, address, _images(ctx, c, args), compression, media_types, creds
+        ctx.job, address, images_of(ctx, c, args), compression, media_types, creds
     )
     return result.address
 
@@ -148,8 +148,8 @@ async def container_export(ctx: RequestContext, parent: Handle | None, args: Arg
     if args.get("expand"):
         raw = expand(raw, dict(c.env))
     target = host_path(ctx.workdir, raw)
-    compression, media_types = _options(args)
-    op = ImageTarball(_images(ctx, c, args), compression, media_types)
+    compression, media_types = image_options(args)
+    op = ImageTarball(images_of(ctx, c, args), compression, media_types)
     written = await reads.export_file(
         ctx.solver, ctx.job, Ref(op), TARBALL_PATH, target, allow_parent_dir=False
     )
@@ -159,8 +159,8 @@ async def container_export(ctx: RequestContext, parent: Handle | None, args: Arg
 @builds("Container", "asTarball")
 async def container_as_tarball(ctx: RequestContext, parent: Handle | None, args: Args) -> File:
     c = _ctr(parent)
-    compression, media_types = _options(args)
-    op = ImageTarball(_images(ctx, c, args), compression, media_types)
+    compression, media_types = image_options(args)
+    op = ImageTarball(images_of(ctx, c, args), compression, media_types)
     return File(Ref(op), TARBALL_PATH)
 
 
@@ -169,7 +169,13 @@ async def container_import(ctx: RequestContext, parent: Handle | None, args: Arg
     c = _ctr(parent)
     source = ctx.load(args["source"], "File").value
     assert isinstance(source, File)
-    tag: str = args["tag"] or ""
+    return await imported_container(ctx, c, source, args["tag"] or "")
+
+
+async def imported_container(
+    ctx: RequestContext, c: Container, source: File, tag: str
+) -> Container:
+    """`c` with the root filesystem and configuration of the image in the tarball `source`."""
     imported = await ctx.solver.images_out.read_tarball(
         ctx.job, source.ref, source.path, c.platform, tag
     )

@@ -33,6 +33,7 @@ from dirk.api import (  # noqa: F401
     container_config,
     directory,
     directory_write,
+    docker_store,
     envfile,
     exports,
     file,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import attrs
 
@@ -22,22 +23,7 @@ from dirk.workers.snapshots.hostdir import denied_message
 @builds("Host", "unixSocket")
 async def host_unix_socket(ctx: RequestContext, parent: Handle | None, args: Args) -> Socket:
     path = ctx.host_checked(host_path(ctx.workdir, args["path"]))
-
-    def kind() -> int | None:
-        """The socket's mode, once the session's owner has shown it may connect to it: the
-        engine (root) forwards it to git and into containers, where its permissions no longer
-        hold anyone back."""
-        try:
-            mode = path.stat().st_mode
-        except OSError:
-            return None
-        # Connecting needs write permission on the socket; checked with this thread's
-        # (the owner's) credentials, without connecting (a probe would take a connection).
-        if stat.S_ISSOCK(mode) and not os.access(path, os.W_OK, effective_ids=True):
-            raise HostPathError(denied_message(path))
-        return mode
-
-    mode = await ctx.host.run(kind)
+    mode = await ctx.host.run(owner_socket_mode, path)
     if mode is None or not stat.S_ISSOCK(mode):
         what = "does not exist" if mode is None else "is not a unix socket"
         raise HostPathError(
@@ -45,6 +31,22 @@ async def host_unix_socket(ctx: RequestContext, parent: Handle | None, args: Arg
             "the value of $SSH_AUTH_SOCK)"
         )
     return Socket(str(path))
+
+
+def owner_socket_mode(path: Path) -> int | None:
+    """The mode of `path` (None when missing), once the session's owner has shown it may
+    connect to it if it is a socket: the engine (root) forwards it to git and into
+    containers, or talks to what serves it, where its permissions no longer hold anyone
+    back. Run it in the owner's host-access thread (`ctx.host.run`)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    # Connecting needs write permission on the socket; checked with this thread's (the
+    # owner's) credentials, without connecting (a probe would take a connection).
+    if stat.S_ISSOCK(mode) and not os.access(path, os.W_OK, effective_ids=True):
+        raise HostPathError(denied_message(path))
+    return mode
 
 
 def _ctr(parent: Handle | None) -> Container:

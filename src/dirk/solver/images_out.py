@@ -6,15 +6,25 @@ the engine, so it runs every time; the blobs it needs are made once.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 
 import anyio.to_thread
 
 from dirk.errors import ImageError
 from dirk.solver.job import Job
-from dirk.solver.ops import ImageCompression, ImageImport, ImageMediaTypes, ImagePlatform, Ref
+from dirk.solver.ops import (
+    DockerImageSave,
+    ImageCompression,
+    ImageImport,
+    ImageMediaTypes,
+    ImagePlatform,
+    Ref,
+)
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
+from dirk.workers.images import docker_store
 from dirk.workers.images.auth import Credentials, using_docker_config
 from dirk.workers.images.image_out import (
     BuiltImage,
@@ -109,6 +119,41 @@ class ImagesOut:
             return Snapshot((builder.layer_id,))
 
         return await anyio.to_thread.run_sync(write)
+
+    async def export_to_docker(
+        self,
+        job: Job,
+        images: Sequence[ImagePlatform],
+        compression: ImageCompression,
+        media_types: ImageMediaTypes,
+        name: str,
+        socket: Path,
+    ) -> None:
+        """Load the image into the Docker daemon at `socket`, tagged `name` (the main
+        platform: a Docker image store without containerd holds one platform per name)."""
+        built = await self.build(job, images[:1], compression, media_types)
+        tmp = self._layers.layout.tmp
+        with tempfile.NamedTemporaryFile(dir=tmp, prefix="docker-load-", suffix=".tar") as f:
+
+            def write() -> None:
+                write_image_tar(built, self._blobs, f, (name,), docker_manifest=True)
+                f.flush()
+
+            await anyio.to_thread.run_sync(write)
+            await docker_store.load(socket, Path(f.name))
+
+    async def save_from_docker(self, op: DockerImageSave) -> Snapshot:
+        """A one-layer snapshot holding `docker save` of `op.name` as `/image.tar`."""
+        socket = Path(op.socket)
+        found = await docker_store.image_id(socket, op.name)
+        if found != op.image_id:
+            raise ImageError(
+                f"{op.name} in the Docker image store at {socket} is now {found}, not "
+                f"{op.image_id}: call host().container_image({op.name!r}) again"
+            )
+        with self._layers.create() as builder:
+            await docker_store.save(socket, op.name, builder.path / TARBALL_NAME)
+            return Snapshot((builder.layer_id,))
 
     async def read_tarball(
         self, job: Job, source: Ref, path: str, platform: str, tag: str

@@ -17,6 +17,7 @@ import attrs
 
 from dirk.solver.ops import (
     AnyService,
+    DockerImageSave,
     Exec,
     ExecMount,
     GitCheckout,
@@ -44,6 +45,7 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     Exec: frozenset({"debug_shell"}),
     GitCheckout: frozenset({"url", "kind", "name", "auth"}),
     HttpFetch: frozenset({"url", "checksum", "auth_header"}),
+    DockerImageSave: frozenset({"socket", "name"}),
 }
 #: Fields of (name, value) pairs whose values stay out of the key: Dagger's volatile variables.
 _NAMES_ONLY_FIELDS: dict[type[Any], frozenset[str]] = {Exec: frozenset({"volatile_env"})}

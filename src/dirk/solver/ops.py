@@ -643,6 +643,23 @@ class ImageTarball:
 
 
 @attrs.frozen(cache_hash=True)
+class DockerImageSave:
+    """The image `name` of the Docker daemon at `socket` as a `docker save` tarball, the file
+    `/image.tar` of output 0; `image_id` (its config digest) is what it holds, so the key
+    covers that alone (name and socket say where it came from)."""
+
+    socket: str
+    name: str
+    image_id: str
+
+    def inputs(self) -> tuple[Ref, ...]:
+        return ()
+
+    def describe(self) -> str:
+        return f"image {self.name} from the Docker image store"
+
+
+@attrs.frozen(cache_hash=True)
 class ImageImport:
     """The root filesystem of the image `manifest_digest` held by the image tarball at
     `path` of `source` (read again only when its blobs have left the store)."""
@@ -759,6 +776,7 @@ _EXPANDED_IN_DOUBLE_QUOTES = re.compile(r'["$`!]|\\[$`"\\\n]|\\$')
 Op = (
     Scratch
     | ImagePull
+    | DockerImageSave
     | HostDirectory
     | HostFile
     | Exec

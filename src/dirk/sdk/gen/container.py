@@ -1504,6 +1504,72 @@ class Container(ObjectBase[M]):
             as_str,
         )
 
+    @overload
+    def export_image(
+        self: Container[Async],
+        name: str,
+        *,
+        platform_variants: list[Container[Async]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> Coroutine[Any, Any, None]: ...
+
+    @overload
+    def export_image(
+        self: Container[Sync],
+        name: str,
+        *,
+        platform_variants: list[Container[Sync]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> None: ...
+
+    @overload
+    def export_image(
+        self: Container[Either],
+        name: str,
+        *,
+        platform_variants: list[Container[Either]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> Any: ...
+
+    def export_image(
+        self,
+        name: str,
+        *,
+        platform_variants: list[Container[Any]] | None = None,
+        forced_compression: ImageLayerCompression | None = None,
+        media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+    ) -> Any:
+        """Loads the container as an image named `name` into the host's container image store: the
+        Docker daemon at the client's DOCKER_HOST unix socket, else /var/run/docker.sock.
+
+        Args:
+            name: The image's name in the store, as for `docker tag`: `repository[:tag]`.
+            platform_variants: Containers of other platforms; a Docker image store keeps one
+                platform per name, so only this container's platform is loaded.
+            forced_compression: Compresses every layer so; when absent, a layer reuses a blob it has
+                (else gzip).
+            media_types: The media types of the image's manifests and layers.
+        """
+        return self._leaf(
+            "exportImage",
+            [
+                ("name", name, REQUIRED),
+                (
+                    "platformVariants",
+                    self._list_arg(
+                        "export_image", "platform_variants", platform_variants, ObjectBase
+                    ),
+                    [],
+                ),
+                ("forcedCompression", forced_compression, None),
+                ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
+            ],
+            as_none,
+        )
+
     def import_(self, source: File[M], *, tag: str = "") -> Container[M]:
         """This container with the root filesystem and configuration of an image tarball.
 

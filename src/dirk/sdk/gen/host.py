@@ -11,6 +11,7 @@ from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_optional, as_str, register
 
 if TYPE_CHECKING:
+    from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.directory import Directory
     from dirk.sdk.gen.file import File
     from dirk.sdk.gen.service import Service
@@ -35,6 +36,17 @@ class Host(ObjectBase[M]):
     def id(self) -> Any:
         """An opaque identifier of the host; computing it runs nothing."""
         return self._leaf("id", [], as_str)
+
+    def container_image(self, name: str) -> Container[M]:
+        """A container from an image of the host's container image store (the Docker daemon at the
+        client's DOCKER_HOST unix socket, else /var/run/docker.sock), as `docker save` gives it.
+
+        Args:
+            name: The image's name (or ID) in the store.
+        """
+        return cast(
+            "Container[M]", self._select("containerImage", "Container", [("name", name, REQUIRED)])
+        )
 
     def directory(
         self,

@@ -15,7 +15,11 @@ from dirk.solver.handlers.fileops import FileOpHandler
 from dirk.solver.handlers.git import GitCheckoutHandler
 from dirk.solver.handlers.host import HostDirectoryHandler, HostFileHandler
 from dirk.solver.handlers.http import HttpFetchHandler
-from dirk.solver.handlers.image_out import ImageImportHandler, ImageTarballHandler
+from dirk.solver.handlers.image_out import (
+    DockerImageSaveHandler,
+    ImageImportHandler,
+    ImageTarballHandler,
+)
 from dirk.solver.handlers.image_pull import ImagePullHandler
 from dirk.solver.handlers.scratch import ScratchHandler
 from dirk.solver.handlers.treeops import TreeOpHandler
@@ -25,6 +29,7 @@ from dirk.solver.ops import (
     Chown,
     Copy,
     DiffTrees,
+    DockerImageSave,
     Exec,
     ExtractArchive,
     GitCheckout,
@@ -71,6 +76,7 @@ HANDLERS: Mapping[type, HandlerFactory] = {
     RenderEnvFile: TreeOpHandler,
     ImageTarball: ImageTarballHandler,
     ImageImport: ImageImportHandler,
+    DockerImageSave: DockerImageSaveHandler,
 }
 
 __all__ = ["HANDLERS", "Handler", "HandlerFactory", "Key", "Step", "Workers"]

@@ -6,14 +6,16 @@ the media types; running it builds the image's blobs (made once per layer and co
 and writes them as an OCI layout tarball, `/image.tar` of output 0. ImageImport's key covers
 the tarball's source key, path, manifest digest, platform and tag; running it reads the
 tarball again only when its blobs have left the store, checks that it still holds that
-manifest, and unpacks the image's root filesystem.
+manifest, and unpacks the image's root filesystem. DockerImageSave's key covers the image ID
+alone; running it saves that image from the Docker daemon into `/image.tar` (checked to be
+still that image).
 """
 
 from __future__ import annotations
 
 from dirk.solver.handlers.base import Handler, Step
 from dirk.solver.job import BACKGROUND
-from dirk.solver.ops import ImageImport, ImageTarball
+from dirk.solver.ops import DockerImageSave, ImageImport, ImageTarball
 from dirk.solver.results import OpResult
 
 
@@ -31,3 +33,9 @@ class ImageImportHandler(Handler[ImageImport]):
     async def run(self, op: ImageImport, step: Step) -> OpResult:
         rootfs = await self.workers.images_out.unpack_import(op, step.inputs[op.source])
         return OpResult(step.key, (rootfs,))
+
+
+class DockerImageSaveHandler(Handler[DockerImageSave]):
+    async def run(self, op: DockerImageSave, step: Step) -> OpResult:
+        snapshot = await self.workers.images_out.save_from_docker(op)
+        return OpResult(step.key, (snapshot,))

@@ -5,7 +5,8 @@ Out: `oci-layout`, `index.json` and `blobs/sha256/<hex>`; with Docker media type
 root, dated 0: the same image gives the same tarball (an export copies it to the host through
 `snapshots.hostexport`, like every export).
 
-In: an OCI layout tar (or a `docker save` tar); every blob is checked against its digest as
+In: an OCI layout tar, or a `docker save` tar (config and layer tars by path: its manifest
+is made from them, see `_docker_archive_manifest`); every blob is checked against its digest as
 it goes into the blob store, so what an import leaves behind is always valid.
 """
 
@@ -23,6 +24,8 @@ from dirk.state.blobs import BlobStore
 from dirk.workers.images.config import ImageConfig, ResolvedImage, json_object
 from dirk.workers.images.image_out import BuiltImage, Descriptor
 from dirk.workers.images.manifest import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
     INDEX_TYPES,
     OCI_INDEX,
     media_type_of,
@@ -35,11 +38,20 @@ from dirk.workers.images.store import IMPORTED
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 REF_NAME = "org.opencontainers.image.ref.name"
+#: The media type of an uncompressed layer tar (what `docker save` holds).
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 _MAX_JSON = 16 * 1024 * 1024
 
 
-def write_image_tar(image: BuiltImage, blobs: BlobStore, out: IO[bytes]) -> None:
-    """Write `image` as an OCI layout tar (plus `manifest.json` for Docker media types)."""
+def write_image_tar(
+    image: BuiltImage,
+    blobs: BlobStore,
+    out: IO[bytes],
+    repo_tags: tuple[str, ...] = (),
+    docker_manifest: bool = False,
+) -> None:
+    """Write `image` as an OCI layout tar, plus `manifest.json` (naming `repo_tags`) for
+    Docker media types or when `docker_manifest` asks (a load into a Docker daemon)."""
     entries: dict[str, tuple[bytes | None, Path | None, int]] = {}
     entries["oci-layout"] = (OCI_LAYOUT, None, len(OCI_LAYOUT))
     index = {
@@ -55,12 +67,12 @@ def write_image_tar(image: BuiltImage, blobs: BlobStore, out: IO[bytes]) -> None
     for desc in descs:
         path = blobs.path(desc.digest)
         entries["blobs/sha256/" + desc.digest.removeprefix("sha256:")] = (None, path, desc.size)
-    if image.media_types == "docker":
+    if image.media_types == "docker" or docker_manifest:
         main = image.manifests[0]
         docker = [
             {
                 "Config": _blob_name(main.config.digest),
-                "RepoTags": [],
+                "RepoTags": list(repo_tags),
                 "Layers": [_blob_name(d.digest) for d in main.layers],
             }
         ]
@@ -159,10 +171,8 @@ def import_image_tar(
         if "index.json" in names:
             manifest_digest = _pick_from_index(read_json("index.json"), blob, platform, tag, where)
         elif "manifest.json" in names:
-            raise ImageError(
-                f"{where} is a `docker save` tarball without an OCI index.json; dirk imports "
-                "OCI layout tarballs (Container.export, skopeo oci-archive:, docker save of "
-                "Docker 25 and later)"
+            manifest_digest = _docker_archive_manifest(
+                read_json("manifest.json"), where, blobs, members, archive
             )
         else:
             raise ImageError(
@@ -192,6 +202,49 @@ def import_image_tar(
         diff_ids=diff_ids,
     )
     return ImportedImage(resolved, config_json)
+
+
+def _docker_archive_manifest(
+    entries: Any,
+    where: str,
+    blobs: BlobStore,
+    members: dict[str, tarfile.TarInfo],
+    archive: tarfile.TarFile,
+) -> str:
+    """The digest of a manifest made for the first image of a `docker save` tarball (config
+    file and uncompressed layer tars, named by path): its config and layers go into the store
+    as blobs under their digests (the config's is the image ID, each layer's its diff_id), and
+    the manifest is a Docker v2 manifest of them, the same for the same image."""
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        raise ImageError(f"{where}: manifest.json lists no image")
+    entry = entries[0]
+    config_name, layer_names = entry.get("Config"), entry.get("Layers")
+    if not isinstance(config_name, str) or not isinstance(layer_names, list):
+        raise ImageError(f"{where}: manifest.json has no Config and Layers")
+
+    def store(name: str) -> tuple[str, int]:
+        member = members.get(_clean(name))
+        if member is None:
+            raise ImageError(f"{where} has no {name}; it is incomplete")
+        f = archive.extractfile(member)
+        assert f is not None
+        with blobs.writer(None) as w:
+            while chunk := f.read(1024 * 1024):
+                w.write(chunk)
+            digest = w.commit()
+        return digest, member.size
+
+    config_digest, config_size = store(config_name)
+    layers = [store(str(name)) for name in layer_names]
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG, "digest": config_digest, "size": config_size},
+        "layers": [
+            {"mediaType": DOCKER_LAYER, "digest": digest, "size": size} for digest, size in layers
+        ],
+    }
+    return blobs.put_bytes(_json(manifest))
 
 
 def _clean(name: str) -> str:
