@@ -229,7 +229,13 @@ class Executor:
         network namespace (never reused: a server's namespace is not worth checking)."""
         if not spec.network:
             raise ExecutorError("a detached container needs its network (it is a service)")
-        async with self._bundle(rootfs, spec) as (rt, container_id, bundle, spec, ns):
+        async with self._bundle(rootfs, spec, reuse_netns=False) as (
+            rt,
+            container_id,
+            bundle,
+            spec,
+            ns,
+        ):
             log_path = bundle / "runtime.log"
             assert ns is not None
             try:
@@ -292,10 +298,15 @@ class Executor:
 
     @contextlib.asynccontextmanager
     async def _bundle(
-        self, rootfs: Path, spec: ContainerSpec, console: tuple[int, int] | None = None
+        self,
+        rootfs: Path,
+        spec: ContainerSpec,
+        console: tuple[int, int] | None = None,
+        reuse_netns: bool = True,
     ) -> AsyncIterator[tuple[Runtime, str, Path, ContainerSpec, Netns | None]]:
         """A bundle for `spec` on `rootfs` (network namespace, files, config.json, the bridge
-        pairs to its peers), removed with everything it holds afterwards."""
+        pairs to its peers), removed with everything it holds afterwards (the namespace kept
+        for the next container if `reuse_netns` and the pool finds it clean)."""
         rt = self._rt
         if rt is None:
             raise ExecutorError("the executor is not started: call `await executor.start()`")
@@ -348,7 +359,7 @@ class Executor:
                 umount(bundle, MNT_DETACH)
             shutil.rmtree(bundle, ignore_errors=True)
             if ns is not None:
-                self._pool.release(ns, reuse=exited and not spec.privileged)
+                self._pool.release(ns, reuse=reuse_netns and exited and not spec.privileged)
 
     @contextlib.asynccontextmanager
     async def network_namespace(self) -> AsyncIterator[Netns]:

@@ -43,6 +43,7 @@ import attrs
 
 from dirk.errors import ExecutorError
 from dirk.workers import syscalls
+from dirk.workers.executor import nftables
 
 BRIDGE = "dirk0"
 SUBNET = "10.89.0.0/16"
@@ -179,17 +180,16 @@ def setup_host_network() -> None:
 
 
 def _nft(script: str, what: str) -> None:
-    """Run one `nft -f -` transaction; raise ExecutorError with nft's message on failure."""
+    """Run one nftables transaction (in-process, `nftables.run`); raise ExecutorError with
+    nft's message on failure."""
     try:
-        proc = subprocess.run(
-            ["nft", "-f", "-"], input=script.encode(), capture_output=True, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError) as exc:
+        error = nftables.run(script)
+    except OSError as exc:
         raise ExecutorError(f"could not run `nft` ({exc}): install nftables") from exc
-    if proc.returncode != 0:
+    if error is not None:
         raise ExecutorError(
-            f"{what} failed: {proc.stderr.decode(errors='replace').strip()}; the engine needs "
-            "root and nftables support (bridge family) in the kernel"
+            f"{what} failed: {error}; the engine needs root and nftables support (bridge "
+            "family) in the kernel"
         )
 
 
