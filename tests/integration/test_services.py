@@ -411,3 +411,24 @@ async def test_cancelled_client_and_ended_session_leave_nothing(
         for m in Path("/proc/self/mounts").read_text().splitlines()
         if str(engine.layout.run / "m") in m
     ]
+
+
+async def test_a_new_engine_removes_the_bridge_pairs_a_killed_one_left(tmp_path: Path) -> None:
+    """Pairs of a SIGKILLed engine (its sentinel died too, say) go at the next start."""
+    from dirk.state.layout import StateLayout
+    from dirk.workers.executor.executor import engine_tag
+
+    state = tmp_path / "state"
+    tag = engine_tag(StateLayout(state))
+    stale = (f"dk{tag}dead1", f"dk{tag}dead2")
+    network.allow_peers(stale[0], [stale[1]])
+    network.allow_peers("dkzzother1", ["dkzzother2"])  # another engine's: kept
+    try:
+        assert [stale[0], stale[1]] in pairs()
+        async with Engine(state):
+            current = pairs()
+            assert not any(name in pair for pair in current for name in stale)
+            assert ["dkzzother1", "dkzzother2"] in current
+    finally:
+        network.forbid_peers(stale[0], [stale[1]])
+        network.forbid_peers("dkzzother1", ["dkzzother2"])
