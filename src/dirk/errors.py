@@ -76,6 +76,11 @@ class QueryError(DirkError):
     """
 
     code = "QUERY_ERROR"
+    #: Set by dirk's SDK when a leaf fails: the pipeline that led to the failure, as the
+    #: program built it (`container → from python:3.11 → with_exec pytest`), and the lines of
+    #: the program that built and awaited it (`ci.py:12 in test (with_exec), awaited at ...`).
+    pipeline: str = ""
+    location: str = ""
 
     def __init__(
         self,
@@ -143,6 +148,11 @@ def exec_error_message(command: Sequence[str], exit_code: int) -> str:
 def _tail_lines(text: str) -> str:
     lines = text.rstrip("\n").splitlines()
     return "\n".join("  " + line for line in lines[-MESSAGE_TAIL_LINES:])
+
+
+class EngineVersionWarning(UserWarning):
+    """The engine runs another dirk version than this client (warned once per process):
+    restart the engine (`dirk engine stop`) so that both are the same version."""
 
 
 # --- engine side -------------------------------------------------------------------------------

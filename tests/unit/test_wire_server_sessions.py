@@ -70,7 +70,8 @@ async def test_tcp_session_creation_with_admin_token(client: Client, server: Wir
     )
     assert resp.status == 200
     body = await resp.json()
-    assert set(body) == {"token", "port"} and body["port"] == 4242
+    assert set(body) == {"token", "port", "version"} and body["port"] == 4242
+    assert body["version"] == server.version  # clients compare it with their own
     assert len(body["token"]) >= 43  # token_urlsafe(32)
     session = server.sessions.get(body["token"])
     assert session is not None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import dirk
 from dirk.api.context import RequestContext
 
 if TYPE_CHECKING:
@@ -13,11 +12,12 @@ if TYPE_CHECKING:
 from dirk.api.ids import QUERY_IDENT, format_id
 from dirk.api.registry import Args, leaf
 from dirk.api.values import Handle
+from dirk.versions import engine_version
 
 
 @leaf("Query", "version", memo=False)
 async def query_version(ctx: RequestContext, parent: Handle | None, args: Args) -> str:
-    return dirk.__version__
+    return engine_version()
 
 
 async def node(_source: Any, info: Info, /, **args: Any) -> Handle:

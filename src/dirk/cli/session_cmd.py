@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -138,7 +139,12 @@ async def _hold_session(workdir: Path, labels: Mapping[str, str], progress: str)
     loop = asyncio.get_running_loop()
     for signum in ENDING_SIGNALS:
         loop.add_signal_handler(signum, end.set)
+    from dirk.versions import first_mismatch
+
     async with _shown(progress) as show, held_session(workdir, labels) as opened:
+        advice = first_mismatch(opened.engine_version, f"at {opened.control}")
+        if advice is not None:
+            log.warning("%s", advice)
         await show(opened)  # before the handshake line: the SDK's first query is seen
         line = json.dumps({"port": opened.port, "session_token": opened.token})
         sys.stdout.write(line + "\n")
@@ -225,6 +231,9 @@ def run(
     """Run COMMAND with a session (DAGGER_SESSION_PORT, DAGGER_SESSION_TOKEN); exit with its code.
 
     Use `--` before COMMAND if it has options of its own: `dirk run -- python ci.py -v`.
+    The exit code is COMMAND's: 128+N when a signal N killed it, 127 when it does not exist,
+    126 when it cannot be executed. Signals to dirk run are passed on to COMMAND; the session
+    ends when COMMAND does.
     """
     setup_logging("WARNING")
     if interactive and not os.isatty(0):
@@ -250,6 +259,48 @@ def run(
     ctx.exit(code)
 
 
+#: Exit codes of a command that cannot be run, as a shell gives them.
+NOT_FOUND_EXIT = 127
+NOT_EXECUTABLE_EXIT = 126
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"dirk run: {message}\n")
+    sys.stderr.flush()
+
+
+def _warn_version(opened: SessionInfo) -> None:
+    from dirk.versions import first_mismatch
+
+    advice = first_mismatch(opened.engine_version, f"at {opened.control}")
+    if advice is not None:
+        _say(f"warning: {advice}")
+
+
+def _cannot_start(command: Sequence[str], exc: OSError) -> int:
+    """What a shell says and returns when a command cannot be started."""
+    if isinstance(exc, FileNotFoundError):
+        _say(f"command not found: {command[0]} (not on PATH, or no such file)")
+        return NOT_FOUND_EXIT
+    _say(f"cannot run {command[0]}: {exc.strerror}")
+    return NOT_EXECUTABLE_EXIT
+
+
+def _exit_code(command: Sequence[str], code: int, relay: _SignalRelay) -> int:
+    """The command's exit code (128 + N for a signal N, as shells do), saying what happened
+    when a signal ended it or us."""
+    shown = shlex.join(command)
+    if relay.ending is not None:
+        name = signal.Signals(relay.ending).name
+        _say(
+            f"interrupted by {name}: stopped `{shown}` and ended its session "
+            "(the engine cancelled the steps it was running)"
+        )
+    elif code < 0:
+        _say(f"`{shown}` was killed by {signal.Signals(-code).name}")
+    return 128 - code if code < 0 else code
+
+
 def _run_command_blocking(
     workdir: Path, labels: Mapping[str, str], command: Sequence[str], progress: str = "auto"
 ) -> int:
@@ -266,6 +317,7 @@ def _run_command_blocking(
     watch: Watch | None = None
     try:
         attachment = drive(attach(opened, io=BLOCKING))
+        _warn_version(opened)
         watch = drive(_watch(opened, progress, BLOCKING))
         env = {
             **os.environ,
@@ -280,7 +332,7 @@ def _run_command_blocking(
             try:
                 proc = subprocess.Popen(list(command), env=env)
             except OSError as exc:
-                raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+                return _cannot_start(command, exc)
             relay.started(proc)
             code = proc.wait()  # a signal runs its handler, then the wait goes on (PEP 475)
         finally:
@@ -293,7 +345,7 @@ def _run_command_blocking(
             log.warning("could not end the session: %s", exc)
         if watch is not None:  # the session has ended: the stream's last events, the summary
             watch.finish(PROGRESS_DRAIN_S if opened.control is not None else 0.2)
-    return 128 - code if code < 0 else code
+    return _exit_code(command, code, relay)
 
 
 async def _run_command(
@@ -310,6 +362,7 @@ async def _run_command(
         progress = "plain"  # a shell of a failed step gets the terminal: no live redraws
     # Exits in reverse: the session ends first, then the view gets its last events.
     async with _shown(progress) as show, held_session(workdir, labels) as opened:
+        _warn_version(opened)
         await show(opened)
         env = {
             **os.environ,
@@ -366,13 +419,13 @@ async def _run_child(command: Sequence[str], env: Mapping[str, str]) -> int:
         try:
             proc = await asyncio.create_subprocess_exec(*command, env=env)
         except OSError as exc:
-            raise click.ClickException(f"cannot run {command[0]!r}: {exc.strerror}") from exc
+            return _cannot_start(command, exc)
         relay.started(proc)
         code = await proc.wait()
     finally:
         for signum in FORWARDED_SIGNALS:
             loop.remove_signal_handler(signum)
-    return 128 - code if code < 0 else code
+    return _exit_code(command, code, relay)
 
 
 class _Child(Protocol):
@@ -387,12 +440,16 @@ class _SignalRelay:
     def __init__(self) -> None:
         self._proc: _Child | None = None
         self._pending: list[int] = []
+        #: The first signal received that ends a session (SIGINT, SIGTERM, SIGHUP), if any.
+        self.ending: int | None = None
 
     def handle(self, signum: int, frame: Any) -> None:
         """A `signal.signal` handler."""
         self.receive(signum)
 
     def receive(self, signum: int) -> None:
+        if signum in ENDING_SIGNALS and self.ending is None:
+            self.ending = signum
         if self._proc is None:
             self._pending.append(signum)
         else:

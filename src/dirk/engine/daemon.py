@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from dirk import __version__
 from dirk.engine.sentinel import start_sentinel
 from dirk.errors import EngineAlreadyRunningError, StateError
 from dirk.state.layout import default_state_dir
+from dirk.versions import engine_version
 
 if TYPE_CHECKING:
     from graphql import GraphQLSchema
@@ -186,13 +186,14 @@ async def _serve_started(
     from dirk.wire.server import WireServer
 
     sessions = SessionRegistry()
+    version = engine_version()
     server = WireServer(
         schema,
         sessions,
         context_factory=lambda session: components.make_context(engine, session),
         tracer=lambda: getattr(engine, "telemetry", None),
         admin_token=secrets.token_urlsafe(32),
-        version=__version__,
+        version=version,
         port=tcp.getsockname()[1],
     )
     runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_GRACE_S)
@@ -204,12 +205,12 @@ async def _serve_started(
             pid=os.getpid(),
             port=server.port,
             socket=unix.getsockname(),
-            version=__version__,
+            version=version,
             admin_token=server.admin_token,
         ).write(info_path)
         log.info(
             "dirk engine %s (pid %d) serving on 127.0.0.1:%d and %s",
-            __version__,
+            version,
             os.getpid(),
             server.port,
             unix.getsockname(),

@@ -19,19 +19,23 @@ import logging
 import os
 import sys
 import time
+import warnings
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from dirk.errors import ClientConnectionError, DirkError, InvalidArgumentError
+from dirk.errors import ClientConnectionError, DirkError, EngineVersionWarning, InvalidArgumentError
 from dirk.progress import PROGRESS_ENV
+from dirk.sdk import failures
+from dirk.sdk.callsite import user_stacklevel
 from dirk.sdk.config import Config
 from dirk.sdk.executor import Executor
 from dirk.sdk.gen.client import Client
 from dirk.sdk.modes import Async, Sync
 from dirk.sdk.provision import SessionInfo, attach, close_session, open_session
 from dirk.sdk.runtime import Runner
+from dirk.versions import first_mismatch
 from dirk.wire.client import EngineAddress, GraphQLClient, SessionAttachment
 from dirk.wire.driver import ANYIO, BLOCKING, IO, drive
 
@@ -104,6 +108,13 @@ def session_labels() -> dict[str, str]:
     return {"dirk.sdk.name": "python", "dirk.sdk.version": __version__}
 
 
+def _warn_version(session: SessionInfo) -> None:
+    """Warns once per process when the engine runs another dirk version than this SDK."""
+    advice = first_mismatch(session.engine_version, f"at {session.control}")
+    if advice is not None:
+        warnings.warn(advice, EngineVersionWarning, stacklevel=user_stacklevel())
+
+
 class Connection:
     """A session with a dirk engine.
 
@@ -133,6 +144,8 @@ class Connection:
             workdir, session_labels(), engine=self.config.engine, **_io_args(io)
         )
         self._session = session
+        failures.install_excepthook()
+        _warn_version(session)
         try:
             self._attachment = await attach(session, **_io_args(io))
             self._transport = GraphQLClient(

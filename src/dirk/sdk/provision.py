@@ -94,6 +94,9 @@ class SessionInfo:
     query_address: EngineAddress
     #: Where `DELETE /sessions/<token>` goes; None for a session this program does not own.
     control: EngineAddress | None
+    #: The engine's version as it answered the session's creation; "" when unknown (a joined
+    #: session, an engine that does not say).
+    engine_version: str = ""
 
 
 def parse_engine(value: str, source: str) -> EngineAddress:
@@ -327,7 +330,9 @@ async def open_session(
     grant = await create_session(address, root, labels, admin_token, env=client_env, io=io)
     # Queries of a session opened on the socket go over TCP, as the contract's port says.
     query = address if address.uds is None else EngineAddress(f"http://127.0.0.1:{grant.port}")
-    return SessionInfo(grant.token, grant.port, query, control=address)
+    return SessionInfo(
+        grant.token, grant.port, query, control=address, engine_version=grant.version
+    )
 
 
 async def attach(info: SessionInfo, *, io: IO = ANYIO) -> SessionAttachment | None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from dirk.errors import QueryError
+from dirk.sdk.callsite import Site
 
 #: Argument values as the generated code passes them: (GraphQL name, value).
 Args = tuple[tuple[str, Any], ...]
@@ -32,6 +33,8 @@ class Call:
     field: str
     args: Args = ()
     on: str | None = None
+    #: The line of the user's program that made this call (failure reports); not compared.
+    site: Site | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 class InputObject:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from dirk.errors import ClientConnectionError, InvalidArgumentError
+from dirk.sdk import failures
+from dirk.sdk.callsite import caller_site
 from dirk.sdk.modes import M
 from dirk.sdk.query import Args, Call
 from dirk.wire.client import CLOSED_MESSAGE
@@ -107,9 +109,19 @@ class Runner:
             raise
         return result
 
-    async def execute(self, chain: tuple[Call, ...], subfields: Sequence[str] = ()) -> Any:
-        """The value `chain` selects, after swapping object arguments for their IDs."""
-        return await self.executor.execute(await resolve_ids(chain, self), subfields)
+    async def execute(
+        self,
+        chain: tuple[Call, ...],
+        subfields: Sequence[str] = (),
+        history: tuple[Call, ...] | None = None,
+    ) -> Any:
+        """The value `chain` selects, after swapping object arguments for their IDs. With
+        `history` (the chain as the user built it, objects loaded back expanded), a failure
+        or cancellation is recorded for the program's failure report (`failures`)."""
+        if history is None:
+            return await self.executor.execute(await resolve_ids(chain, self), subfields)
+        with failures.tracked(history):
+            return await self.executor.execute(await resolve_ids(chain, self), subfields)
 
     def value(self, value: T) -> Coroutine[Any, Any, T] | T:
         """An already known value, in the connection's mode."""
@@ -138,7 +150,7 @@ def _arguments(args: Sequence[tuple[str, Any, Any]]) -> Args:
 class ObjectBase(Generic[M]):
     """A lazy API object: a chain of calls, evaluated only by leaf methods."""
 
-    __slots__ = ("_chain", "_id", "_id_session", "_prefetched", "_runner")
+    __slots__ = ("_chain", "_id", "_id_session", "_origin", "_prefetched", "_runner")
     _graphql_name: ClassVar[str] = ""
     #: Scalar fields fetched together with `id` when objects come in a list.
     _prefetch: ClassVar[tuple[str, ...]] = ("id",)
@@ -150,10 +162,14 @@ class ObjectBase(Generic[M]):
         *,
         id: str | None = None,
         prefetched: Mapping[str, Any] | None = None,
+        origin: tuple[Call, ...] = (),
     ) -> None:
         self._runner = runner
         self._chain = chain
         self._id = id
+        #: The calls that made the object a leading `node(id:)` of `chain` loads (failure
+        #: reports read the whole pipeline); empty when unknown.
+        self._origin = origin
         #: The session (executor) that minted `_id` when this object asked for it: an object of
         #: `dirk.dag` outlives its `dirk.connection()` block, its ID does not. None: the ID came
         #: with the chain (`node(id:)`).
@@ -169,15 +185,30 @@ class ObjectBase(Generic[M]):
     def _select(self, field: str, type_name: str, args: Sequence[tuple[str, Any, Any]]) -> Any:
         """A new object of `type_name`: this chain plus one call."""
         cls = class_for(type_name)
-        call = Call(field, _arguments(args))
+        call = Call(field, _arguments(args), site=caller_site())
         known = dict(call.args).get("id") if _LOADS_BY_ID.match(field) else None
-        return cls(self._runner, (*self._chain, call), id=known)
+        return cls(self._runner, (*self._chain, call), id=known, origin=self._origin)
 
-    def _loaded(self, type_name: str, id: str, prefetched: Mapping[str, Any] | None = None) -> Any:
-        """An object of `type_name` re-loaded from its ID (`node(id:)`), the ID already known."""
+    def _history(self, *more: Call) -> tuple[Call, ...]:
+        """The chain as the user built it: an object loaded back is replaced by the calls that
+        made it, when known."""
+        chain = self._chain
+        if self._origin and chain and chain[0].field == "node":
+            return (*self._origin, *chain[1:], *more)
+        return (*chain, *more)
+
+    def _loaded(
+        self,
+        type_name: str,
+        id: str,
+        prefetched: Mapping[str, Any] | None = None,
+        origin: tuple[Call, ...] = (),
+    ) -> Any:
+        """An object of `type_name` re-loaded from its ID (`node(id:)`), the ID already known;
+        `origin` is the calls that made it."""
         cls = class_for(type_name)
         chain = (Call("node", (("id", id),), on=type_name),)
-        return cls(self._runner, chain, id=id, prefetched=prefetched)
+        return cls(self._runner, chain, id=id, prefetched=prefetched, origin=origin)
 
     def _list_arg(self, method: str, name: str, value: Any, item: type) -> Any:
         """`value` if it is a list (or tuple) of `item`s, else a `TypeError` that shows the fix:
@@ -220,7 +251,7 @@ class ObjectBase(Generic[M]):
         self, field: str, args: Sequence[tuple[str, Any, Any]], convert: Callable[[Any], T]
     ) -> Coroutine[Any, Any, T] | T:
         """A scalar (or list of scalars) field: one query for the whole chain."""
-        call = Call(field, _arguments(args))
+        call = Call(field, _arguments(args), site=caller_site())
         if not call.args and field in self._prefetched:
             return self._runner.value(convert(self._prefetched[field]))
         if field == "id" and not call.args:
@@ -231,7 +262,8 @@ class ObjectBase(Generic[M]):
             return self._runner.run(fetch_id)
 
         async def fetch() -> T:
-            return convert(await self._runner.execute((*self._chain, call)))
+            chain = (*self._chain, call)
+            return convert(await self._runner.execute(chain, history=self._history(call)))
 
         return self._runner.run(fetch)
 
@@ -239,13 +271,14 @@ class ObjectBase(Generic[M]):
         self, field: str, args: Sequence[tuple[str, Any, Any]], type_name: str
     ) -> Coroutine[Any, Any, Any] | Any:
         """`sync`: evaluates the chain; returns the object re-loaded from the returned ID."""
-        call = Call(field, _arguments(args))
+        call = Call(field, _arguments(args), site=caller_site())
 
         async def evaluate() -> Any:
-            id = str(await self._runner.execute((*self._chain, call)))
+            history = self._history(call)
+            id = str(await self._runner.execute((*self._chain, call), history=history))
             if not self._has_id() and type_name == self._graphql_name:
                 self._id, self._id_session = id, self._runner.executor
-            return self._loaded(type_name, id)
+            return self._loaded(type_name, id, origin=history)
 
         return self._runner.run(evaluate)
 
@@ -253,12 +286,16 @@ class ObjectBase(Generic[M]):
         self, field: str, args: Sequence[tuple[str, Any, Any]], type_name: str
     ) -> Coroutine[Any, Any, list[Any]] | list[Any]:
         """A list of objects: their IDs and scalar fields come in the same query."""
-        call = Call(field, _arguments(args))
+        call = Call(field, _arguments(args), site=caller_site())
         cls = class_for(type_name)
 
         async def fetch() -> list[Any]:
-            items = await self._runner.execute((*self._chain, call), cls._prefetch)
-            return [self._loaded(type_name, str(item["id"]), item) for item in items or []]
+            history = self._history(call)
+            items = await self._runner.execute((*self._chain, call), cls._prefetch, history)
+            return [
+                self._loaded(type_name, str(item["id"]), item, origin=history)
+                for item in items or []
+            ]
 
         return self._runner.run(fetch)
 

@@ -76,10 +76,12 @@ class EngineAddress:
 
 @dataclasses.dataclass(frozen=True)
 class SessionGrant:
-    """What `POST /sessions` answers: the session token and the engine's TCP port."""
+    """What `POST /sessions` answers: the session token, the engine's TCP port and version
+    ("" from an engine that does not say)."""
 
     token: str
     port: int
+    version: str = ""
 
 
 @functools.cache
@@ -235,7 +237,9 @@ async def create_session(
     body = _json_body(response, address)
     _raise_errors(body, response, address, "/sessions")
     try:
-        return SessionGrant(token=str(body["token"]), port=int(body["port"]))
+        return SessionGrant(
+            token=str(body["token"]), port=int(body["port"]), version=str(body.get("version", ""))
+        )
     except (KeyError, TypeError, ValueError):
         raise ClientConnectionError(
             f"the dirk engine at {address} answered POST /sessions without a token and port: "
@@ -251,6 +255,18 @@ async def delete_session(address: EngineAddress, token: str, *, io: IO = ANYIO) 
     _raise_auth(response, address, "session token")
     if response.status >= 400:
         _raise_errors(_json_body(response, address), response, address, "/sessions/...")
+
+
+async def list_sessions(
+    address: EngineAddress, admin_token: str | None = None, *, io: IO = ANYIO
+) -> list[Any]:
+    """`GET /sessions`: the live sessions (id, workdir, labels, created, running, attached)."""
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
+    response = await _control(address, "GET", "/sessions", io, headers=headers)
+    body = _json_body(response, address)
+    _raise_errors(body, response, address, "/sessions")
+    sessions = body.get("sessions") if isinstance(body, Mapping) else None
+    return list(sessions) if isinstance(sessions, list) else []
 
 
 class SessionAttachment:

@@ -180,7 +180,9 @@ class WireServer:
         if isinstance(owner, web.Response):
             return owner
         session = self.sessions.create(Path(workdir), labels, env, owner, explain=explain)
-        return web.json_response({"token": session.token, "port": self.port})
+        return web.json_response(
+            {"token": session.token, "port": self.port, "version": self.version}
+        )
 
     async def list_sessions(self, request: web.Request) -> web.Response:
         """The live sessions, each named by its token's first 8 characters (never the token)."""
