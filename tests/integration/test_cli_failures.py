@@ -215,7 +215,8 @@ import dirk
 from dirk import dag
 
 with dirk.connection():
-    ctr = dag.container().from_(sys.argv[1]).with_exec(["sh", "-c", "sleep 60; echo " + sys.argv[2]])
+    ctr = dag.container().from_(sys.argv[1])
+    ctr = ctr.with_exec(["sh", "-c", "sleep 60; echo " + sys.argv[2]])
     print("started", flush=True)
     ctr.stdout()  # STEP LINE
 """

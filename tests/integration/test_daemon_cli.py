@@ -228,5 +228,5 @@ def test_run_reports_a_missing_command(engine: dict[str, Any], state: Path) -> N
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
-    assert "cannot run 'no-such-command-xyz'" in result.stderr
+    assert result.returncode == 127  # as a shell says "command not found"
+    assert "dirk run: command not found: no-such-command-xyz" in result.stderr
