@@ -18,6 +18,7 @@ BENCHES = [
     ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
     ("progress stream on a cached 200-step pipeline vs progress off", ["progress.py"]),
     ("engine cold start to the first answered query", ["cold_start.py"]),
+    ("failure reports: recording the user's line in a builder call", ["callsite.py"]),
     ("latency to the floor: cached program, dirk run, cold start, one exec", ["latency.py"]),
     ("load: 20 sessions x 50 operations beside the heaviest allowed query", ["load.py"]),
     ("Dockerfile build cold and cached vs docker.io BuildKit", ["dockerfile_build.py"]),

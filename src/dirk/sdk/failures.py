@@ -20,7 +20,6 @@ import os
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import Any, TextIO
@@ -174,6 +173,8 @@ def report(exc: BaseException, arrow: str = "→") -> str | None:
         lines.extend(_failure(error, arrow))
     for other in found:
         if not isinstance(other, DirkError):
+            import traceback
+
             lines.append("also raised:")
             lines.extend(
                 "  " + line

@@ -185,7 +185,10 @@ class ObjectBase(Generic[M]):
     def _select(self, field: str, type_name: str, args: Sequence[tuple[str, Any, Any]]) -> Any:
         """A new object of `type_name`: this chain plus one call."""
         cls = class_for(type_name)
-        call = Call(field, _arguments(args), site=caller_site())
+        # Only a step that runs a command records where it was built (a failure report names
+        # that line); the other calls do not pay for the frame walk.
+        site = caller_site(3) if field == "withExec" else None
+        call = Call(field, _arguments(args), site=site)
         known = dict(call.args).get("id") if _LOADS_BY_ID.match(field) else None
         return cls(self._runner, (*self._chain, call), id=known, origin=self._origin)
 
@@ -251,7 +254,7 @@ class ObjectBase(Generic[M]):
         self, field: str, args: Sequence[tuple[str, Any, Any]], convert: Callable[[Any], T]
     ) -> Coroutine[Any, Any, T] | T:
         """A scalar (or list of scalars) field: one query for the whole chain."""
-        call = Call(field, _arguments(args), site=caller_site())
+        call = Call(field, _arguments(args), site=caller_site(3))
         if not call.args and field in self._prefetched:
             return self._runner.value(convert(self._prefetched[field]))
         if field == "id" and not call.args:
@@ -271,7 +274,7 @@ class ObjectBase(Generic[M]):
         self, field: str, args: Sequence[tuple[str, Any, Any]], type_name: str
     ) -> Coroutine[Any, Any, Any] | Any:
         """`sync`: evaluates the chain; returns the object re-loaded from the returned ID."""
-        call = Call(field, _arguments(args), site=caller_site())
+        call = Call(field, _arguments(args), site=caller_site(3))
 
         async def evaluate() -> Any:
             history = self._history(call)
@@ -286,7 +289,7 @@ class ObjectBase(Generic[M]):
         self, field: str, args: Sequence[tuple[str, Any, Any]], type_name: str
     ) -> Coroutine[Any, Any, list[Any]] | list[Any]:
         """A list of objects: their IDs and scalar fields come in the same query."""
-        call = Call(field, _arguments(args), site=caller_site())
+        call = Call(field, _arguments(args), site=caller_site(3))
         cls = class_for(type_name)
 
         async def fetch() -> list[Any]:
