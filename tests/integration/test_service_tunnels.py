@@ -6,6 +6,7 @@ nothing left behind (namespaces, veths, containers)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -25,7 +26,6 @@ from dirk.api import RequestContext, build_schema
 from dirk.engine import Engine
 from dirk.engine.sessions import Session, SessionRegistry
 from dirk.errors import PortForwardError
-from dirk.solver.job import StepEvent
 from dirk.solver.services import IDLE_GRACE_ENV
 from dirk.wire.errors import format_error
 from dirk.workers.executor import network
@@ -204,13 +204,24 @@ async def test_service_up_reaches_the_service_from_the_host_until_cancelled(
 
 
 async def test_service_up_random_tells_its_ports(client: Client, busybox_ref: str) -> None:
-    events: list[StepEvent] = []
-    client.session.events = events.append
+    # What a progress view of the session sees (GET /sessions/<token>/events).
+    viewer = client.session.hub.subscribe()
+    records: list[dict[str, Any]] = []
+
+    def seen() -> list[dict[str, Any]]:
+        records.extend(json.loads(line) for line in viewer.take().splitlines())
+        return records
+
+    def started() -> str | None:
+        lines = [r["data"] for r in seen() if r["type"] == "output"]
+        return next((line for line in lines if "tunnel started" in line), None)
+
     sid = await client.httpd(busybox_ref)
     async with anyio.create_task_group() as tg:
         up = await client.up_in(tg, sid, "(random: true)")
-        assert await _eventually(lambda: any(b"tunnel started" in e.data for e in events), 60)
-        line = next(e.data.decode() for e in events if b"tunnel started" in e.data)
+        assert await _eventually(lambda: started() is not None, 60)
+        line = started()
+        assert line is not None
         port = int(line.split("port=")[1].split()[0])
         assert f"http_url=http://127.0.0.1:{port}" in line
         assert len((await _get(f"http://127.0.0.1:{port}/")).strip()) == 36
@@ -224,6 +235,10 @@ async def test_service_up_random_tells_its_ports(client: Client, busybox_ref: st
         }
         up.cancel()
     assert await _eventually(lambda: _refused(port))
+    # A step of its own for progress views: running, its ports as output, done.
+    tunnel = next(r["id"] for r in seen() if r["type"] == "output" and "tunnel" in r["data"])
+    states = [r.get("state", r["type"]) for r in records if r["id"] == tunnel]
+    assert states == ["running", "output", "done"], states
 
 
 async def test_service_up_without_ports_uses_the_same_port_numbers(

@@ -151,6 +151,9 @@ async def _up(ctx: RequestContext, upstream: ServiceDef, args: Args) -> None:
     try:
         forwarding = await _running(ctx, tunnel)
         key = f"tunnel:{await services.digest(tunnel)}"
+        started = anyio.current_time()
+        # A step of its own in progress views: started, its ports as output, done at the end.
+        ctx.job.emit(StepEvent("start", key, tunnel.describe()))
         for port in forwarding.ports:
             line = (
                 f"tunnel started: port={port.port} protocol={port.protocol.lower()} "
@@ -158,7 +161,11 @@ async def _up(ctx: RequestContext, upstream: ServiceDef, args: Args) -> None:
             )
             log.info("session %s: %s", ctx.job.session, line.strip())
             ctx.job.emit(StepEvent("stdout", key, tunnel.describe(), line.encode()))
-        await anyio.sleep_forever()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            duration = anyio.current_time() - started
+            ctx.job.emit(StepEvent("done", key, tunnel.describe(), duration=duration))
     finally:
         with anyio.CancelScope(shield=True):
             await services.stop(ctx.job, tunnel, kill=True)
