@@ -318,3 +318,31 @@ async def test_run_reports_an_interruption_and_exits_130(daemon: Daemon) -> None
     assert proc.returncode == 130, err
     assert "dirk run: interrupted by SIGINT: stopped `" in err.decode()
     assert "and ended its session" in err.decode()
+
+
+async def test_the_sdk_warns_once_about_an_engine_of_another_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    import dirk
+    from dirk.errors import EngineVersionWarning
+
+    monkeypatch.setenv("DIRK_TEST_ENGINE_VERSION", "0.0.2-sdk-test")
+    daemon = Daemon(tmp_path / "state")
+    info = await daemon.start()
+    config = dirk.Config(engine=f"unix://{info['socket']}", workdir=tmp_path)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(2):  # a second connection to the same engine does not warn again
+                async with dirk.Connection(config):
+                    pass
+        mismatches = [w for w in caught if issubclass(w.category, EngineVersionWarning)]
+        assert len(mismatches) == 1, [str(w.message) for w in caught]
+        assert f"dirk {__version__} is talking to a dirk engine 0.0.2-sdk-test" in str(
+            mismatches[0].message
+        )
+        assert mismatches[0].filename == __file__  # points at the program, not at dirk
+    finally:
+        await daemon.aclose()
