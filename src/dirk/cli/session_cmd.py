@@ -218,6 +218,12 @@ def _watch_stdin_eof(loop: asyncio.AbstractEventLoop, end: asyncio.Event) -> Non
     help="When an exec fails, open a shell in its container on this terminal "
     "(and hold the terminal for Container.terminal).",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="For each step that misses the cache, say which input changed since the last run "
+    "of the same pipeline position (shown in the progress view).",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.pass_context
 def run(
@@ -225,6 +231,7 @@ def run(
     labels: tuple[str, ...],
     workdir: Path | None,
     interactive: bool,
+    explain: bool,
     progress: str,
     command: tuple[str, ...],
 ) -> None:
@@ -247,12 +254,17 @@ def run(
 
             code = asyncio.run(
                 _run_command(
-                    _workdir(workdir), _parse_labels(labels), command, interactive, progress
+                    _workdir(workdir),
+                    _parse_labels(labels),
+                    command,
+                    interactive,
+                    progress,
+                    explain,
                 )
             )
         else:
             code = _run_command_blocking(
-                _workdir(workdir), _parse_labels(labels), command, progress
+                _workdir(workdir), _parse_labels(labels), command, progress, explain
             )
     except DirkError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -302,7 +314,11 @@ def _exit_code(command: Sequence[str], code: int, relay: _SignalRelay) -> int:
 
 
 def _run_command_blocking(
-    workdir: Path, labels: Mapping[str, str], command: Sequence[str], progress: str = "auto"
+    workdir: Path,
+    labels: Mapping[str, str],
+    command: Sequence[str],
+    progress: str = "auto",
+    explain: bool = False,
 ) -> int:
     """`dirk run` without -i: the session is opened and attached with blocking I/O (no event
     loop to import and start: `dirk run` is on the start of every pipeline it wraps), the
@@ -312,7 +328,7 @@ def _run_command_blocking(
     from dirk.sdk.provision import attach, close_session, open_session
     from dirk.wire.driver import BLOCKING, drive
 
-    opened = drive(open_session(workdir, labels, io=BLOCKING))
+    opened = drive(open_session(workdir, labels, io=BLOCKING, explain=explain))
     attachment = None
     watch: Watch | None = None
     try:
@@ -354,6 +370,7 @@ async def _run_command(
     command: Sequence[str],
     interactive: bool = False,
     progress: str = "auto",
+    explain: bool = False,
 ) -> int:
     """`dirk run -i`: on an event loop, which also holds the session's terminal."""
     from dirk.sdk.provision import held_session
@@ -361,7 +378,7 @@ async def _run_command(
     if interactive and progress == "auto":
         progress = "plain"  # a shell of a failed step gets the terminal: no live redraws
     # Exits in reverse: the session ends first, then the view gets its last events.
-    async with _shown(progress) as show, held_session(workdir, labels) as opened:
+    async with _shown(progress) as show, held_session(workdir, labels, explain=explain) as opened:
         _warn_version(opened)
         await show(opened)
         env = {

@@ -76,6 +76,8 @@ class LiveView:
                     self._steps.flush(step)
             elif kind == "output":
                 step, _ = self._steps.apply_output(record)
+            elif kind == "explain":
+                self._steps.step(record).why = str(record.get("reason", ""))
             elif kind == "dropped":
                 self._steps.dropped_lines += int(record.get("lines", 0))
                 self._steps.dropped_events += int(record.get("events", 0))
@@ -119,6 +121,8 @@ class LiveView:
             rows.append(Text(f"  \u2026 {hidden} more steps finished", style="dim"))
         for step in visible:
             rows.append(self._row(step, now))
+            if step.why:
+                rows.append(Text(f"      why: {step.why}", style="yellow", overflow="ellipsis"))
             if step.state in ("running", "failed"):
                 for line in step.tail:
                     rows.append(

@@ -25,6 +25,10 @@ class Config:
         progress: The view shown on stderr while the pipeline runs: "auto" (live when stderr
             is a terminal and CI is not set, else plain), "tty", "plain" or "quiet"; None
             (the default) takes DIRK_PROGRESS, else shows nothing.
+        explain: Each step that misses the cache says why in the progress view (which input
+            changed since the last run of that pipeline position: an argument, an env value,
+            a file, the base image, a parent step), as `dirk run --explain` does. A session
+            joined from `dirk run` keeps what `dirk run` chose.
     """
 
     log_output: TextIO | None = None
@@ -32,6 +36,7 @@ class Config:
     workdir: str | Path | None = None
     engine: str | None = None
     progress: str | None = None
+    explain: bool = False
 
     def __post_init__(self) -> None:
         if self.timeout is not None and self.timeout <= 0:

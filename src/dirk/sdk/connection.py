@@ -141,7 +141,11 @@ class Connection:
         started = time.monotonic()
         workdir = Path(self.config.workdir) if self.config.workdir is not None else Path.cwd()
         session = await open_session(
-            workdir, session_labels(), engine=self.config.engine, **_io_args(io)
+            workdir,
+            session_labels(),
+            engine=self.config.engine,
+            explain=self.config.explain,
+            **_io_args(io),
         )
         self._session = session
         failures.install_excepthook()

@@ -314,9 +314,11 @@ async def open_session(
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
     io: IO = ANYIO,
+    explain: bool = False,
 ) -> SessionInfo:
     """Opens (or joins) a session on the engine chosen by `plan`. The session gets this
-    program's environment (`env`), which env:// secrets read."""
+    program's environment (`env`), which env:// secrets read; `explain` asks its steps that
+    miss the cache to say why (a joined session keeps what its opener chose)."""
     client_env = os.environ if env is None else env
     chosen = plan(engine, client_env, state_dir)
     root = str(Path(workdir).resolve())
@@ -327,7 +329,9 @@ async def open_session(
         address, admin_token = chosen.address, chosen.admin_token
     else:
         address, admin_token = await ensure_local_engine(chosen.state_dir, io=io), None
-    grant = await create_session(address, root, labels, admin_token, env=client_env, io=io)
+    grant = await create_session(
+        address, root, labels, admin_token, env=client_env, io=io, explain=explain
+    )
     # Queries of a session opened on the socket go over TCP, as the contract's port says.
     query = address if address.uds is None else EngineAddress(f"http://127.0.0.1:{grant.port}")
     return SessionInfo(
@@ -366,10 +370,13 @@ async def held_session(
     engine: str | None = None,
     env: Mapping[str, str] | None = None,
     state_dir: Path | None = None,
+    explain: bool = False,
 ) -> AsyncIterator[SessionInfo]:
     """Opens (or joins) a session, holds it attached for the block, then ends it with DELETE
     (even when the block is cancelled) before dropping the attach connection."""
-    info = await open_session(workdir, labels, engine=engine, env=env, state_dir=state_dir)
+    info = await open_session(
+        workdir, labels, engine=engine, env=env, state_dir=state_dir, explain=explain
+    )
     attachment: SessionAttachment | None = None
     try:
         attachment = await attach(info)

@@ -221,11 +221,19 @@ async def create_session(
     env: Mapping[str, str] | None = None,
     *,
     io: IO = ANYIO,
+    explain: bool = False,
 ) -> SessionGrant:
     """`POST /sessions`: a new session whose host paths resolve against `workdir`; `env` is
-    the client's environment, which the engine keeps in memory for env:// secrets."""
+    the client's environment, which the engine keeps in memory for env:// secrets; with
+    `explain`, its steps that miss the cache say why (in its event stream)."""
     headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else None
-    payload = {"workdir": workdir, "labels": dict(labels), "env": dict(env or {})}
+    payload: dict[str, object] = {
+        "workdir": workdir,
+        "labels": dict(labels),
+        "env": dict(env or {}),
+    }
+    if explain:
+        payload["explain"] = True
     response = await _control(address, "POST", "/sessions", io, json_body=payload, headers=headers)
     if response.status == 401:
         hint = (
