@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import click
 
 from dirk.cli.logs import setup_logging
+from dirk.cli.shell_gate import ShellGate
 from dirk.errors import DirkError
 from dirk.progress import MODES, PROGRESS_ENV
 
 if TYPE_CHECKING:
     import asyncio
 
+    from dirk.progress import View
     from dirk.progress.watch import Watch
     from dirk.sdk.provision import SessionInfo
 
@@ -154,7 +156,9 @@ async def _hold_session(workdir: Path, labels: Mapping[str, str], progress: str)
 
 
 @contextlib.asynccontextmanager
-async def _shown(progress: str) -> AsyncIterator[Callable[[SessionInfo], Awaitable[None]]]:
+async def _shown(
+    progress: str, wrap: Callable[[View], View] | None = None
+) -> AsyncIterator[Callable[[SessionInfo], Awaitable[None]]]:
     """Shows a session's steps on stderr in the `progress` view: the block calls the function
     it gets with the session once open; leaving waits for the stream's last events (the
     session has ended by then, unless it was joined) and closes the view (its summary)."""
@@ -164,7 +168,7 @@ async def _shown(progress: str) -> AsyncIterator[Callable[[SessionInfo], Awaitab
     async def show(opened: SessionInfo) -> None:
         nonlocal owned
         owned = opened.control is not None
-        watch = await _watch(opened, progress)
+        watch = await _watch(opened, progress, wrap=wrap)
         if watch is not None:
             watches.append(watch)
 
@@ -177,7 +181,9 @@ async def _shown(progress: str) -> AsyncIterator[Callable[[SessionInfo], Awaitab
             await asyncio.to_thread(watch.finish, PROGRESS_DRAIN_S if owned else 0.2)
 
 
-async def _watch(opened: SessionInfo, progress: str, io: Any = None) -> Watch | None:
+async def _watch(
+    opened: SessionInfo, progress: str, io: Any = None, wrap: Callable[[View], View] | None = None
+) -> Watch | None:
     """The session's steps shown on stderr in the `progress` view (None: quiet, or the
     engine has no event stream); `io`: `wire.driver`'s, for blocking callers."""
     if progress == "quiet":
@@ -186,6 +192,8 @@ async def _watch(opened: SessionInfo, progress: str, io: Any = None) -> Watch | 
     from dirk.progress.watch import watch_events
 
     view = make_view(progress, sys.stderr, os.environ)
+    if wrap is not None:
+        view = wrap(view)
     address = opened.control or opened.query_address
     try:
         return await watch_events(address, opened.token, [view], io=io)
@@ -377,8 +385,12 @@ async def _run_command(
 
     if interactive and progress == "auto":
         progress = "plain"  # a shell of a failed step gets the terminal: no live redraws
+    # While a shell has the terminal, the view's records wait (cli.shell_gate).
+    gate = ShellGate() if interactive else None
     # Exits in reverse: the session ends first, then the view gets its last events.
-    async with _shown(progress) as show, held_session(workdir, labels, explain=explain) as opened:
+    wrap = gate.wrap if gate is not None else None
+    session = held_session(workdir, labels, explain=explain)
+    async with _shown(progress, wrap) as show, session as opened:
         _warn_version(opened)
         await show(opened)
         env = {
@@ -386,7 +398,8 @@ async def _run_command(
             "DAGGER_SESSION_PORT": str(opened.port),
             "DAGGER_SESSION_TOKEN": opened.token,
         }
-        async with _terminal_held(opened, interactive) as held:
+        on_shell = gate.shell if gate is not None else None
+        async with _terminal_held(opened, interactive, on_shell) as held:
             if held:
                 from dirk.sdk.terminal import HELD_ENV
 
@@ -395,7 +408,9 @@ async def _run_command(
 
 
 @contextlib.asynccontextmanager
-async def _terminal_held(opened: SessionInfo, interactive: bool) -> AsyncIterator[bool]:
+async def _terminal_held(
+    opened: SessionInfo, interactive: bool, on_shell: Callable[[bool], None] | None = None
+) -> AsyncIterator[bool]:
     """With -i: hold the session's terminal (shells of failed execs and Container.terminal
     open on ours, not the command's) for the block; yields whether it is held."""
     if not interactive:
@@ -407,7 +422,9 @@ async def _terminal_held(opened: SessionInfo, interactive: bool) -> AsyncIterato
 
     ready = asyncio.Event()
     holder = asyncio.ensure_future(
-        hold_terminal(opened.query_address, opened.token, on_failure=True, ready=ready)
+        hold_terminal(
+            opened.query_address, opened.token, on_failure=True, ready=ready, on_shell=on_shell
+        )
     )
     waiter = asyncio.ensure_future(ready.wait())
     await asyncio.wait({holder, waiter}, return_when=asyncio.FIRST_COMPLETED)

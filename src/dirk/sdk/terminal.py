@@ -23,7 +23,7 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dirk.errors import TerminalError
@@ -55,24 +55,37 @@ async def hold_terminal(
     stdin: int = 0,
     stdout: int = 1,
     messages: TextIO | None = None,
+    on_shell: Callable[[bool], None] | None = None,
 ) -> None:
     """Hold the session's terminal and run each shell the engine opens on the tty `stdin`
-    until cancelled or the connection ends; `ready` is set once the terminal is held."""
+    until cancelled or the connection ends; `ready` is set once the terminal is held.
+    `on_shell` hears when a shell opens (True) and when it has exited (False)."""
     from dirk.wire.terminal_client import connect_terminal  # aiohttp: only when needed
 
     async with connect_terminal(address, token, on_failure=on_failure) as connection:
         if ready is not None:
             ready.set()
-        await _serve(connection, stdin, stdout, messages or sys.stderr)
+        await _serve(connection, stdin, stdout, messages or sys.stderr, on_shell)
 
 
-async def _serve(connection: TerminalConnection, stdin: int, stdout: int, messages: TextIO) -> None:
+async def _serve(
+    connection: TerminalConnection,
+    stdin: int,
+    stdout: int,
+    messages: TextIO,
+    on_shell: Callable[[bool], None] | None,
+) -> None:
     from dirk.wire.terminal_client import ShellExited, ShellOpened
+
+    def tell(open_: bool) -> None:
+        if on_shell is not None:
+            on_shell(open_)
 
     shell: _Shell | None = None
     try:
         async for event in connection.events():
             if isinstance(event, ShellOpened):
+                tell(True)
                 messages.write(f"dirk: {event.title}: {' '.join(event.command)}\n")
                 messages.flush()
                 shell = _Shell(connection, stdin)
@@ -83,11 +96,13 @@ async def _serve(connection: TerminalConnection, stdin: int, stdout: int, messag
                     shell = None
                 messages.write(f"dirk: the shell exited ({_code(event.code)})\n")
                 messages.flush()
+                tell(False)
             elif shell is not None:
                 _write_all(stdout, event)
     finally:
         if shell is not None:
             shell.close()
+            tell(False)
 
 
 def _code(code: int | None) -> str:

@@ -195,7 +195,14 @@ class Solver:
         handler = self._handler(op)
         assert isinstance(handler, ExecHandler), "terminals run exec operations"
         step = Step(key, f"terminal {' '.join(op.args)}", inputs, lambda: (job,), emit)
-        return await handler.run_interactive(op, step, terminals, request)
+
+        async def work(flight: Flight[Job]) -> int:
+            return await handler.run_interactive(op, step, terminals, request)
+
+        # A task of the engine's task group under a key of its own (never joined): a
+        # cancelled caller cancels it through its scope and waits until its container and
+        # mounts are gone, as for any step.
+        return await self._shared.run(("terminal", object()), work, job)
 
     async def resolve_image(
         self, job: Job, reference: str, platform: str = "linux/amd64"
