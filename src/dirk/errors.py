@@ -457,3 +457,11 @@ class TerminalError(QueryError):
     or the client holding it disconnected while its shell ran."""
 
     code = "TERMINAL_ERROR"
+
+
+class NestingError(QueryError):
+    """`experimentalPrivilegedNesting` cannot give the command access to the engine: the
+    engine serves no TCP port its session could be reached on (an in-process engine), or the
+    command runs without a network."""
+
+    code = "NESTING_ERROR"

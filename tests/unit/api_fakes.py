@@ -144,6 +144,7 @@ class FakeSession:
     owner: HostUser = attrs.Factory(HostUser.engine)
     explain: bool = False
     terminals: Terminals | None = None
+    engine_port: int = 0
 
 
 _SCHEMA: GraphQLSchema | None = None

@@ -63,14 +63,13 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
         ),
         ("Container", "sync", "sync(): ID!"),
         (
-            # Dagger's, less experimentalPrivilegedNesting: dirk does not give a container
-            # access to the engine, so the argument is absent rather than refused.
             "Container",
             "withExec",
             "withExec(args: [String!]!, useEntrypoint: Boolean = false, stdin: String = "
             '"", redirectStdin: String = "", redirectStdout: String = "", redirectStderr: '
-            'String = "", expect: ReturnType = SUCCESS, insecureRootCapabilities: Boolean = '
-            "false, expand: Boolean = false, noInit: Boolean = false): Container!",
+            'String = "", expect: ReturnType = SUCCESS, experimentalPrivilegedNesting: '
+            "Boolean = false, insecureRootCapabilities: Boolean = false, expand: Boolean = "
+            "false, noInit: Boolean = false): Container!",
         ),
         (
             "Container",
@@ -92,7 +91,7 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
             'owner: String = "", expand: Boolean = false): Container!',
         ),
         (
-            # Dagger's, less experimentalPrivilegedNesting (as withExec).
+            # Dagger's, less experimentalPrivilegedNesting (only withExec has it so far).
             "Container",
             "terminal",
             "terminal(cmd: [String!] = [], insecureRootCapabilities: Boolean = false): Container!",
@@ -124,7 +123,7 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
         ),
         ("File", "contents", "contents(offsetLines: Int, limitLines: Int): String!"),
         (
-            # Dagger's, less experimentalPrivilegedNesting (as withExec).
+            # Dagger's, less experimentalPrivilegedNesting (only withExec has it so far).
             "Container",
             "asService",
             "asService(args: [String!] = [], useEntrypoint: Boolean = false, "

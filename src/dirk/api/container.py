@@ -176,6 +176,7 @@ async def container_with_exec(ctx: RequestContext, parent: Handle | None, args: 
         redirect_stdin=container_path(c.workdir, redirect_stdin) if redirect_stdin else "",
         redirect_stdout=container_path(c.workdir, redirect_stdout) if redirect_stdout else "",
         redirect_stderr=container_path(c.workdir, redirect_stderr) if redirect_stderr else "",
+        nesting=bool(args["experimentalPrivilegedNesting"]),
     )
 
 

@@ -113,6 +113,7 @@ def with_exec(
     redirect_stdout: str = "",
     redirect_stderr: str = "",
     network: bool = True,
+    nesting: bool = False,
 ) -> Container:
     """`c` after running `argv`: the rootfs and each writable bind mount become the exec's
     outputs."""
@@ -135,6 +136,7 @@ def with_exec(
         network=network,
         secret_env=c.secret_env,
         debug_shell=c.default_terminal_cmd.args if c.default_terminal_cmd else (),
+        nesting=nesting,
         services=c.services,
     )
     new_mounts: list[Mount] = []

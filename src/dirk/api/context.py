@@ -11,7 +11,7 @@ import attrs
 
 from dirk.api.table import SessionTable
 from dirk.api.values import Handle
-from dirk.solver.job import EventSink, Job
+from dirk.solver.job import EventSink, Job, SessionAccess
 from dirk.workers.hostaccess import HostAccess, HostUser, refuse_state_path
 from dirk.workers.images.auth import DockerConfig, docker_config_of
 
@@ -49,6 +49,11 @@ class RequestContext:
                 explain=session.explain,
                 terminals=session.terminals,
                 docker_config=self._docker_config_reader(),
+                session_access=(
+                    SessionAccess(session.engine_port, session.token)
+                    if session.engine_port
+                    else None
+                ),
             )
         return self._job
 

@@ -57,6 +57,8 @@ class Session:
     explain: bool = False
     #: The terminal a client holds for the session (`Container.terminal`, `dirk run -i`).
     terminals: SessionTerminals = attrs.field(factory=SessionTerminals, repr=False)
+    #: The engine's TCP port the session is reachable on (0: none; nested commands need it).
+    engine_port: int = 0
     _ended_event: asyncio.Event = attrs.field(factory=asyncio.Event, repr=False)
     _tasks: set[asyncio.Task[Any]] = attrs.field(factory=set, repr=False)
     _cleanups: list[Cleanup] = attrs.field(factory=list, repr=False)
@@ -124,6 +126,7 @@ class SessionRegistry:
         owner: HostUser | None = None,
         *,
         explain: bool = False,
+        engine_port: int = 0,
     ) -> Session:
         token = secrets.token_urlsafe(32)
         session = Session(
@@ -134,6 +137,7 @@ class SessionRegistry:
             client_env=dict(env or {}),
             owner=owner or HostUser.engine(),
             explain=explain,
+            engine_port=engine_port,
         )
         self._sessions[token] = session
         log.info(

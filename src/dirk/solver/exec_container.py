@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 import attrs
 
-from dirk.errors import SnapshotPathError
-from dirk.solver.exec_secrets import ExecSecrets, exec_secrets
+from dirk.errors import NestingError, SnapshotPathError
+from dirk.solver.exec_secrets import ExecSecrets, exec_secrets, with_session_access
+from dirk.solver.job import SessionAccess
 from dirk.solver.mounts import StepMounts
 from dirk.solver.ops import Exec, ExecMount, Ref
 from dirk.solver.owners import resolve_owner
@@ -50,10 +51,16 @@ async def prepare_exec(
     *,
     hostname: str,
     endpoints: Sequence[Endpoint] = (),
+    session_access: SessionAccess | None = None,
 ) -> PreparedExec:
     """Mount what `op` needs (undone by `stack`) and say how to run it; an exec step and a
     service (`solver.services`) start their containers the same way. `endpoints` are the
-    services it is bound to: their names go into /etc/hosts, their ports become its peers."""
+    services it is bound to: their names go into /etc/hosts, their ports become its peers.
+    `session_access` is the session a nested command (`op.nesting`) reaches the engine as."""
+    forwards: tuple[tuple[int, int], ...] = ()
+    if op.nesting:
+        access = _nesting_access(op, session_access)
+        forwards = ((access.port, access.port),)
     root = await mounts_of_step.read_write(inputs[op.root])
     mounts: list[BindMount | TmpfsMount] = []
     writable: list[ActiveMount] = []
@@ -65,6 +72,8 @@ async def prepare_exec(
             continue
         mounts.append(await _prepare_mount(workers, mounts_of_step, stack, mount, inputs, writable))
     secrets = exec_secrets(op, root.merged, secret)
+    if op.nesting:
+        secrets = with_session_access(secrets, _nesting_access(op, session_access))
     stdin = op.stdin
     if op.redirect_stdin:
         stdin = await anyio.to_thread.run_sync(_read_stdin, root.merged, op.redirect_stdin)
@@ -82,8 +91,23 @@ async def prepare_exec(
         secret_files=secrets.files,
         extra_hosts=tuple(pair for e in endpoints for pair in e.hosts()),
         peers=tuple(e.veth for e in endpoints),
+        loopback_forwards=forwards,
     )
     return PreparedExec(root, spec, tuple(writable), secrets)
+
+
+def _nesting_access(op: Exec, access: SessionAccess | None) -> SessionAccess:
+    if not op.network:
+        raise NestingError(
+            f"{op.describe()}: experimentalPrivilegedNesting needs the command's network "
+            "(the engine is reached on its loopback); drop one of the two"
+        )
+    if access is None:
+        raise NestingError(
+            f"{op.describe()}: experimentalPrivilegedNesting needs an engine serving a TCP "
+            "port (a `dirk engine` daemon); this session's engine serves none (in-process)"
+        )
+    return access
 
 
 async def _prepare_mount(

@@ -13,6 +13,7 @@ from typing import Literal
 
 import attrs
 
+from dirk.solver.job import SessionAccess
 from dirk.solver.ops import Exec
 from dirk.solver.owners import resolve_owner
 from dirk.solver.scrub import Scrubber, StreamScrubber
@@ -93,3 +94,16 @@ def exec_secrets(op: Exec, root: Path, plaintext: Callable[[str], bytes]) -> Exe
         uid, gid = resolve_owner(root, mount.owner) if mount.owner else (0, 0)
         files.append(SecretFile(mount.target, values[mount.secret], uid, gid, mount.mode))
     return ExecSecrets(tuple(env), tuple(files), Scrubber(scrubbed))
+
+
+def with_session_access(secrets: ExecSecrets, access: SessionAccess) -> ExecSecrets:
+    """`secrets` plus what a nested command needs to reach the engine as its session:
+    DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN, set at run time like secret variables
+    (never in the operation or its key), the token scrubbed from the output."""
+    env = (
+        *secrets.env,
+        f"DAGGER_SESSION_PORT={access.port}",
+        f"DAGGER_SESSION_TOKEN={access.token}",
+    )
+    values = [*secrets.scrubber.values, access.token.encode()]
+    return ExecSecrets(env, secrets.files, Scrubber(values))

@@ -98,6 +98,15 @@ class SecretValues:
 NO_SECRETS = NoSecrets()
 
 
+@attrs.frozen
+class SessionAccess:
+    """How a command given experimentalPrivilegedNesting reaches the engine as its job's
+    session: the engine's TCP port and the session's token (a secret: never in a repr)."""
+
+    port: int
+    token: str = attrs.field(repr=False)
+
+
 @attrs.frozen(eq=False)
 class Job:
     """One request's view of the solver: its session (a short name, for logs and progress),
@@ -120,6 +129,9 @@ class Job:
 
     #: The terminal the session's client holds, if any (`Container.terminal`, `dirk run -i`).
     terminals: Terminals | None = None
+    #: How nested commands reach the engine as this job's session (None: the engine serves
+    #: no TCP port, e.g. in-process).
+    session_access: SessionAccess | None = None
 
     def emit(self, event: StepEvent) -> None:
         self.events(event)

@@ -217,6 +217,9 @@ class Exec:
     #: The shell a failed run opens for a client that asked for one (`dirk run -i`): the
     #: container's default terminal command; empty for `sh`. Not in the key.
     debug_shell: tuple[str, ...] = ()
+    #: Dagger's experimentalPrivilegedNesting: the command reaches the engine's API as the
+    #: session that runs it (its port and token are given at run time, never in the op).
+    nesting: bool = False
     #: Services started (or joined) before the command runs, reachable by their aliases.
     #: Their definitions are part of the key (their inputs are this step's inputs too);
     #: whether an instance runs is not. Keep last: the key walks fields in `inputs()` order.

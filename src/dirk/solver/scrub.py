@@ -33,7 +33,8 @@ class Scrubber:
     """Scrubs whole texts; `stream()` makes a scrubber for one chunked stream."""
 
     def __init__(self, values: Iterable[bytes]) -> None:
-        patterns = secret_patterns(values)
+        self.values = tuple(values)
+        patterns = secret_patterns(self.values)
         self._patterns = patterns
         self._regex = re.compile(b"|".join(re.escape(p) for p in patterns)) if patterns else None
         self._longest = len(patterns[0]) if patterns else 0

@@ -417,6 +417,7 @@ class ServiceManager:
                 job.secrets.plaintext,
                 hostname=instance.hostname,
                 endpoints=endpoints,
+                session_access=job.session_access,
             )
         if phase.cancelled_caught:
             return None

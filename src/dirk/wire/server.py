@@ -179,7 +179,9 @@ class WireServer:
         owner = _session_owner(request, body)
         if isinstance(owner, web.Response):
             return owner
-        session = self.sessions.create(Path(workdir), labels, env, owner, explain=explain)
+        session = self.sessions.create(
+            Path(workdir), labels, env, owner, explain=explain, engine_port=self.port
+        )
         return web.json_response(
             {"token": session.token, "port": self.port, "version": self.version}
         )

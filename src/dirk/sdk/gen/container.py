@@ -97,6 +97,7 @@ class Container(ObjectBase[M]):
         redirect_stdout: str = "",
         redirect_stderr: str = "",
         expect: ReturnType = ReturnType.SUCCESS,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -111,6 +112,9 @@ class Container(ObjectBase[M]):
             redirect_stdout: A file in the container that receives standard output.
             redirect_stderr: A file in the container that receives standard error.
             expect: Which exit codes do not fail the pipeline.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability.
             expand: Replaces `${VAR}` in the arguments with the container's environment variables.
             no_init: Runs the command without an init process as PID 1.
@@ -128,6 +132,7 @@ class Container(ObjectBase[M]):
                     ("redirectStdout", redirect_stdout, ""),
                     ("redirectStderr", redirect_stderr, ""),
                     ("expect", expect, ReturnType.SUCCESS),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                     ("expand", expand, False),
                     ("noInit", no_init, False),

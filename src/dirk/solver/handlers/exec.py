@@ -106,8 +106,8 @@ class ExecHandler(Handler[Exec]):
         """The step's services running (started or joined, held until `stack` closes), its
         root mounted read-write, its mounts, secrets and container spec."""
         endpoints: tuple[Endpoint, ...] = ()
+        jobs = step.jobs()
         if op.services:
-            jobs = step.jobs()
             job = jobs[0] if jobs else BACKGROUND
             endpoints = await stack.enter_async_context(
                 self.workers.services.bound(job, op.services, step.inputs)
@@ -121,6 +121,10 @@ class ExecHandler(Handler[Exec]):
             step.secret,
             hostname=op.hostname or step.key.removeprefix("sha256:")[:12],
             endpoints=endpoints,
+            # A nested command reaches the engine as the first waiting session that can.
+            session_access=next(
+                (j.session_access for j in jobs if j.session_access is not None), None
+            ),
         )
         return prepared.root, prepared.spec, prepared.writable, prepared.secrets
 

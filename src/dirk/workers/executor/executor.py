@@ -31,6 +31,7 @@ from dirk import timing
 from dirk.errors import CommandNotFoundError, ExecutorError, InvalidArgumentError
 from dirk.state.layout import StateLayout
 from dirk.workers.executor import network
+from dirk.workers.executor.forward import LOOPBACK, Forwarder, Route, open_listeners
 from dirk.workers.executor.hostfiles import hosts_file, read_host_resolv_conf
 from dirk.workers.executor.network import Netns, NetnsPool
 from dirk.workers.executor.process import Child
@@ -349,7 +350,8 @@ class Executor:
             if ns is not None and spec.peers:
                 peers = tuple(dict.fromkeys(spec.peers))
                 await anyio.to_thread.run_sync(network.allow_peers, ns.veth, peers)
-            yield rt, container_id, bundle, spec, ns
+            async with _loopback_forwards(spec, ns):
+                yield rt, container_id, bundle, spec, ns
             exited = True
         finally:
             if peers and ns is not None:
@@ -359,7 +361,8 @@ class Executor:
                 umount(bundle, MNT_DETACH)
             shutil.rmtree(bundle, ignore_errors=True)
             if ns is not None:
-                self._pool.release(ns, reuse=reuse_netns and exited and not spec.privileged)
+                reuse = reuse_netns and exited and not spec.privileged
+                self._pool.release(ns, reuse=reuse and not spec.loopback_forwards)
 
     @contextlib.asynccontextmanager
     async def network_namespace(self) -> AsyncIterator[Netns]:
@@ -509,6 +512,36 @@ class Executor:
 
 #: The kernel's bound on one argument or environment string (MAX_ARG_STRLEN: 32 pages).
 _MAX_ARG_STRLEN = 32 * 4096
+
+
+@contextlib.asynccontextmanager
+async def _loopback_forwards(spec: ContainerSpec, ns: Netns | None) -> AsyncIterator[None]:
+    """The container's loopback listeners of `spec.loopback_forwards`, opened in its
+    namespace before its process starts and closed (with their connections) after."""
+    if not spec.loopback_forwards:
+        yield
+        return
+    if ns is None:
+        raise ExecutorError("loopback forwards need the container's network namespace")
+    routes = [
+        Route("tcp", LOOPBACK, inner, LOOPBACK, outer) for inner, outer in spec.loopback_forwards
+    ]
+    bound = await anyio.to_thread.run_sync(open_listeners, routes, ns.name)
+    forwarder = Forwarder(bound)
+    failure: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(forwarder.serve)
+            try:
+                yield
+            except BaseException as exc:  # raised as itself below, not in a group
+                failure = exc
+            finally:
+                tg.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+    finally:
+        forwarder.close()
 
 
 def _check_exec_size(spec: ContainerSpec) -> None:

@@ -167,6 +167,9 @@ class ContainerSpec:
     #: Host-side veths of the containers this one may reach over the bridge (its services);
     #: traffic between two containers is dropped otherwise (`network.ISOLATION_RULES`).
     peers: tuple[str, ...] = ()
+    #: (container port, host port) pairs: TCP listeners on the container's 127.0.0.1 that
+    #: relay to the host's 127.0.0.1 while it runs (a nested command's way to the engine).
+    loopback_forwards: tuple[tuple[int, int], ...] = ()
 
     @property
     def has_secrets(self) -> bool:
