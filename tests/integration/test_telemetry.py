@@ -114,7 +114,7 @@ def test_requests_and_steps_are_spans_under_the_clients_trace(
     assert request.trace_id.hex() == TRACE_ID
     assert request.parent_span_id.hex() == CLIENT_SPAN
 
-    (step,) = receiver.wait_for(1, "exec sh -c echo traced")
+    (step,) = receiver.wait_for(1, "sh -c 'echo traced'")
     assert step.trace_id.hex() == TRACE_ID
     assert step.parent_span_id == request.span_id
     attributes = {a.key: a.value for a in step.attributes}
