@@ -1,14 +1,18 @@
 """`Query.http`: a file downloaded from a URL, keyed by its content (downloaded when the key
-is needed, or not at all when a checksum names content the engine already holds)."""
+is needed, or not at all when a checksum names content the engine already holds). With
+`experimentalServiceHost` the service is started for the download, made now (as with a
+secret header), and the URL's host names it when it is the service's hostname."""
 
 from __future__ import annotations
 
 from dirk.api.context import RequestContext
 from dirk.api.registry import Args, builds
 from dirk.api.secret import load_secret
-from dirk.api.values import File, Handle
+from dirk.api.service import _stop_with_session
+from dirk.api.values import File, Handle, Service
 from dirk.errors import InvalidArgumentError
-from dirk.solver.ops import HttpFetch, Ref
+from dirk.solver.ops import HostServiceDef, HttpFetch, Ref, ServiceDef
+from dirk.solver.service_hosts import served_hosts
 from dirk.workers.sources.http import check_checksum, check_url, default_name
 
 
@@ -28,9 +32,34 @@ async def query_http(ctx: RequestContext, parent: Handle | None, args: Args) -> 
     header = None
     if args.get("authHeader"):
         header = (await load_secret(ctx, args["authHeader"])).ref
-    op = HttpFetch(url, name, permissions=permissions, checksum=checksum, auth_header=header)
-    if header is not None:
+    service = _service_host(ctx, args.get("experimentalServiceHost"))
+    op = HttpFetch(
+        url, name, permissions=permissions, checksum=checksum, auth_header=header, service=service
+    )
+    sources = ctx.solver.sources
+    if service is not None and not (checksum and sources.http.has(checksum)):
+        # Keys are computed outside any session: a download from a session's service is
+        # made now, while the service is held, and the file is keyed by what it held.
+        async with served_hosts(ctx.solver.services, ctx.job, service) as hosts:
+            op, _ = await sources.keyed_http(op, ctx.table.secrets.plaintext, hosts)
+    elif header is not None:
         # Keys are computed without the session's secrets: a download that needs one is
         # made now, with it, and the file is keyed by what it held.
-        op, _ = await ctx.solver.sources.keyed_http(op, ctx.table.secrets.plaintext)
+        op, _ = await sources.keyed_http(op, ctx.table.secrets.plaintext)
     return File(Ref(op), "/" + name)
+
+
+def _service_host(ctx: RequestContext, service_id: object) -> ServiceDef | HostServiceDef | None:
+    if not service_id:
+        return None
+    service = ctx.load(service_id, "Service").value
+    assert isinstance(service, Service)
+    definition = service.definition
+    if not isinstance(definition, ServiceDef | HostServiceDef):
+        raise InvalidArgumentError(
+            "http(experimentalServiceHost:): a tunnel (Host.tunnel) already listens on the "
+            "host's 127.0.0.1, which the URL can name directly; pass the service it forwards "
+            "to instead"
+        )
+    _stop_with_session(ctx)
+    return definition

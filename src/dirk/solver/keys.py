@@ -44,7 +44,7 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     # What a failed run opens for debugging, not what the step computes.
     Exec: frozenset({"debug_shell"}),
     GitCheckout: frozenset({"url", "kind", "name", "auth"}),
-    HttpFetch: frozenset({"url", "checksum", "auth_header"}),
+    HttpFetch: frozenset({"url", "checksum", "auth_header", "service"}),
     DockerImageSave: frozenset({"socket", "name"}),
 }
 #: Fields of (name, value) pairs whose values stay out of the key: Dagger's volatile variables.

@@ -736,9 +736,9 @@ class HttpFetch:
     """A file downloaded over HTTP, at /<name> of an otherwise empty filesystem.
 
     The key covers the content (`digest`, the sha256 of the bytes), `name` and `permissions`;
-    the URL, the expected `checksum` and the auth header's secret are provenance. When
-    `digest` is empty the solver downloads the file when it computes the key (the blob store
-    keeps it, so the work itself only copies it into a layer).
+    the URL, the expected `checksum`, the auth header's secret and the `service` serving the
+    URL's host are provenance. When `digest` is empty the solver downloads the file when it
+    computes the key (the blob store keeps it, so the work itself only copies it into a layer).
     """
 
     url: str
@@ -747,6 +747,9 @@ class HttpFetch:
     checksum: str = ""
     digest: str = ""
     auth_header: SecretRef | None = None
+    #: `experimentalServiceHost`: the service serving the URL's host (held while downloading;
+    #: provenance, its inputs are not the fetch's).
+    service: ServiceDef | HostServiceDef | None = None
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()

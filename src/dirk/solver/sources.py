@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -91,10 +91,14 @@ class Sources:
         return await self.git.ls_remote(url, self.git_auth(auth, secrets))
 
     async def keyed_http(
-        self, op: HttpFetch, secrets: SecretSource = _no_secrets
+        self,
+        op: HttpFetch,
+        secrets: SecretSource = _no_secrets,
+        hosts: Mapping[str, str] | None = None,
     ) -> tuple[HttpFetch, bool]:
         """`op` with its content digest, and whether that digest is volatile (downloaded now)
-        or fixed (the expected checksum, whose blob is already stored)."""
+        or fixed (the expected checksum, whose blob is already stored). `hosts`: names
+        reached at an address of the caller's (a running service's)."""
         if op.digest:
             return op, False
         if op.checksum and self._blobs.has(op.checksum):
@@ -103,6 +107,7 @@ class Sources:
             op.url,
             auth_header=_secret(secrets, op.auth_header),
             checksum=op.checksum or None,
+            hosts=hosts,
         )
         return attrs.evolve(op, digest=download.digest), not op.checksum
 
@@ -143,7 +148,12 @@ class Sources:
                 )
             )
 
-    async def fetched_file(self, op: HttpFetch, secrets: SecretSource = _no_secrets) -> Snapshot:
+    async def fetched_file(
+        self,
+        op: HttpFetch,
+        secrets: SecretSource = _no_secrets,
+        hosts: Mapping[str, str] | None = None,
+    ) -> Snapshot:
         """A layer holding the stored blob of `op.digest` at /<name>; the blob is downloaded
         again (and must match) if it is gone from the store."""
         if not self._blobs.has(op.digest):
@@ -151,6 +161,7 @@ class Sources:
                 op.url,
                 auth_header=_secret(secrets, op.auth_header),
                 checksum=op.digest,
+                hosts=hosts,
             )
         return await anyio.to_thread.run_sync(self._file_layer, op)
 

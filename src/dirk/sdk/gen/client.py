@@ -177,6 +177,7 @@ class Client(ObjectBase[M]):
         permissions: int | None = None,
         checksum: str | None = None,
         auth_header: Secret[M] | None = None,
+        experimental_service_host: Service[M] | None = None,
     ) -> File[M]:
         """A file downloaded from a URL, cached by its content.
 
@@ -187,6 +188,8 @@ class Client(ObjectBase[M]):
             checksum: The sha256 digest (`sha256:<hex>`) the content must have; a mismatch is an
                 error.
             auth_header: A secret sent as the Authorization header (to the URL's own host only).
+            experimental_service_host: A service started for the download (and held while it runs);
+                the URL's host is reached at the service when it is the service's hostname.
         """
         return cast(
             "File[M]",
@@ -199,6 +202,7 @@ class Client(ObjectBase[M]):
                     ("permissions", permissions, None),
                     ("checksum", checksum, None),
                     ("authHeader", auth_header, None),
+                    ("experimentalServiceHost", experimental_service_host, None),
                 ],
             ),
         )

@@ -3,8 +3,9 @@
 The key covers the content (the sha256 of the bytes), the name and the permissions, never
 the URL: the file is downloaded into the blob store when the key is computed (a volatile
 key), unless a `checksum` names content the store already holds (a fixed key, no download).
-A download that needs a secret header was made by the API already. Running it copies the
-stored blob into a layer, downloading it again only if it is gone.
+A download that needs a secret header or a service (`experimentalServiceHost`) was made by
+the API already. Running it copies the stored blob into a layer, downloading it again only if
+it is gone (starting the service again for that, in the first waiting job's session).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dirk.solver.handlers.base import Handler, Key, Step, Workers
 from dirk.solver.keys import cache_key
 from dirk.solver.ops import HttpFetch
 from dirk.solver.results import OpResult
+from dirk.solver.service_hosts import served_hosts
 
 _DIGESTS_LIMIT = 10_000
 
@@ -39,4 +41,7 @@ class HttpFetchHandler(Handler[HttpFetch]):
         keyed = op if op.digest else self._digests.get(step.key)
         if keyed is None:
             keyed, _ = await sources.keyed_http(op, step.secret)
-        return OpResult(step.key, (await sources.fetched_file(keyed, step.secret),))
+        if keyed.service is None or sources.http.has(keyed.digest):
+            return OpResult(step.key, (await sources.fetched_file(keyed, step.secret),))
+        async with served_hosts(self.workers.services, step.jobs()[0], keyed.service) as hosts:
+            return OpResult(step.key, (await sources.fetched_file(keyed, step.secret, hosts),))

@@ -3,13 +3,16 @@
 A download is verified against the expected checksum while it streams; a mismatch keeps
 nothing. Redirects are followed (a bounded number), sizes are bounded, and an Authorization
 header given by the pipeline is sent to the URL's own host only, never after a redirect to
-another one. Proxies from the environment apply except to loopback hosts.
+another one. Proxies from the environment apply except to loopback hosts and to `hosts`: names
+the caller maps to addresses (a service's hostname to its bridge address), connected to
+directly with the original name in the Host header (and as the TLS server name).
 """
 
 from __future__ import annotations
 
 import posixpath
 import urllib.parse
+from collections.abc import Mapping
 
 import anyio.to_thread
 import attrs
@@ -103,10 +106,16 @@ class HttpSources:
         return self._blobs.has(digest)
 
     async def download(
-        self, url: str, *, auth_header: str = "", checksum: str | None = None
+        self,
+        url: str,
+        *,
+        auth_header: str = "",
+        checksum: str | None = None,
+        hosts: Mapping[str, str] | None = None,
     ) -> Download:
         """Stream `url` into the blob store; with `checksum` ("sha256:<hex>"), anything else
-        is refused and nothing is stored."""
+        is refused and nothing is stored. A host name in `hosts` is reached at its address
+        there instead of being resolved (also after a redirect)."""
         origin = check_url(url)
         current = url
         for _ in range(MAX_REDIRECTS + 1):
@@ -115,16 +124,24 @@ class HttpSources:
             same_host = (parts.scheme, parts.netloc) == (origin.scheme, origin.netloc)
             if auth_header and same_host:
                 headers["Authorization"] = auth_header
-            client = self._client(is_loopback(parts.netloc))
+            target, extensions = current, {}
+            address = (hosts or {}).get((parts.hostname or "").lower())
+            if address is not None:
+                target = _at_address(parts, address)
+                headers["Host"] = parts.netloc.rpartition("@")[2]
+                extensions["sni_hostname"] = parts.hostname or ""
+            client = self._client(address is not None or is_loopback(parts.netloc))
             try:
-                async with client.stream("GET", current, headers=headers) as response:
+                async with client.stream(
+                    "GET", target, headers=headers, extensions=extensions
+                ) as response:
                     if response.is_redirect:
                         location = response.headers.get("location", "")
                         current = urllib.parse.urljoin(current, location)
                         check_url(current)
                         continue
                     self._check_status(response, url)
-                    return await self._store(response, url, checksum)
+                    return await self._store(response, url, checksum, current)
             except httpx.HTTPError as error:
                 reason = f"{type(error).__name__}: {error or 'no answer'}"
                 raise HttpFetchError(
@@ -145,7 +162,9 @@ class HttpSources:
             hint = f"the server answered {response.reason_phrase or 'an error'}"
         raise HttpFetchError(f"cannot download {shown_url(url)}: HTTP {status}: {hint}")
 
-    async def _store(self, response: httpx.Response, url: str, checksum: str | None) -> Download:
+    async def _store(
+        self, response: httpx.Response, url: str, checksum: str | None, final_url: str
+    ) -> Download:
         length = response.headers.get("content-length")
         if length and length.isdigit() and int(length) > self._max_bytes:
             raise HttpFetchError(self._too_large(url))
@@ -162,13 +181,22 @@ class HttpSources:
                     f"({writer.size} bytes downloaded, nothing kept): the file changed on the "
                     "server or the checksum is wrong"
                 ) from None
-            return Download(digest, writer.size, str(response.url))
+            return Download(digest, writer.size, final_url)
 
     def _too_large(self, url: str) -> str:
         return (
             f"{shown_url(url)} is larger than the engine's limit of {self._max_bytes} bytes "
             "for http(): download it inside a container instead"
         )
+
+
+def _at_address(parts: urllib.parse.SplitResult, address: str) -> str:
+    """The URL of `parts` with its host replaced by `address` (credentials and port kept)."""
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    host = f"[{address}]" if ":" in address else address
+    port = f":{parts.port}" if parts.port else ""
+    netloc = f"{userinfo}{at}{host}{port}"
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
 
 
 def check_checksum(checksum: str) -> str:
