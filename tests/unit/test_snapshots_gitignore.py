@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dirk.workers.snapshots.tree import PathFilter, iter_tree
@@ -104,6 +104,23 @@ _PATTERNS = st.sampled_from(
         "a/**/d.log",
         "?.txt",
         "[ab]",
+        "*",
+        "**",
+        "b/",
+        "!b/",
+        "/b",
+        "!a",
+        "**/",
+        "*/",
+        "/*/",
+        "a/**/",
+        "a/*",
+        "*/**",
+        "**/*/**",
+        "**/*/**/",
+        "!b/**",
+        "!d.log/",
+        "a/**/b",
     ]
 )
 
@@ -113,7 +130,9 @@ def _repos(draw: st.DrawFn) -> tuple[list[str], dict[str, list[str]]]:
     files = draw(
         st.lists(st.lists(_NAMES, min_size=1, max_size=3).map("/".join), min_size=1, max_size=8)
     )
-    ignore_dirs = draw(st.lists(st.sampled_from(["", "a", "b", "a/b"]), max_size=3, unique=True))
+    ignore_dirs = draw(
+        st.lists(st.sampled_from(["", "a", "b", "a/b", "d.log", "b/a"]), max_size=3, unique=True)
+    )
     ignores = {d: draw(st.lists(_PATTERNS, min_size=1, max_size=4)) for d in ignore_dirs}
     return files, ignores
 
@@ -153,6 +172,13 @@ def _git_files(root: Path) -> set[str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(repo=_repos())
+# The root's "b/**" does not ignore the directory b itself, so b/.gitignore is read and its
+# "!c.txt" keeps b/c.txt.
+@example(repo=(["a/a", "b/c.txt"], {"": ["b/**"], "b": ["!c.txt"], "a": ["*.log"]}))
+# "[ab]" ignores the directory d.log/a; "!*.log" matches d.log, never what is inside it.
+@example(repo=(["d.log/a/c.txt"], {"": ["[ab]", "!*.log"]}))
+# "a/**/" is the directories inside a, not a itself: a/c.txt stays, a/b/c.txt goes.
+@example(repo=(["a/c.txt", "a/b/c.txt"], {"": ["a/**/"]}))
 def test_gitignore_walk_keeps_the_files_git_keeps(
     tmp_path_factory: pytest.TempPathFactory, repo: tuple[list[str], dict[str, list[str]]]
 ) -> None:

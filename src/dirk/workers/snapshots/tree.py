@@ -14,6 +14,8 @@ from pathlib import Path
 import attrs
 import pathspec
 
+from dirk.workers.snapshots.ignorerules import IgnoreRules
+
 #: The name of the files `gitignore=True` honours, in every directory of the tree.
 GITIGNORE = ".gitignore"
 #: Ignore files larger than this are not rules but an accident; they are read up to here.
@@ -62,7 +64,8 @@ class PathFilter:
     An exclude pattern starting with "!" re-includes what an earlier one excluded, even inside
     an excluded directory (as Docker's .dockerignore and Dagger's exclude do; git cannot): an
     excluded directory is then still entered, and created only if something in it is copied.
-    `.gitignore` files (`gitignore=True`) keep git's rule: an ignored directory is not entered.
+    `.gitignore` files (`gitignore=True`) keep git's rules (see `ignorerules`): each pattern
+    matches a path itself, never what is below it, and an ignored directory is not entered.
     """
 
     def __init__(
@@ -93,13 +96,14 @@ class _IgnoreFile:
     """The rules of one .gitignore file, for the entries below `prefix` ("" or "dir/")."""
 
     prefix: str
-    spec: pathspec.GitIgnoreSpec
+    rules: IgnoreRules
 
 
 def _ignored(rules: Sequence[_IgnoreFile], rel: str, is_dir: bool) -> bool:
-    """git's answer: the deepest .gitignore with a matching pattern decides."""
+    """git's answer: the deepest .gitignore with a pattern that matches `rel` itself decides,
+    and in it the last such pattern. The walk asks before it enters a directory."""
     for rule in reversed(rules):
-        verdict = _verdict(rule.spec, rel[len(rule.prefix) :], is_dir)
+        verdict = rule.rules.verdict(rel[len(rule.prefix) :], is_dir)
         if verdict is not None:
             return verdict
     return False
@@ -201,7 +205,7 @@ def _with_ignore_file(
         if de.name == GITIGNORE and de.is_file(follow_symlinks=False):
             if watch is not None:
                 watch.append((de.path, de.stat(follow_symlinks=False)))
-            spec = _spec(read_ignore_file(de.path))
-            if spec is not None:
-                return [*rules, _IgnoreFile(prefix, spec)]
+            ignore_rules = IgnoreRules(read_ignore_file(de.path))
+            if not ignore_rules.empty:
+                return [*rules, _IgnoreFile(prefix, ignore_rules)]
     return rules
