@@ -298,12 +298,15 @@ async def test_unknown_and_wrong_type_ids_are_clear_errors(api: Api, tmp_path: P
 
 
 async def test_fields_without_a_resolver_say_so(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    import graphql
+
     import dirk.api.schema as schema_module
+    from dirk.schema import load_sdl
 
     from . import api_fakes
 
-    sdl = schema_module.load_sdl() + "\nextend type Container { noResolver(name: String!): Void }"
-    monkeypatch.setattr(schema_module, "load_sdl", lambda: sdl)
+    sdl = load_sdl() + "\nextend type Container { noResolver(name: String!): Void }"
+    monkeypatch.setattr(schema_module, "load_schema", lambda: graphql.build_schema(sdl))
     monkeypatch.setattr(api_fakes, "_SCHEMA", None)
     result = await api.run('{ container { noResolver(name: "x") } }')
     assert result.errors

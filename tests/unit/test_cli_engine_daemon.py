@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import ssl
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ import attrs
 import pytest
 
 from dirk.engine import daemon as daemon_module
-from dirk.engine.daemon import serve
+from dirk.engine.daemon import StartupCollector, serve
 from dirk.errors import EngineAlreadyRunningError, StateError
 
 from .wire_standin import Daemon, basic
@@ -130,3 +134,71 @@ async def test_signal_during_start_up_stops_without_serving(tmp_path: Path) -> N
     assert daemon.engines[0].events == ["start", "aclose"]
     assert not (daemon.root / "engine.json").exists()
     assert not (daemon.root / "engine.sock").exists()
+
+
+async def test_its_own_process_collects_no_cycles_until_published(tmp_path: Path) -> None:
+    daemon = Daemon(tmp_path / "state")
+    components = daemon.components()
+    seen: list[bool] = []
+
+    def make_engine(root: Path) -> Any:
+        seen.append(gc.isenabled())
+        return components.make_engine(root)
+
+    daemon.components = lambda: attrs.evolve(components, make_engine=make_engine)  # type: ignore[method-assign]
+    frozen = gc.get_freeze_count()
+    try:
+        await daemon.start(own_process=True)
+        assert seen == [False]  # paused while starting
+        assert gc.isenabled()  # published: collecting again, start-up's objects frozen
+        assert gc.get_freeze_count() > frozen
+    finally:
+        await daemon.aclose()
+        gc.unfreeze()
+    assert gc.isenabled()
+
+
+async def test_a_daemon_sharing_its_process_leaves_the_collector_alone(daemon: Daemon) -> None:
+    frozen = gc.get_freeze_count()
+    await daemon.start()
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+async def test_a_failed_start_collects_again_with_nothing_frozen(tmp_path: Path) -> None:
+    def broken_engine(root: Path) -> Any:
+        assert not gc.isenabled()
+        raise StateError("cannot open the database")
+
+    daemon = Daemon(tmp_path / "state")
+    broken = attrs.evolve(daemon.components(), make_engine=broken_engine)
+    frozen = gc.get_freeze_count()
+    with pytest.raises(StateError, match="database"):
+        await serve(daemon.root, 0, components=broken, stop=daemon.stop, own_process=True)
+    assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_a_collector_already_off_is_left_off() -> None:
+    gc.disable()
+    try:
+        collector = StartupCollector()
+        collector.started()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_aiohttp_is_imported_without_loading_cas_into_its_client_contexts() -> None:
+    """Its client's default contexts get no CA (the engine never uses them: a verified one
+    would refuse every certificate); every other context is made as always."""
+    code = (
+        "import ssl\n"
+        "from dirk.engine.daemon import import_aiohttp_server\n"
+        "import_aiohttp_server()\n"
+        "import aiohttp.web, aiohttp.connector as c\n"
+        "assert c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'] == 0\n"
+        "assert c._SSL_CONTEXT_VERIFIED.verify_mode == ssl.CERT_REQUIRED\n"
+        "assert ssl.create_default_context().cert_store_stats()['x509_ca'] > 0\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(daemon_module.__file__).parents[2])}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    assert ssl.create_default_context().cert_store_stats()["x509_ca"] > 0

@@ -77,3 +77,19 @@ def test_the_cli_run_entry_imports_neither_the_engine_nor_the_generated_classes(
     assert not any(name.startswith(("dirk.engine", "dirk.api", "dirk.solver")) for name in loaded)
     assert not any(name.startswith(("dirk.workers", "dirk.sdk.gen")) for name in loaded)
     assert _tops(loaded) & {"aiohttp", "graphql", "httpx", "rich", "asyncio", "anyio"} == set()
+
+
+def test_the_engine_loads_pathspec_only_for_filters() -> None:
+    """Everything the daemon imports to serve: pathspec (a tenth of it) waits for the first
+    include/exclude pattern, .gitignore or search glob."""
+    loaded = _loaded(
+        "import dirk.cli.main, dirk.cli.engine_cmd, dirk.engine.daemon, dirk.engine.core\n"
+        "import dirk.api, dirk.wire.server, dirk.engine.sessions\n"
+        "dirk.api.build_schema()\n"
+    )
+    assert "dirk.workers.snapshots.tree" in loaded
+    assert "pathspec" not in _tops(loaded)
+    filtered = _loaded(
+        "from dirk.workers.snapshots.tree import PathFilter\nPathFilter(['*.py'], [])\n"
+    )
+    assert "pathspec" in _tops(filtered)

@@ -154,9 +154,15 @@ class Daemon:
             make_context=lambda engine, session: {"session": session, "engine": engine},
         )
 
-    async def start(self, port: int = 0) -> dict[str, Any]:
+    async def start(self, port: int = 0, *, own_process: bool = False) -> dict[str, Any]:
         self.task = asyncio.create_task(
-            serve(self.root, port, components=self.components(), stop=self.stop)
+            serve(
+                self.root,
+                port,
+                components=self.components(),
+                stop=self.stop,
+                own_process=own_process,
+            )
         )
         info = self.root / "engine.json"
         for _ in range(500):

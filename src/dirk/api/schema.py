@@ -12,7 +12,6 @@ import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
-import graphql
 from graphql import (
     GraphQLField,
     GraphQLFieldResolver,
@@ -61,15 +60,15 @@ from dirk.api.table import LEAF_LIMIT
 from dirk.api.validate import check_arguments
 from dirk.api.values import Handle, QueryRoot
 from dirk.errors import InvalidArgumentError, NotSupportedError
-from dirk.schema import load_sdl
+from dirk.schema import load_schema
 
 Resolver = GraphQLFieldResolver
 _LOAD_FROM_ID = re.compile(r"^load([A-Za-z]+)FromID$")
 
 
 def build_schema() -> GraphQLSchema:
-    """The SDL of `dirk.schema` with dirk's resolvers attached."""
-    schema = graphql.build_schema(load_sdl())
+    """The schema of `dirk.schema` with dirk's resolvers attached."""
+    schema = load_schema()
     for named in schema.type_map.values():
         if named.name.startswith("__"):
             continue

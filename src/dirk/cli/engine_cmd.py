@@ -65,7 +65,7 @@ def engine(ctx: click.Context, state_dir: Path | None, port: int) -> None:
     from dirk.engine.daemon import serve
 
     try:
-        asyncio.run(serve(state_dir.absolute() if state_dir else None, port))
+        asyncio.run(serve(state_dir.absolute() if state_dir else None, port, own_process=True))
     except DirkError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
+import gc
 import grp
 import json
 import logging
@@ -22,6 +23,9 @@ import os
 import secrets
 import signal
 import socket
+import ssl
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,10 +118,27 @@ async def serve(
     *,
     components: Components | None = None,
     stop: asyncio.Event | None = None,
+    own_process: bool = False,
 ) -> None:
-    """Run the engine daemon until SIGTERM/SIGINT (or until `stop` is set, for tests)."""
+    """Run the engine daemon until SIGTERM/SIGINT (or until `stop` is set, for tests).
+    `own_process`: the engine is all this process runs (`dirk engine`), so its start-up may
+    pause and freeze the cycle collector (`StartupCollector`)."""
     root = state_dir or default_state_dir()
     return_large_frees_to_the_system()
+    collector = StartupCollector(own_process)
+    try:
+        await _serve(root, port, components, stop, collector)
+    finally:
+        collector.resume()
+
+
+async def _serve(
+    root: Path,
+    port: int,
+    components: Components | None,
+    stop: asyncio.Event | None,
+    collector: StartupCollector,
+) -> None:
     if stop is None:
         stop = asyncio.Event()
         _install_signal_handlers(stop)
@@ -129,14 +150,20 @@ async def serve(
     try:
         sentinel = start_sentinel(root, lock_fd)
         try:
-            await _serve_locked(root, port, components or default_components(), stop)
+            await _serve_locked(root, port, components or default_components(), stop, collector)
         finally:
             sentinel.stop()
     finally:
         os.close(lock_fd)
 
 
-async def _serve_locked(root: Path, port: int, components: Components, stop: asyncio.Event) -> None:
+async def _serve_locked(
+    root: Path,
+    port: int,
+    components: Components,
+    stop: asyncio.Event,
+    collector: StartupCollector,
+) -> None:
     info_path = root / ENGINE_JSON
     sock_path = root / SOCKET_NAME
     info_path.unlink(missing_ok=True)  # left by an engine that was killed
@@ -157,7 +184,9 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
                 schema = await loading
             if not stop.is_set():  # a signal while starting: never publish an engine that stops
                 open_to_group(root, group)  # after the engine made its state private again
-                await _serve_started(engine, schema, components, tcp, unix, info_path, stop)
+                await _serve_started(
+                    engine, schema, components, tcp, unix, info_path, stop, collector
+                )
         finally:
             try:
                 await engine.aclose()
@@ -166,9 +195,37 @@ async def _serve_locked(root: Path, port: int, components: Components, stop: asy
 
 
 def _load_server(components: Components) -> GraphQLSchema:
-    import aiohttp.web  # noqa: F401  (imported here for its cost, used by _serve_started)
-
+    import_aiohttp_server()
     return components.build_schema()
+
+
+def import_aiohttp_server() -> None:
+    """Imports `aiohttp.web` (for its cost, used by `_serve_started`) without aiohttp's
+    client loading the system's CA store.
+
+    aiohttp's package imports its client, which makes two default TLS contexts at import and
+    loads every CA certificate into both: about a tenth of the engine's cold start, holding
+    the GIL. The engine serves with aiohttp and never makes a request with aiohttp's client
+    (registries and downloads go through httpx, with their own contexts), so the loads are
+    skipped in this thread while it imports aiohttp. A verified context without CAs fails
+    every handshake: were the engine ever to use aiohttp's default client context, it would
+    refuse, never accept, a server's certificate."""
+    if "aiohttp" in sys.modules:
+        import aiohttp.web
+
+        return
+    real = ssl.SSLContext.set_default_verify_paths
+    importer = threading.get_ident()
+
+    def set_default_verify_paths(context: ssl.SSLContext) -> None:
+        if threading.get_ident() != importer:
+            real(context)
+
+    ssl.SSLContext.set_default_verify_paths = set_default_verify_paths  # type: ignore[method-assign,assignment]
+    try:
+        import aiohttp.web  # noqa: F401
+    finally:
+        ssl.SSLContext.set_default_verify_paths = real  # type: ignore[method-assign]
 
 
 async def _serve_started(
@@ -179,6 +236,7 @@ async def _serve_started(
     unix: socket.socket,
     info_path: Path,
     stop: asyncio.Event,
+    collector: StartupCollector,
 ) -> None:
     from aiohttp import web
 
@@ -208,6 +266,7 @@ async def _serve_started(
             version=version,
             admin_token=server.admin_token,
         ).write(info_path)
+        collector.started()
         log.info(
             "dirk engine %s (pid %d) serving on 127.0.0.1:%d and %s",
             version,
@@ -220,6 +279,34 @@ async def _serve_started(
     finally:
         info_path.unlink(missing_ok=True)
         await runner.cleanup()  # stops listening, ends sessions, waits for answers
+
+
+class StartupCollector:
+    """Keeps the cycle collector off while the engine starts, then out of what start-up made.
+
+    Start-up creates some hundred thousand objects that live as long as the engine (modules,
+    classes, the schema); each full collection meanwhile walks all of them, a tenth of the
+    cold start. So collection is paused until the engine is published, and what exists then
+    is frozen (`gc.freeze`): later collections never walk it again. The price: the cycles
+    start-up left (about 2 MB, mostly temporary classes) are never freed."""
+
+    def __init__(self, active: bool = True) -> None:
+        self._paused = active and gc.isenabled()
+        if self._paused:
+            gc.disable()
+
+    def started(self) -> None:
+        """The engine serves: freeze what start-up made, collect again from here on."""
+        if self._paused:
+            self._paused = False
+            gc.freeze()
+            gc.enable()
+
+    def resume(self) -> None:
+        """Start-up failed or ended: collect again (nothing frozen)."""
+        if self._paused:
+            self._paused = False
+            gc.enable()
 
 
 def _lock_state_dir(root: Path) -> int:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from enum import Enum, auto
+from typing import TYPE_CHECKING
 
 import attrs
-import pathspec
-from pathspec.patterns.gitignore import GitIgnorePatternError
-from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
+
+if TYPE_CHECKING:
+    from pathspec.patterns.gitignore.spec import GitIgnoreSpecPattern
 
 #: The regex group pathspec uses for the "/" after a directory's name.
 _DIR_MARK = "(?P<ps_d>/)"
@@ -87,6 +88,10 @@ def _form(pattern: str, regex: str) -> tuple[_Form, str]:
 def _patterns(lines: Sequence[str]) -> list[GitIgnoreSpecPattern]:
     """The parsed patterns; a line pathspec cannot parse ("!", "a\\") is skipped, as git
     skips it, rather than failing the walk."""
+    # Imported here: pathspec is a tenth of the engine's start, and most walks have no rules.
+    import pathspec
+    from pathspec.patterns.gitignore import GitIgnorePatternError
+
     lines = [line for line in lines if line.strip()]
     try:
         return list(pathspec.GitIgnoreSpec.from_lines(lines).patterns)

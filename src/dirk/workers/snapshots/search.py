@@ -14,7 +14,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
-import pathspec
 
 from dirk.errors import InvalidArgumentError, SnapshotPathError
 from dirk.workers.snapshots.paths import join
@@ -174,6 +173,8 @@ class _Globs:
     """ripgrep's --glob: gitignore-style globs selecting files; "!glob" leaves files out."""
 
     def __init__(self, globs: Sequence[str]) -> None:
+        import pathspec  # only searches with globs need it (see `tree._spec`)
+
         self._spec = pathspec.GitIgnoreSpec.from_lines(globs) if globs else None
         self._positive = any(not g.startswith("!") for g in globs)
 
