@@ -26,6 +26,7 @@ NOT_IN_SDK = {
     "attrs",
     "click",
     "graphql",
+    "h11",
     "httpcore",
     "httpx",
     "pygments",
