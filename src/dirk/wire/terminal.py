@@ -24,7 +24,8 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from aiohttp.web import WSMsgType
 
 from dirk.errors import TerminalError
 from dirk.wire.errors import error_body
