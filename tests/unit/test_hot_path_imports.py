@@ -29,6 +29,7 @@ NOT_IN_SDK = {
     "h11",
     "httpcore",
     "httpx",
+    "logging",
     "pygments",
     "rich",
     "sniffio",

@@ -15,7 +15,6 @@ ends the session when the kernel closes it.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import time
@@ -40,6 +39,8 @@ from dirk.wire.client import EngineAddress, GraphQLClient, SessionAttachment
 from dirk.wire.driver import ANYIO, BLOCKING, IO, drive
 
 if TYPE_CHECKING:
+    import logging
+
     import httpx
     from anyio.from_thread import BlockingPortal
 
@@ -47,7 +48,14 @@ if TYPE_CHECKING:
     from dirk.progress.watch import Watch
     from dirk.sdk.terminal import TerminalAttacher
 
-log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    """This module's logger; `logging` is imported only when something is logged (it is a
+    tenth of a cached pipeline program's imports)."""
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 #: Seconds the end of a session waits for its last step events to reach the progress views.
 PROGRESS_DRAIN_S = 5.0
@@ -97,7 +105,7 @@ async def _watch_progress(config: Config, session: SessionInfo, io: IO) -> Watch
     try:
         return await watch_events(address, session.token, views, io=io)
     except ClientConnectionError as exc:
-        log.warning("no progress view: %s", exc)
+        _log().warning("no progress view: %s", exc)
         return None
 
 

@@ -20,13 +20,12 @@ import contextlib
 import dataclasses
 import fcntl
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from dirk.errors import ClientConnectionError, DirkError, ProvisionError
 from dirk.state.location import STATE_DIR_ENV, default_state_dir
@@ -40,7 +39,17 @@ from dirk.wire.client import (
 )
 from dirk.wire.driver import ANYIO, IO
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """This module's logger; `logging` is imported only when something is logged (it is a
+    tenth of a cached pipeline program's imports)."""
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 SESSION_PORT_ENV = "DAGGER_SESSION_PORT"
 SESSION_TOKEN_ENV = "DAGGER_SESSION_TOKEN"
@@ -386,4 +395,4 @@ async def held_session(
             try:
                 await close_session(info, attachment)
             except DirkError as exc:  # the session ends with the attach connection anyway
-                log.warning("could not end the session: %s", exc)
+                _log().warning("could not end the session: %s", exc)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import logging
 import socket
 import threading
 from collections.abc import Mapping, Sequence
@@ -32,6 +31,7 @@ from dirk.wire.codes import EXEC_ERROR, error_from_wire
 from dirk.wire.driver import ANYIO, IO, drive
 
 if TYPE_CHECKING:
+    import logging
     import ssl
 
     import httpx
@@ -45,7 +45,14 @@ MAX_CONNECTIONS = 100
 #: The first line of an attach stream: the engine counts the attach before sending it.
 ATTACHED_LINE = '{"attached":true}'
 
-log = logging.getLogger(__name__)
+
+def _log() -> logging.Logger:
+    """This module's logger; `logging` is imported only when something is logged (it is a
+    tenth of a cached pipeline program's imports)."""
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 CLOSED_MESSAGE = (
     "the connection to the dirk engine is closed: use dirk objects only inside "
@@ -338,7 +345,7 @@ class SessionAttachment:
             if not self._ready.is_set():
                 self._error = _unreachable(self.address, exc)
             elif not self._closing:
-                log.debug("the attach connection to %s broke: %s", self.address, exc)
+                _log().debug("the attach connection to %s broke: %s", self.address, exc)
         finally:
             self._ready.set()
 
@@ -380,7 +387,7 @@ class SessionAttachment:
         if first is None and not self._closing:
             raise http.ProtocolError("the engine ended the attach stream before confirming it")
         if not self._closing:
-            log.debug("the dirk engine at %s ended the session's attach stream", self.address)
+            _log().debug("the dirk engine at %s ended the session's attach stream", self.address)
 
 
 def _attach_refused(response: http.Response, address: EngineAddress) -> ClientConnectionError:
