@@ -47,6 +47,10 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import DiffStat as DiffStat
     from dirk.sdk.gen import DiffStatKind as DiffStatKind
     from dirk.sdk.gen import Directory as Directory
+    from dirk.sdk.gen import Engine as Engine
+    from dirk.sdk.gen import EngineCache as EngineCache
+    from dirk.sdk.gen import EngineCacheEntry as EngineCacheEntry
+    from dirk.sdk.gen import EngineCacheEntrySet as EngineCacheEntrySet
     from dirk.sdk.gen import EnvFile as EnvFile
     from dirk.sdk.gen import EnvVariable as EnvVariable
     from dirk.sdk.gen import Error as Error
@@ -114,6 +118,10 @@ _EXPORTS = {
             "DiffStat",
             "DiffStatKind",
             "Directory",
+            "Engine",
+            "EngineCache",
+            "EngineCacheEntry",
+            "EngineCacheEntrySet",
             "EnvFile",
             "EnvVariable",
             "Error",

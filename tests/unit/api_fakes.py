@@ -13,6 +13,7 @@ from graphql import ExecutionResult, GraphQLSchema, graphql
 from dirk.api import RequestContext, build_schema
 from dirk.errors import ExecError
 from dirk.solver.job import EventSink, Job, discard_events
+from dirk.solver.leases import Leases
 from dirk.solver.ops import Exec, Op, Ref
 from dirk.solver.terminal import TerminalRequest, Terminals
 from dirk.state.layout import StateLayout
@@ -60,6 +61,7 @@ class FakeSolver:
     #: (exec, request) of each `interactive` run (Container.terminal), in order
     terminals: list[tuple[Exec, TerminalRequest]] = attrs.Factory(list)
     _memo: dict[Op, asyncio.Future[FakeResult]] = attrs.Factory(dict)
+    leases: Leases = attrs.Factory(Leases)
 
     async def resolve_image(
         self, job: Job, reference: str, platform: str = "linux/amd64"
@@ -145,6 +147,10 @@ class FakeSession:
     explain: bool = False
     terminals: Terminals | None = None
     engine_port: int = 0
+    cleanups: list[Any] = attrs.Factory(list)
+
+    def add_cleanup(self, cleanup: Any) -> None:
+        self.cleanups.append(cleanup)
 
 
 _SCHEMA: GraphQLSchema | None = None

@@ -11,6 +11,7 @@ from typing import Literal
 
 import attrs
 
+from dirk.solver.gc_plan import CacheEntry
 from dirk.solver.ops import (
     AnyService,
     Exec,
@@ -271,6 +272,21 @@ class Socket:
 
 
 @attrs.frozen
+class EngineRoot:
+    """`Query.engine` (and `Engine.localCache`): the engine the session runs on, which holds
+    no value of its own; `cache` tells the cache apart."""
+
+    cache: bool = False
+
+
+@attrs.frozen
+class CacheEntrySet:
+    """Entries of the engine's cache as read at one moment, the largest first."""
+
+    entries: tuple[CacheEntry, ...]
+
+
+@attrs.frozen
 class QueryRoot:
     """The `Query` object itself, for `Query.id` and loading that ID back."""
 
@@ -312,6 +328,9 @@ Value = (
     | Socket
     | Service
     | JSONValue
+    | EngineRoot
+    | CacheEntrySet
+    | CacheEntry
     | QueryRoot
 )
 

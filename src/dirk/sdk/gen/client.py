@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.diff_stat import DiffStat
     from dirk.sdk.gen.directory import Directory
+    from dirk.sdk.gen.engine import Engine
+    from dirk.sdk.gen.engine_cache import EngineCache
+    from dirk.sdk.gen.engine_cache_entry import EngineCacheEntry
+    from dirk.sdk.gen.engine_cache_entry_set import EngineCacheEntrySet
     from dirk.sdk.gen.env_file import EnvFile
     from dirk.sdk.gen.env_variable import EnvVariable
     from dirk.sdk.gen.error import Error
@@ -61,6 +65,10 @@ class Client(ObjectBase[M]):
     def host(self) -> Host[M]:
         """The host the session was started from (its working directory)."""
         return cast("Host[M]", self._select("host", "Host", []))
+
+    def engine(self) -> Engine[M]:
+        """The engine this session runs on: its name and its cache."""
+        return cast("Engine[M]", self._select("engine", "Engine", []))
 
     def cache_volume(
         self,
@@ -409,6 +417,49 @@ class Client(ObjectBase[M]):
         """
         return cast(
             "DiffStat[M]", self._select("loadDiffStatFromID", "DiffStat", [("id", id, REQUIRED)])
+        )
+
+    def load_engine_from_id(self, id: str) -> Engine[M]:
+        """The engine, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast("Engine[M]", self._select("loadEngineFromID", "Engine", [("id", id, REQUIRED)]))
+
+    def load_engine_cache_from_id(self, id: str) -> EngineCache[M]:
+        """The engine's cache, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EngineCache[M]",
+            self._select("loadEngineCacheFromID", "EngineCache", [("id", id, REQUIRED)]),
+        )
+
+    def load_engine_cache_entry_from_id(self, id: str) -> EngineCacheEntry[M]:
+        """A cache entry, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EngineCacheEntry[M]",
+            self._select("loadEngineCacheEntryFromID", "EngineCacheEntry", [("id", id, REQUIRED)]),
+        )
+
+    def load_engine_cache_entry_set_from_id(self, id: str) -> EngineCacheEntrySet[M]:
+        """A set of cache entries, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EngineCacheEntrySet[M]",
+            self._select(
+                "loadEngineCacheEntrySetFromID", "EngineCacheEntrySet", [("id", id, REQUIRED)]
+            ),
         )
 
     def load_env_file_from_id(self, id: str) -> EnvFile[M]:

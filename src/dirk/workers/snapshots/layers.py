@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,16 +47,29 @@ class LayerStore:
     def __init__(self, layout: StateLayout, db: Database) -> None:
         self.layout = layout
         self.db = db
+        #: Layers found by source (`by_source`) since the solver was last idle: a step may
+        #: be about to name them in its result, so the garbage collector keeps them.
+        self.handed_out: set[str] = set()
+        #: Layers the garbage collector is removing: no lookup finds them any more.
+        self.dying: set[str] = set()
 
     def path(self, layer_id: str) -> Path:
         return self.layout.layers / layer_id
 
+    def exists(self, layer_id: str) -> bool:
+        """Whether layer `layer_id` is there to use (not gone, not being collected)."""
+        return layer_id not in self.dying and self.path(layer_id).is_dir()
+
     def by_source(self, source: str) -> str | None:
         """The layer made from `source` (e.g. an image layer digest), if it exists."""
         layer_id = self.db.layer_by_source(source)
+        if layer_id in self.dying:
+            return None
         if layer_id is not None and not self.path(layer_id).is_dir():
             self.db.remove_layer(layer_id)
             return None
+        if layer_id is not None:
+            self.handed_out.add(layer_id)
         return layer_id
 
     @contextmanager
@@ -77,6 +91,11 @@ class LayerStore:
         os.replace(directory, self.path(layer_id))
         self.db.add_layer(layer_id, source, 0)
 
+    def measure(self, layer_id: str) -> int:
+        """The disk space layer `layer_id` takes, in bytes (blocks allocated, each inode
+        counted once)."""
+        return disk_usage(self.path(layer_id))
+
     def collect_garbage(self) -> int:
         """Remove layer directories that no database row names (left by a crash). Returns count."""
         known = self.db.layer_ids()
@@ -86,3 +105,28 @@ class LayerStore:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated below `root` (st_blocks, each inode once, symlinks not followed);
+    0 when it does not exist."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [str(root)]
+    while stack:
+        path = stack.pop()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        total += st.st_blocks * 512
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(path) as entries:
+                    stack.extend(entry.path for entry in entries)
+            except OSError:
+                continue
+    return total
