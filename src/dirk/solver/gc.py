@@ -47,7 +47,7 @@ from dirk.solver.gc_plan import (
 )
 from dirk.solver.gc_policy import CachePolicy, human_duration, human_size
 from dirk.solver.volumes import volume_dir_name, volume_name
-from dirk.workers.snapshots.layers import disk_usage
+from dirk.workers.snapshots.layers import disk_usage, remove_trees
 
 if TYPE_CHECKING:
     from dirk.solver.solver import Solver
@@ -102,8 +102,8 @@ class GarbageCollector:
 
     async def entries(self) -> list[CacheEntry]:
         """Every entry of the cache, with whether a live session uses it."""
-        index = await anyio.to_thread.run_sync(self._index)
-        return index.entries(self._held(time.monotonic()))
+        held = self._held(time.monotonic())
+        return await anyio.to_thread.run_sync(lambda: self._index().entries(held))
 
     def _held(self, since: float) -> Held:
         leases = self._solver.leases.held_since(since)
@@ -114,7 +114,7 @@ class GarbageCollector:
     def _index(self) -> CacheIndex:
         """Blocking: read the database and measure what is not measured yet."""
         layers = self._db.layer_rows()
-        unmeasured = {row.id: self._layers.measure(row.id) for row in layers if row.size <= 0}
+        unmeasured = self._layers.measure(row.id for row in layers if row.size <= 0)
         if unmeasured:
             self._db.set_layer_sizes(unmeasured)
         layer_blobs: dict[str, list[str]] = {}
@@ -160,15 +160,13 @@ class GarbageCollector:
             since = time.monotonic()
             if self._solver.idle:
                 self._layers.handed_out.clear()
-            index = await anyio.to_thread.run_sync(self._index)
-            chosen = plan(
-                index,
-                self._held(since),
-                request,
-                await anyio.to_thread.run_sync(self.disk),
-                time.time(),
-                idle=self._solver.idle,
-            )
+            held = self._held(since)
+            idle = self._solver.idle
+
+            def decide() -> Plan:  # a worker thread: reading and planning take a while
+                return plan(self._index(), held, request, self.disk(), time.time(), idle=idle)
+
+            chosen = await anyio.to_thread.run_sync(decide)
             if chosen.empty:
                 return PruneReport(0, 0, chosen.cause)
             committed = await self._commit(chosen, since)
@@ -196,15 +194,16 @@ class GarbageCollector:
         # Step 2: the database, then the files.
         try:
             await anyio.to_thread.run_sync(
-                self._forget_and_move, list(rows), list(layers), list(blobs), trash
+                self._forget_and_remove, list(rows), list(layers), list(blobs)
             )
         finally:
             self._layers.dying -= layers
         self._solver.sweep_memo()
-        await anyio.to_thread.run_sync(shutil.rmtree, trash, True)
+        await anyio.to_thread.run_sync(remove_trees, [str(trash)])
         done = attrs.evolve(chosen, rows=rows, layers=layers, volumes=volumes, blobs=blobs)
-        evictions = tuple(e for e in chosen.evictions if not e.kept_by(done))
-        freed = chosen.freed - sum(e.entry.size for e in chosen.evictions if e.kept_by(done))
+        removed = done.removed
+        evictions = tuple(e for e in chosen.evictions if not e.kept_by(removed))
+        freed = chosen.freed - sum(e.entry.size for e in chosen.evictions if e.kept_by(removed))
         return attrs.evolve(done, evictions=evictions, freed=max(0, freed))
 
     def _row_layers(self, key: str) -> Iterable[str]:
@@ -213,12 +212,9 @@ class GarbageCollector:
             return []
         return row_info(key, str(rows[0][0]), 0.0, 0.0, "", "", {}).layers
 
-    def _forget_and_move(
-        self, rows: list[str], layers: list[str], blobs: list[str], trash: Path
-    ) -> None:
+    def _forget_and_remove(self, rows: list[str], layers: list[str], blobs: list[str]) -> None:
         self._db.forget(rows, layers, blobs)
-        for layer in layers:
-            _move(self._layers.path(layer), trash / f"l-{layer}")
+        self._layers.remove(layers)
 
     # --- background -----------------------------------------------------------------------
 

@@ -212,9 +212,10 @@ class Eviction:
     #: What goes: the row's key, the layer's id, the blob's digest or the volume's folder.
     handle: str
 
-    def kept_by(self, done: Plan) -> bool:
-        """Whether `done` (a plan cut down at commit) no longer removes this entry."""
-        return self.handle not in (done.rows | done.layers | done.blobs | done.volumes)
+    def kept_by(self, removed: frozenset[str]) -> bool:
+        """Whether this entry stays, given everything a plan cut down at commit removes
+        (`Plan.removed`)."""
+        return self.handle not in removed
 
 
 @attrs.frozen
@@ -229,6 +230,11 @@ class Plan:
     freed: int = 0
     #: Why the collection ran (the policy limit passed), for the log.
     cause: str = ""
+
+    @property
+    def removed(self) -> frozenset[str]:
+        """Every handle the plan removes (row keys, layer ids, digests, volume folders)."""
+        return self.rows | self.layers | self.blobs | self.volumes
 
     @property
     def empty(self) -> bool:
