@@ -3,6 +3,7 @@ the solver job of this request (the session's secret store and event sink)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,9 +71,12 @@ class RequestContext:
             return lease
         leases = self.solver.leases
         lease = self.session.state[_LEASE] = leases.open(self.session.token)
+        engine = self.engine
 
         async def release() -> None:
             leases.release(lease)
+            with contextlib.suppress(RuntimeError):  # an in-process engine already closed
+                await engine.gc.touch(lease.keys)
 
         self.session.add_cleanup(release)
         return lease

@@ -152,6 +152,13 @@ class GarbageCollector:
             )
         return index
 
+    async def touch(self, keys: Iterable[str]) -> None:
+        """Record that a session used these results (a session's memo hits never reach the
+        database otherwise, and least recently used must mean used, not loaded)."""
+        used = list(keys)
+        if used:
+            await anyio.to_thread.run_sync(self._db.cache_touch, used, time.time())
+
     # --- collecting -----------------------------------------------------------------------
 
     async def prune(self, request: Request) -> PruneReport:

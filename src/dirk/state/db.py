@@ -180,6 +180,14 @@ class Database:
             (key, json.dumps(result, sort_keys=True), now, now, kind, description),
         )
 
+    def cache_touch(self, keys: Sequence[str], when: float) -> None:
+        """Mark rows as used at `when` (results a session took from the solver's memory)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE cache SET last_used = ? WHERE key = ? AND last_used < ?",
+                [(when, key, when) for key in keys],
+            )
+
     def cache_delete(self, key: str) -> None:
         self.execute("DELETE FROM cache WHERE key = ?", (key,))
 
