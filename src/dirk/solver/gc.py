@@ -41,6 +41,7 @@ from dirk.solver.gc_plan import (
     LayerInfo,
     Plan,
     Request,
+    RowInfo,
     VolumeInfo,
     plan,
     row_info,
@@ -184,12 +185,16 @@ class GarbageCollector:
         # Step 1, without awaiting: nothing a session takes from now on can be removed.
         held = self._held(since)
         idle = self._solver.idle
-        kept_rows = chosen.rows & held.keys
-        rows = chosen.rows - kept_rows
-        kept_layers = held.layers | {layer for key in kept_rows for layer in self._row_layers(key)}
+        kept_rows = [row for key in chosen.rows & held.keys if (row := self._row(key))]
+        rows = chosen.rows - held.keys
+        kept_layers = held.layers | {layer for row in kept_rows for layer in row.layers}
         layers = chosen.layers - kept_layers
         volumes = chosen.volumes - held.volumes
-        blobs = chosen.blobs if idle else frozenset()
+        # What stays keeps its files: the output blobs of kept rows, the blobs of kept layers.
+        kept_blobs = {digest for row in kept_rows for digest in row.blobs}
+        for layer in chosen.layers & kept_layers:
+            kept_blobs.update(blob[1] for blob in self._db.layer_blobs(layer))
+        blobs = chosen.blobs - kept_blobs if idle else frozenset()
         self._layers.dying |= layers
         self._solver.forget(list(rows), list(layers))
         trash = self._layout.tmp / f"gc-{os.getpid()}-{time.monotonic_ns()}"
@@ -213,11 +218,11 @@ class GarbageCollector:
         freed = chosen.freed - sum(e.entry.size for e in chosen.evictions if e.kept_by(removed))
         return attrs.evolve(done, evictions=evictions, freed=max(0, freed))
 
-    def _row_layers(self, key: str) -> Iterable[str]:
+    def _row(self, key: str) -> RowInfo | None:
         rows = self._db.execute("SELECT result FROM cache WHERE key = ?", (key,))
         if not rows:
-            return []
-        return row_info(key, str(rows[0][0]), 0.0, 0.0, "", "", {}).layers
+            return None
+        return row_info(key, str(rows[0][0]), 0.0, 0.0, "", "", {})
 
     def _forget_and_remove(self, rows: list[str], layers: list[str], blobs: list[str]) -> None:
         self._db.forget(rows, layers, blobs)

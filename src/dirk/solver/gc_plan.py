@@ -263,6 +263,14 @@ class _Planner:
         self.held = held
         self.idle = idle
         self.refs = index.references()
+        # Blobs are content-addressed: two rows (or layers) may name one blob file.
+        self.blob_refs: dict[str, int] = {}
+        for named in (
+            *(row.blobs for row in index.rows.values()),
+            *(layer.blobs for layer in index.layers.values()),
+        ):
+            for digest in named:
+                self.blob_refs[digest] = self.blob_refs.get(digest, 0) + 1
         self.rows: set[str] = set()
         self.layers: set[str] = set()
         self.blobs: set[str] = set()
@@ -295,8 +303,9 @@ class _Planner:
         else:
             row = self.index.rows[key]
             self.rows.add(key)
-            self.freed += sum(row.blobs.values())
-            self.blobs.update(row.blobs)
+            for digest, size in row.blobs.items():
+                if self._release_blob(digest):
+                    self.freed += size
             for layer in row.layers:
                 if layer in self.refs:
                     self.refs[layer] -= 1
@@ -309,8 +318,18 @@ class _Planner:
             return
         info = self.index.layers[layer_id]
         self.layers.add(layer_id)
-        self.blobs.update(info.blobs)
+        for digest in info.blobs:
+            self._release_blob(digest)
         self.freed += info.size
+
+    def _release_blob(self, digest: str) -> bool:
+        """One name of `digest` is gone; True when it was the last (the file goes)."""
+        left = self.blob_refs.get(digest, 1) - 1
+        self.blob_refs[digest] = left
+        if left <= 0:
+            self.blobs.add(digest)
+            return True
+        return False
 
     def plan(self, cause: str = "") -> Plan:
         return Plan(

@@ -153,14 +153,14 @@ def parse_space(text: str, disk_total: int, what: str) -> int:
     if unit == "%":
         if number > 100:
             raise CachePolicyError(f"{what} {text!r} is more than the whole disk (100%)")
-        return int(disk_total * number / 100)
+        return int(disk_total * number // 100)  # a share never exceeds it
     factor = _UNITS.get(unit)
     if factor is None:
         raise CachePolicyError(
             f"{what} {text!r} has an unknown unit {match.group(2)!r}: use B, KB, MB, GB, TB "
             "(powers of 1000), KiB, MiB, GiB, TiB (powers of 1024) or %"
         )
-    return int(number * factor)
+    return round(number * factor)
 
 
 def parse_duration(text: str, what: str) -> float:
