@@ -91,22 +91,22 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
             'owner: String = "", expand: Boolean = false): Container!',
         ),
         (
-            # Dagger's, less experimentalPrivilegedNesting (only withExec has it so far).
             "Container",
             "terminal",
-            "terminal(cmd: [String!] = [], insecureRootCapabilities: Boolean = false): Container!",
+            "terminal(cmd: [String!] = [], experimentalPrivilegedNesting: Boolean = false, "
+            "insecureRootCapabilities: Boolean = false): Container!",
         ),
         (
             "Container",
             "withDefaultTerminalCmd",
-            "withDefaultTerminalCmd(args: [String!]!, insecureRootCapabilities: Boolean = "
-            "false): Container!",
+            "withDefaultTerminalCmd(args: [String!]!, experimentalPrivilegedNesting: Boolean = "
+            "false, insecureRootCapabilities: Boolean = false): Container!",
         ),
         (
             "Directory",
             "terminal",
-            "terminal(container: ID, cmd: [String!] = [], insecureRootCapabilities: Boolean = "
-            "false): Directory!",
+            "terminal(container: ID, cmd: [String!] = [], experimentalPrivilegedNesting: "
+            "Boolean = false, insecureRootCapabilities: Boolean = false): Directory!",
         ),
         ("Container", "envVariables", "envVariables: [EnvVariable!]!"),
         ("Directory", "entries", "entries(path: String): [String!]!"),
@@ -123,12 +123,11 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
         ),
         ("File", "contents", "contents(offsetLines: Int, limitLines: Int): String!"),
         (
-            # Dagger's, less experimentalPrivilegedNesting (only withExec has it so far).
             "Container",
             "asService",
             "asService(args: [String!] = [], useEntrypoint: Boolean = false, "
-            "insecureRootCapabilities: Boolean = false, expand: Boolean = false, noInit: "
-            "Boolean = false): Service!",
+            "experimentalPrivilegedNesting: Boolean = false, insecureRootCapabilities: Boolean "
+            "= false, expand: Boolean = false, noInit: Boolean = false): Service!",
         ),
         (
             "Container",

@@ -86,7 +86,10 @@ async def container_as_service(ctx: RequestContext, parent: Handle | None, args:
         argv = [expand(a, env) for a in argv]
     argv_full = command(c, argv, bool(args["useEntrypoint"]))
     op = with_exec(
-        c, argv_full, insecure_root_capabilities=bool(args["insecureRootCapabilities"])
+        c,
+        argv_full,
+        insecure_root_capabilities=bool(args["insecureRootCapabilities"]),
+        nesting=bool(args["experimentalPrivilegedNesting"]),
     ).last_exec
     assert op is not None
     _stop_with_session(ctx)

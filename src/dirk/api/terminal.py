@@ -29,12 +29,18 @@ DIRECTORY_MOUNT = "/src"
 
 
 async def open_terminal(
-    ctx: RequestContext, c: Container, argv: Sequence[str], privileged: bool, title: str
+    ctx: RequestContext,
+    c: Container,
+    argv: Sequence[str],
+    privileged: bool,
+    title: str,
+    nesting: bool = False,
 ) -> int:
-    """Run `argv` (as is: no entrypoint) in `c` on the user's terminal; its exit code."""
+    """Run `argv` (as is: no entrypoint) in `c` on the user's terminal; its exit code. With
+    `nesting` the shell reaches the engine's API as the session, as a nested exec does."""
     if privileged:
         require_root_session(ctx, f"{title}(insecureRootCapabilities: true)")
-    op = with_exec(c, argv, insecure_root_capabilities=privileged).last_exec
+    op = with_exec(c, argv, insecure_root_capabilities=privileged, nesting=nesting).last_exec
     assert op is not None
     return await ctx.solver.interactive(ctx.job, op, TerminalRequest(title, tuple(argv)))
 
@@ -53,11 +59,13 @@ async def container_terminal(ctx: RequestContext, parent: Handle | None, args: A
     _require_terminal(ctx)
     cmd: list[str] = list(args["cmd"] or [])
     privileged = bool(args["insecureRootCapabilities"])
+    nesting = bool(args["experimentalPrivilegedNesting"])
     default = c.default_terminal_cmd
     if not cmd and default is not None and default.args:
         cmd = list(default.args)
         privileged = privileged or default.insecure_root_capabilities
-    await open_terminal(ctx, c, cmd or ["sh"], privileged, "Container.terminal")
+        nesting = nesting or default.nesting
+    await open_terminal(ctx, c, cmd or ["sh"], privileged, "Container.terminal", nesting)
     return c
 
 
@@ -76,5 +84,12 @@ async def directory_terminal(ctx: RequestContext, parent: Handle | None, args: A
     mount = Mount(DIRECTORY_MOUNT, "directory", directory=directory, readonly=True)
     c = attrs.evolve(with_mount(c, mount), workdir=DIRECTORY_MOUNT)
     cmd = list(args["cmd"] or []) or ["sh"]
-    await open_terminal(ctx, c, cmd, bool(args["insecureRootCapabilities"]), "Directory.terminal")
+    await open_terminal(
+        ctx,
+        c,
+        cmd,
+        bool(args["insecureRootCapabilities"]),
+        "Directory.terminal",
+        bool(args["experimentalPrivilegedNesting"]),
+    )
     return directory

@@ -115,6 +115,8 @@ class TerminalCommand:
 
     args: tuple[str, ...]
     insecure_root_capabilities: bool = False
+    #: experimentalPrivilegedNesting: the shell reaches the engine's API as the session.
+    nesting: bool = False
 
 
 @attrs.frozen

@@ -805,6 +805,7 @@ class Container(ObjectBase[M]):
         *,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -814,6 +815,9 @@ class Container(ObjectBase[M]):
         Args:
             args: The command to run; the container's default arguments when empty.
             use_entrypoint: Prefixes the command with the container's entrypoint.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability.
             expand: Replaces `${VAR}` in the arguments with the container's environment variables.
             no_init: Runs the command without an init process as PID 1 (dirk never adds one).
@@ -826,6 +830,7 @@ class Container(ObjectBase[M]):
                 [
                     ("args", self._list_arg("as_service", "args", args, str), []),
                     ("useEntrypoint", use_entrypoint, False),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                     ("expand", expand, False),
                     ("noInit", no_init, False),
@@ -907,6 +912,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -920,6 +926,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -933,6 +940,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -945,6 +953,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -957,6 +966,9 @@ class Container(ObjectBase[M]):
             ports: The ports to forward (frontend: the host port); all exposed ports when empty.
             args: The command to run; the container's default arguments when empty.
             use_entrypoint: Prefixes the command with the container's entrypoint.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability.
             expand: Replaces `${VAR}` in the arguments with the container's environment variables.
             no_init: Runs the command without an init process as PID 1 (dirk never adds one).
@@ -968,6 +980,7 @@ class Container(ObjectBase[M]):
                 ("ports", self._list_arg("up", "ports", ports, PortForward), []),
                 ("args", self._list_arg("up", "args", args, str), []),
                 ("useEntrypoint", use_entrypoint, False),
+                ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                 ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ("expand", expand, False),
                 ("noInit", no_init, False),
@@ -1050,12 +1063,19 @@ class Container(ObjectBase[M]):
         )
 
     def with_default_terminal_cmd(
-        self, args: list[str], *, insecure_root_capabilities: bool = False
+        self,
+        args: list[str],
+        *,
+        experimental_privileged_nesting: bool = False,
+        insecure_root_capabilities: bool = False,
     ) -> Container[M]:
         """This container with the command its terminal starts by default.
 
         Args:
             args: The command and its arguments.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability (needs a session
                 opened by root).
         """
@@ -1070,18 +1090,26 @@ class Container(ObjectBase[M]):
                         self._list_arg("with_default_terminal_cmd", "args", args, str),
                         REQUIRED,
                     ),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
             ),
         )
 
     def terminal(
-        self, *, cmd: list[str] | None = None, insecure_root_capabilities: bool = False
+        self,
+        *,
+        cmd: list[str] | None = None,
+        experimental_privileged_nesting: bool = False,
+        insecure_root_capabilities: bool = False,
     ) -> Container[M]:
         """This container, after a shell in it on the user's terminal has exited (nothing kept).
 
         Args:
             cmd: The command to run instead of the default terminal command (else `sh`).
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability (needs a session
                 opened by root).
         """
@@ -1092,6 +1120,7 @@ class Container(ObjectBase[M]):
                 "Container",
                 [
                     ("cmd", self._list_arg("terminal", "cmd", cmd, str), []),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
             ),
