@@ -17,9 +17,11 @@ from dirk.solver.ops import (
     Exec,
     GitAuthRef,
     GitRefKind,
+    HostServiceDef,
     Ref,
     SecretRef,
     ServiceBinding,
+    ServiceDef,
     Sharing,
 )
 
@@ -253,6 +255,8 @@ class GitRepository:
     keep_git_dir: bool = True
     auth: GitAuthRef = attrs.field(factory=GitAuthRef)
     source: Directory | None = None
+    #: `experimentalServiceHost`: the service serving the remote's host.
+    service: ServiceDef | HostServiceDef | None = None
 
 
 @attrs.frozen

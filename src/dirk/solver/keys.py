@@ -43,7 +43,7 @@ _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     ExecMount: frozenset({"host_path"}),
     # What a failed run opens for debugging, not what the step computes.
     Exec: frozenset({"debug_shell"}),
-    GitCheckout: frozenset({"url", "kind", "name", "auth"}),
+    GitCheckout: frozenset({"url", "kind", "name", "auth", "service"}),
     HttpFetch: frozenset({"url", "checksum", "auth_header", "service"}),
     DockerImageSave: frozenset({"socket", "name"}),
 }

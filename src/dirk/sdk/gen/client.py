@@ -146,6 +146,7 @@ class Client(ObjectBase[M]):
         http_auth_username: str = "",
         http_auth_token: Secret[M] | None = None,
         http_auth_header: Secret[M] | None = None,
+        experimental_service_host: Service[M] | None = None,
     ) -> GitRepository[M]:
         """A git repository, by URL; nothing is fetched until a ref's commit or tree is needed.
 
@@ -159,6 +160,9 @@ class Client(ObjectBase[M]):
             http_auth_username: The user name sent with httpAuthToken (`x-access-token` when empty).
             http_auth_token: A secret sent as the password of HTTP basic authorization.
             http_auth_header: A secret sent as the whole value of the HTTP Authorization header.
+            experimental_service_host: A service started whenever the remote is asked or fetched
+                from (and held meanwhile); the URL's host is reached at the service when it is the
+                service's hostname.
         """
         return cast(
             "GitRepository[M]",
@@ -173,6 +177,7 @@ class Client(ObjectBase[M]):
                     ("httpAuthUsername", http_auth_username, ""),
                     ("httpAuthToken", http_auth_token, None),
                     ("httpAuthHeader", http_auth_header, None),
+                    ("experimentalServiceHost", experimental_service_host, None),
                 ],
             ),
         )
