@@ -79,6 +79,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Socket as Socket
     from dirk.sdk.gen import Stat as Stat
     from dirk.sdk.gen import Syncer as Syncer
+    from dirk.sdk.gen import Terminal as Terminal
     from dirk.sdk.modes import Async as Async
     from dirk.sdk.modes import Either as Either
     from dirk.sdk.modes import M as M
@@ -151,6 +152,7 @@ _EXPORTS = {
             "Stat",
             "Socket",
             "Syncer",
+            "Terminal",
         )
     },
 }

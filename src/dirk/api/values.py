@@ -293,6 +293,14 @@ class CacheEntrySet:
 
 
 @attrs.frozen
+class Terminal:
+    """Dagger's `Terminal`: a shell that was opened (`command`). No field of the API makes
+    one today (the `terminal` fields return their parent), so only an ID loads one."""
+
+    command: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class QueryRoot:
     """The `Query` object itself, for `Query.id` and loading that ID back."""
 
@@ -333,6 +341,7 @@ Value = (
     | GitRef
     | Socket
     | Service
+    | Terminal
     | JSONValue
     | EngineRoot
     | CacheEntrySet

@@ -33,7 +33,7 @@ from dirk.solver.images_out import ImagesOut
 from dirk.solver.job import EventSink, Job, StepEvent, discard_events
 from dirk.solver.leases import Leases
 from dirk.solver.opmemo import OpMemo
-from dirk.solver.ops import Exec, Op, Ref
+from dirk.solver.ops import Exec, Op, Ref, ServiceDef
 from dirk.solver.results import Counters, ExecOutcome, OpResult
 from dirk.solver.services import ServiceManager
 from dirk.solver.shared import Flight, SharedWork
@@ -44,6 +44,7 @@ from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
 from dirk.workers.executor.executor import Executor
+from dirk.workers.executor.running import RunningContainer
 from dirk.workers.images.auth import using_docker_config
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.store import ImageStore
@@ -208,6 +209,28 @@ class Solver:
         # A task of the engine's task group under a key of its own (never joined): a
         # cancelled caller cancels it through its scope and waits until its container and
         # mounts are gone, as for any step.
+        return await self._shared.run(("terminal", object()), work, job)
+
+    async def service_terminal(
+        self, job: Job, service: ServiceDef, argv: Sequence[str], request: TerminalRequest
+    ) -> int:
+        """Run `argv` inside the running container of `service` (started, or joined, and held
+        meanwhile) on the terminal `job`'s client holds (`Service.terminal`); the service
+        goes on running. Returns the command's exit code."""
+        terminals = job.terminals
+        if terminals is None or not terminals.attached:
+            raise TerminalError(NO_TERMINAL)
+
+        async def work(flight: Flight[Job]) -> int:
+            async with self.services.held(job, service) as instance:
+                container = instance.container
+                assert isinstance(container, RunningContainer), "a container's service"
+                async with terminals.open(request) as terminal:
+                    code = await self.workers.executor.exec_terminal(container, argv, terminal)
+                    terminal.finish(code)
+                    return code
+
+        # As `interactive`: a task of the engine's task group, never joined.
         return await self._shared.run(("terminal", object()), work, job)
 
     async def resolve_image(

@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.socket import Socket as Socket
     from dirk.sdk.gen.stat import Stat as Stat
     from dirk.sdk.gen.syncer import Syncer as Syncer
+    from dirk.sdk.gen.terminal import Terminal as Terminal
 
 #: Public name -> the module that defines it.
 _MODULES = {
@@ -100,6 +101,7 @@ _MODULES = {
     "Socket": "socket",
     "Stat": "stat",
     "Syncer": "syncer",
+    "Terminal": "terminal",
 }
 
 #: GraphQL object type -> the module of its class.
@@ -134,6 +136,7 @@ _TYPES = {
     "Socket": "socket",
     "Stat": "stat",
     "Syncer": "syncer",
+    "Terminal": "terminal",
 }
 
 __all__ = [
@@ -181,6 +184,7 @@ __all__ = [
     "Socket",
     "Stat",
     "Syncer",
+    "Terminal",
 ]
 
 

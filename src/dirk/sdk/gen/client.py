@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.service import Service
     from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
+    from dirk.sdk.gen.terminal import Terminal
 
 
 @register("Query")
@@ -574,4 +575,14 @@ class Client(ObjectBase[M]):
         """
         return cast(
             "Service[M]", self._select("loadServiceFromID", "Service", [("id", id, REQUIRED)])
+        )
+
+    def load_terminal_from_id(self, id: str) -> Terminal[M]:
+        """A terminal, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "Terminal[M]", self._select("loadTerminalFromID", "Terminal", [("id", id, REQUIRED)])
         )
