@@ -37,7 +37,8 @@ KEY_VERSION = 1
 _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     HostDirectory: frozenset({"path", "owner"}),
     HostFile: frozenset({"path", "owner"}),
-    ImagePull: frozenset({"reference"}),
+    # Where the image came from (the reference, the service its registry ran as).
+    ImagePull: frozenset({"reference", "registry_service"}),
     # Which session's secret it is; the key covers the secret's name, never its value.
     SecretRef: frozenset({"handle"}),
     ExecMount: frozenset({"host_path"}),

@@ -84,6 +84,9 @@ class ImagePull:
     reference: str
     digest: str
     platform: str = "linux/amd64"
+    #: `from(registryService:)`: the service the reference's registry is reached at, started
+    #: for the pull (provenance: the digest names the content).
+    registry_service: ServiceDef | HostServiceDef | None = None
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()

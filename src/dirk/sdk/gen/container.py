@@ -77,14 +77,21 @@ class Container(ObjectBase[M]):
         """Runs the container's pipeline and returns its ID once everything has finished."""
         return self._leaf_sync("sync", [], "Container")
 
-    def from_(self, address: str) -> Container[M]:
+    def from_(self, address: str, *, registry_service: Service[M] | None = None) -> Container[M]:
         """This container with the root filesystem and configuration of an image.
 
         Args:
             address: The image reference, e.g. `alpine:3.20` or `registry:5000/app@sha256:...`.
+            registry_service: A service the address's registry is reached at (plain HTTP; the
+                address's port, else the service's first exposed port), started for the pull only.
         """
         return cast(
-            "Container[M]", self._select("from", "Container", [("address", address, REQUIRED)])
+            "Container[M]",
+            self._select(
+                "from",
+                "Container",
+                [("address", address, REQUIRED), ("registryService", registry_service, None)],
+            ),
         )
 
     def with_exec(
@@ -1624,6 +1631,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Async]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Async] | None = None,
     ) -> Coroutine[Any, Any, str]: ...
 
     @overload
@@ -1634,6 +1642,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Sync]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Sync] | None = None,
     ) -> str: ...
 
     @overload
@@ -1644,6 +1653,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Either]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Either] | None = None,
     ) -> Any: ...
 
     def publish(
@@ -1653,6 +1663,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Any]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Any] | None = None,
     ) -> Any:
         """Pushes the container as an image to a registry; returns the address with its digest.
 
@@ -1662,6 +1673,8 @@ class Container(ObjectBase[M]):
             forced_compression: Compresses every layer so; when absent, a layer reuses a blob it has
                 (else gzip).
             media_types: The media types of the image's manifests and layers.
+            registry_service: A service the address's registry is reached at (plain HTTP; the
+                address's port, else the service's first exposed port), started for the push only.
         """
         return self._leaf(
             "publish",
@@ -1674,6 +1687,7 @@ class Container(ObjectBase[M]):
                 ),
                 ("forcedCompression", forced_compression, None),
                 ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
+                ("registryService", registry_service, None),
             ],
             as_str,
         )
