@@ -63,3 +63,27 @@ def test_without_the_service_the_registry_name_names_nothing(
 ) -> None:
     with pytest.raises(DirkError, match="myreg"):
         client.container().from_("myreg:5000/app:1").sync()
+
+
+def test_a_fresh_engine_pulls_the_layers_through_a_host_service_as_registry(
+    client: dirk.Client[dirk.Sync], busybox_ref: str, registry_image_ref: str, tmp_path: Path
+) -> None:
+    """Engine A runs the registry (a container service) and tunnels it to the host; engine B,
+    with an empty store, reaches it through a Host.service given as registryService, so its
+    pull step downloads every layer through that service."""
+    run = secrets.token_hex(6)
+    service = registry(client, registry_image_ref)
+    image = client.container().from_(busybox_ref).with_new_file("/marker", f"fresh {run}")
+    image.publish("myreg:5000/fresh:1", registry_service=service)
+    tunnel = client.host().tunnel(service, ports=[dirk.PortForward(backend=5000)])
+    port = int(tunnel.endpoint().rpartition(":")[2])
+    engines = foreground_engine()
+    other_engine = next(engines)
+    try:
+        config = dirk.Config(engine=other_engine.socket_url, workdir=tmp_path)
+        with dirk.Connection(config) as other:
+            forward = other.host().service([dirk.PortForward(frontend=5000, backend=port)])
+            pulled = other.container().from_("myreg:5000/fresh:1", registry_service=forward)
+            assert pulled.with_exec(["cat", "/marker"]).stdout() == f"fresh {run}"
+    finally:
+        engines.close()
