@@ -152,6 +152,31 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
         ("Service", "stop", "stop(kill: Boolean = false): ID!"),
         ("Service", "sync", "sync(): ID!"),
         ("Service", "withHostname", "withHostname(hostname: String!): Service!"),
+        ("Service", "terminal", "terminal(cmd: [String!] = []): Service!"),
+        ("Terminal", "sync", "sync(): ID!"),
+        (
+            "Query",
+            "git",
+            'git(url: String!, keepGitDir: Boolean = true, sshKnownHosts: String = "", '
+            'sshAuthSocket: ID, httpAuthUsername: String = "", httpAuthToken: ID, '
+            "httpAuthHeader: ID, experimentalServiceHost: ID): GitRepository!",
+        ),
+        ("Container", "from", "from(address: String!, registryService: ID): Container!"),
+        (
+            "Container",
+            "publish",
+            "publish(address: String!, platformVariants: [ID!] = [], forcedCompression: "
+            "ImageLayerCompression, mediaTypes: ImageMediaTypes = OCIMediaTypes, "
+            "registryService: ID): String!",
+        ),
+        (
+            "Container",
+            "up",
+            "up(random: Boolean = false, ports: [PortForward!] = [], args: [String!] = [], "
+            "useEntrypoint: Boolean = false, experimentalPrivilegedNesting: Boolean = false, "
+            "insecureRootCapabilities: Boolean = false, expand: Boolean = false, noInit: "
+            "Boolean = false): Void",
+        ),
     ],
 )
 def test_fields_match_daggers(
