@@ -18,6 +18,7 @@ BENCHES = [
     ("through the SDK: cached pipeline and exec overhead", ["sdk.py"]),
     ("progress stream on a cached 200-step pipeline vs progress off", ["progress.py"]),
     ("engine cold start to the first answered query", ["cold_start.py"]),
+    ("cache GC of 10,000 entries vs rmtree, and engine latency during it", ["gc.py"]),
     ("failure reports: recording the user's line in a builder call", ["callsite.py"]),
     ("latency to the floor: cached program, dirk run, cold start, one exec", ["latency.py"]),
     ("load: 20 sessions x 50 operations beside the heaviest allowed query", ["load.py"]),

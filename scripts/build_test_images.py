@@ -9,6 +9,9 @@ Public container registries are out of reach here, so the tests pull these inste
   <registry>/postgres:15        mmdebstrap minbase bookworm + postgresql-15 (server and psql,
                                 JIT left out) with an entrypoint like the official image's
                                 (scripts/test_images/postgres-entrypoint.sh)
+  <registry>/registry:2         busybox:latest + Debian's docker-registry binary (and the glibc
+                                it links) serving plain HTTP on :5000 without auth, as the
+                                official image does (a registry that tests run as a service)
 Each image is one reproducible gzip layer in an OCI image layout cached under
 ${XDG_CACHE_HOME:-~/.cache}/dirk/images/. The arm64 package is downloaded once (with apt, into
 a private package list: the host's apt configuration is not touched) and kept beside it. A run
@@ -213,7 +216,12 @@ def arm64_busybox_deb() -> Path:
 
 
 def _fill_busybox_root(
-    tar: tarfile.TarFile, busybox: Path, run: list[str], epoch: int, package: str
+    tar: tarfile.TarFile,
+    busybox: Path,
+    run: list[str],
+    epoch: int,
+    package: str,
+    extra: Iterable[tuple[tarfile.TarInfo, bytes | None]] = (),
 ) -> str:
     applets = subprocess.run(
         [*run, "--list"], check=True, capture_output=True, text=True
@@ -246,7 +254,7 @@ def _fill_busybox_root(
         (_entry(name, tarfile.REGTYPE, 0o644, epoch, size=len(data)), data)
         for name, data in files.items()
     ]
-    add_entries(tar, entries)
+    add_entries(tar, [*entries, *extra])
     return f"{package}: /bin/busybox with {len(applets) - 1} applet links"
 
 
@@ -259,6 +267,80 @@ def _package_version(package: str) -> str:
 
 def _phase(what: str, started: float) -> None:
     print(f"  {what}: {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+REGISTRY_BINARY = Path("/usr/bin/docker-registry")
+#: What the binary links (`ldd`): glibc and its loader; bookworm's libc holds the NSS modules.
+REGISTRY_LIBS = (
+    Path("/lib/x86_64-linux-gnu/libc.so.6"),
+    Path("/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"),
+)
+REGISTRY_CONFIG = """version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: /var/lib/registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+"""
+
+
+def registry_inputs() -> dict[str, str]:
+    files = (REGISTRY_BINARY, *REGISTRY_LIBS)
+    return {
+        **busybox_inputs(),
+        **{str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files},
+    }
+
+
+def fill_registry(tar: tarfile.TarFile, workdir: Path, epoch: int) -> str:
+    if not REGISTRY_BINARY.is_file():
+        raise SystemExit(f"{REGISTRY_BINARY} is missing: apt-get install docker-registry")
+    extra: list[tuple[tarfile.TarInfo, bytes | None]] = [
+        (_entry(name, tarfile.DIRTYPE, 0o755, epoch), None)
+        for name in (
+            "etc/docker",
+            "etc/docker/registry",
+            "lib",
+            "lib/x86_64-linux-gnu",
+            "lib64",
+            "var/lib",
+            "var/lib/registry",
+        )
+    ]
+    for source, name in [(REGISTRY_BINARY, "bin/registry")] + [
+        (lib, str(lib).lstrip("/")) for lib in REGISTRY_LIBS
+    ]:
+        data = source.read_bytes()
+        extra.append((_entry(name, tarfile.REGTYPE, 0o755, epoch, size=len(data)), data))
+    loader = "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    extra.append(
+        (_entry("lib64/ld-linux-x86-64.so.2", tarfile.SYMTYPE, 0o777, epoch, link=loader), None)
+    )
+    config = REGISTRY_CONFIG.encode()
+    extra.append(
+        (
+            _entry(
+                "etc/docker/registry/config.yml", tarfile.REGTYPE, 0o644, epoch, size=len(config)
+            ),
+            config,
+        )
+    )
+    version = _package_version("docker-registry")
+    base = _fill_busybox_root(
+        tar,
+        BUSYBOX,
+        [str(BUSYBOX)],
+        epoch,
+        f"busybox-static {_package_version('busybox-static')}",
+        extra,
+    )
+    return f"{base}; docker-registry {version}: /bin/registry"
 
 
 # --- python --------------------------------------------------------------------------------
@@ -424,6 +506,17 @@ RECIPES = {
         ),
         inputs=postgres_inputs,
         fill=fill_postgres,
+    ),
+    "registry": Recipe(
+        name="registry",
+        tag="2",
+        config=ImageConfig(
+            env=(PATH,),
+            cmd=("registry", "serve", "/etc/docker/registry/config.yml"),
+            exposed_ports=("5000/tcp",),
+        ),
+        inputs=registry_inputs,
+        fill=fill_registry,
     ),
 }
 

@@ -47,6 +47,10 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import DiffStat as DiffStat
     from dirk.sdk.gen import DiffStatKind as DiffStatKind
     from dirk.sdk.gen import Directory as Directory
+    from dirk.sdk.gen import Engine as Engine
+    from dirk.sdk.gen import EngineCache as EngineCache
+    from dirk.sdk.gen import EngineCacheEntry as EngineCacheEntry
+    from dirk.sdk.gen import EngineCacheEntrySet as EngineCacheEntrySet
     from dirk.sdk.gen import EnvFile as EnvFile
     from dirk.sdk.gen import EnvVariable as EnvVariable
     from dirk.sdk.gen import Error as Error
@@ -75,6 +79,7 @@ if TYPE_CHECKING:  # the lazy names below, for type checkers
     from dirk.sdk.gen import Socket as Socket
     from dirk.sdk.gen import Stat as Stat
     from dirk.sdk.gen import Syncer as Syncer
+    from dirk.sdk.gen import Terminal as Terminal
     from dirk.sdk.modes import Async as Async
     from dirk.sdk.modes import Either as Either
     from dirk.sdk.modes import M as M
@@ -114,6 +119,10 @@ _EXPORTS = {
             "DiffStat",
             "DiffStatKind",
             "Directory",
+            "Engine",
+            "EngineCache",
+            "EngineCacheEntry",
+            "EngineCacheEntrySet",
             "EnvFile",
             "EnvVariable",
             "Error",
@@ -143,6 +152,7 @@ _EXPORTS = {
             "Stat",
             "Socket",
             "Syncer",
+            "Terminal",
         )
     },
 }

@@ -465,3 +465,17 @@ class NestingError(QueryError):
     command runs without a network."""
 
     code = "NESTING_ERROR"
+
+
+class CachePolicyError(InvalidArgumentError):
+    """A cache policy value (a size such as "20GB" or "75%", a duration such as "48h") is
+    malformed; the message names the setting and the forms it takes."""
+
+    code = "CACHE_POLICY_ERROR"
+
+
+class CacheAccessError(QueryError):
+    """Only the engine's own user may list or prune its cache (it holds every user's
+    entries); the message says who may."""
+
+    code = "CACHE_ACCESS_DENIED"

@@ -33,6 +33,7 @@ TEST_IMAGES = (
     ("busybox", "multiarch"),
     ("python", "3.11"),
     ("postgres", "15"),
+    ("registry", "2"),
 )
 MANIFEST_ACCEPT = ", ".join(
     [
@@ -84,6 +85,13 @@ def postgres_ref(registry: str) -> str:
     """PostgreSQL 15 with the official image's entrypoint variables (POSTGRES_PASSWORD or
     POSTGRES_HOST_AUTH_METHOD=trust, POSTGRES_USER, POSTGRES_DB), psql, EXPOSE 5432."""
     return f"{registry}/postgres:15"
+
+
+@pytest.fixture(scope="session")
+def registry_image_ref(registry: str) -> str:
+    """A distribution registry (Debian's docker-registry) serving plain HTTP on :5000 without
+    auth, with the official image's command: for tests that run a registry as a service."""
+    return f"{registry}/registry:2"
 
 
 @pytest.fixture

@@ -125,3 +125,59 @@ async def test_a_cancelled_terminal_kills_its_container(executor: Executor, root
             tg.cancel_scope.cancel()
     assert _bundles(executor) == []
     assert os.listdir(executor.layout.run / "runtime" / executor.runtime) == []
+
+
+async def test_a_shell_execed_into_a_running_container_shares_it_and_leaves_it_running(
+    executor: Executor, rootfs: Path
+) -> None:
+    """`exec_terminal` (Service.terminal): the shell sees the container's files, processes
+    and environment, gets a terminal of its size; the container outlives it."""
+    spec = ContainerSpec(
+        args=("sh", "-c", "echo made-by-pid1 > /tmp/mark; exec sleep 1000"),
+        env=("WHO=the-service",),
+        cwd="/tmp",
+    )
+    user = ScriptedUser(WindowSize(33, 77))
+    with anyio.fail_after(60):
+        async with executor.detached(rootfs, spec) as running:
+            while not (rootfs / "tmp" / "mark").exists():
+                await anyio.sleep(0.05)
+            async with anyio.create_task_group() as tg:
+                result: list[int] = []
+
+                async def shell() -> None:
+                    result.append(await executor.exec_terminal(running, ["sh"], user))
+
+                tg.start_soon(shell)
+                user.type(b"cat mark; echo [$WHO]; stty size; tty\n")
+                await user.expect(b"made-by-pid1")
+                await user.expect(b"[the-service]")
+                await user.expect(b"33 77")
+                await user.expect(b"/dev/pts/")
+                user.type(b"ps | grep -c '[s]leep 1000'; exit 5\n")
+                await user.expect(b"1")
+            assert result == [5]
+            assert running.running
+            assert [n for n in os.listdir(running.bundle or "") if n.startswith("exec-")] == []
+
+
+async def test_a_cancelled_exec_shell_is_killed_and_its_container_runs_on(
+    executor: Executor, rootfs: Path
+) -> None:
+    spec = ContainerSpec(args=("sleep", "1000"))
+    user = ScriptedUser()
+    with anyio.fail_after(60):
+        async with executor.detached(rootfs, spec) as running:
+            async with anyio.create_task_group() as tg:
+
+                async def shell() -> None:
+                    await executor.exec_terminal(
+                        running, ["sh", "-c", "echo ready; sleep 999"], user
+                    )
+
+                tg.start_soon(shell)
+                await user.expect(b"ready")
+                tg.cancel_scope.cancel()
+            out = await anyio.run_process(["ps", "-eo", "args"])
+            assert b"sleep 999" not in out.stdout
+            assert running.running

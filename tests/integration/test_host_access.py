@@ -157,6 +157,18 @@ def test_nobody_cannot_read_what_only_root_may(engine: dict[str, Any], nobody: s
     assert "/root" in message
 
 
+def test_nobody_can_neither_list_nor_prune_the_engines_cache(
+    engine: dict[str, Any], nobody: str
+) -> None:
+    for text in (
+        "{ engine { localCache { entrySet { entries { description } } } } }",
+        "{ engine { localCache { prune } } }",
+    ):
+        message = refused(query(engine, nobody, text))
+        assert "only the engine's own user may" in message, message
+        assert "uid 65534" in message
+
+
 def test_nobody_cannot_read_the_engines_state(engine: dict[str, Any], nobody: str) -> None:
     path = Path(engine["state"]) / "engine.json"
     message = refused(

@@ -4,14 +4,18 @@ A real `dirk engine` daemon (it has a TCP port); the outer query and the nested 
 HTTP, as a Dagger SDK inside the container would send them. The nested command finds the
 engine at 127.0.0.1:$DAGGER_SESSION_PORT in its own network namespace and authenticates with
 $DAGGER_SESSION_TOKEN; without the flag it gets neither; the token never shows in its output.
+A service (`asService`, `Container.up`) given the flag reaches the engine the same way.
+(Terminals given it: tests/integration/test_terminal.py.)
 """
 
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -132,3 +136,126 @@ def test_without_the_flag_the_command_gets_no_session_and_no_engine_port(
     assert "port var: absent" in out
     assert "token var: absent" in out
     assert "loopback: closed ConnectionRefusedError" in out
+
+
+#: Runs in python:3.11 as a service: a nested pipeline's answer, then served on port 8080.
+NESTED_SERVER = """
+import base64, json, os, pathlib, sys, urllib.request
+port, token = os.environ["DAGGER_SESSION_PORT"], os.environ["DAGGER_SESSION_TOKEN"]
+query = '{ container { from(address: "%s") { withExec(args: ["echo", "nested-%s"]) { stdout } } } }'
+request = urllib.request.Request(
+    f"http://127.0.0.1:{port}/query",
+    data=json.dumps({"query": query % (sys.argv[1], sys.argv[2])}).encode(),
+    headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode(),
+    },
+)
+with urllib.request.urlopen(request, timeout=120) as answer:
+    data = json.loads(answer.read())
+www = pathlib.Path("/www")
+www.mkdir()
+(www / "index.html").write_text(data["data"]["container"]["from"]["withExec"]["stdout"])
+os.execvp("python", ["python", "-m", "http.server", "8080", "-d", "/www"])
+"""
+
+SERVICE_QUERY = """
+query($image: String!, $args: [String!]!) {
+  container { from(address: $image) { withExposedPort(port: 8080) {
+    asService(args: $args, experimentalPrivilegedNesting: true) { id }
+  } } }
+}
+"""
+
+CLIENT_QUERY = """
+query($image: String!, $service: ID!) {
+  container { from(address: $image) { withServiceBinding(alias: "nested", service: $service) {
+    withExec(args: ["wget", "-qO-", "http://nested:8080/"]) { stdout }
+  } } }
+}
+"""
+
+UP_QUERY = """
+query($image: String!, $args: [String!]!, $port: Int!) {
+  container { from(address: $image) { withExposedPort(port: 8080) {
+    up(ports: [{frontend: $port, backend: 8080}], args: $args,
+       experimentalPrivilegedNesting: true)
+  } } }
+}
+"""
+
+
+def query(engine: RunningEngine, token: str, text: str, **variables: Any) -> dict[str, Any]:
+    with httpx.Client(trust_env=False, timeout=600) as http:
+        response = http.post(
+            f"http://127.0.0.1:{engine.port}/query",
+            json={"query": text, "variables": variables},
+            auth=(token, ""),
+        )
+        answer: dict[str, Any] = response.json()
+        assert not answer.get("errors"), answer
+        return answer["data"]
+
+
+def test_a_service_given_the_flag_runs_a_nested_pipeline_as_its_session(
+    engine: RunningEngine, python_ref: str, busybox_ref: str
+) -> None:
+    token = new_session(engine)
+    try:
+        run = secrets.token_hex(8)
+        args = ["python", "-c", NESTED_SERVER, busybox_ref, run]
+        data = query(engine, token, SERVICE_QUERY, image=python_ref, args=args)
+        service = data["container"]["from"]["withExposedPort"]["asService"]["id"]
+        data = query(engine, token, CLIENT_QUERY, image=busybox_ref, service=service)
+    finally:
+        end_session(engine, token)
+    stdout = data["container"]["from"]["withServiceBinding"]["withExec"]["stdout"]
+    assert stdout.strip() == f"nested-{run}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_container_up_given_the_flag_serves_what_its_nested_pipeline_made(
+    engine: RunningEngine, python_ref: str, busybox_ref: str
+) -> None:
+    token = new_session(engine)
+    run = secrets.token_hex(8)
+    port = _free_port()
+    args = ["python", "-c", NESTED_SERVER, busybox_ref, run]
+    served: list[str] = []
+
+    async def main() -> None:
+        async with (
+            httpx.AsyncClient(trust_env=False, timeout=600) as http,
+            anyio.create_task_group() as tg,
+        ):
+
+            async def up() -> None:
+                await http.post(
+                    f"http://127.0.0.1:{engine.port}/query",
+                    json={
+                        "query": UP_QUERY,
+                        "variables": {"image": python_ref, "args": args, "port": port},
+                    },
+                    auth=(token, ""),
+                )
+
+            tg.start_soon(up)
+            with anyio.fail_after(300):
+                while not served:
+                    try:
+                        answer = await http.get(f"http://127.0.0.1:{port}/", timeout=30)
+                        served.append(answer.text)
+                    except httpx.TransportError:
+                        await anyio.sleep(0.2)
+            tg.cancel_scope.cancel()  # the client goes: the engine cancels the query
+
+    try:
+        anyio.run(main)
+    finally:
+        end_session(engine, token)
+    assert served == [f"nested-{run}\n"]

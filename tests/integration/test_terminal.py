@@ -447,3 +447,138 @@ def test_bound_services_answer_in_terminals_and_failure_shells(
         child.close(force=True)
     assert child.exitstatus == 0
     _wait_clean(daemon)
+
+
+#: Runs in the shells below: a nested query as the session, with what the shell was given.
+NESTED_QUERY = """
+import base64, json, os, sys, urllib.request
+port, token = os.environ["DAGGER_SESSION_PORT"], os.environ["DAGGER_SESSION_TOKEN"]
+query = '{ container { from(address: "%s") { withExec(args: ["echo", "nested-%s"]) { stdout } } } }'
+request = urllib.request.Request(
+    f"http://127.0.0.1:{port}/query",
+    data=json.dumps({"query": query % (sys.argv[1], sys.argv[2])}).encode(),
+    headers={
+        "Content-Type": "application/json",
+        "Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode(),
+    },
+)
+with urllib.request.urlopen(request, timeout=120) as answer:
+    data = json.loads(answer.read())
+print("ANSWER", data["data"]["container"]["from"]["withExec"]["stdout"].strip())
+"""
+
+NESTING_PROGRAM = """
+    import dirk
+
+    with dirk.Connection() as client:
+        ctr = client.container().from_({python!r}).with_new_file("/nested.py", {script!r})
+        ctr.terminal(experimental_privileged_nesting=True).sync()
+        shell = ctr.with_default_terminal_cmd(["sh"], experimental_privileged_nesting=True)
+        shell.terminal().sync()
+        client.directory().terminal(container=ctr, experimental_privileged_nesting=True).sync()
+        ctr.terminal().sync()
+        print("ALL SHELLS DONE", flush=True)
+"""
+
+
+def test_terminals_given_the_flag_reach_the_engine_as_the_session(
+    daemon: RunningEngine, python_ref: str, busybox_ref: str, tmp_path: Path
+) -> None:
+    """Container.terminal, a default terminal command and Directory.terminal given
+    experimentalPrivilegedNesting run a nested pipeline from their shell; without it the
+    shell has no session."""
+    program = _program(tmp_path, NESTING_PROGRAM.format(python=python_ref, script=NESTED_QUERY))
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        for title, run in [
+            ("Container.terminal: sh", "c"),
+            ("Container.terminal: sh", "d"),
+            ("Directory.terminal: sh", "s"),
+        ]:
+            child.expect_exact(title)
+            child.sendline(f"python /nested.py {busybox_ref} {run}-$((6 * 7))")
+            child.expect_exact(f"ANSWER nested-{run}-42")
+            child.sendline("exit")
+        child.expect_exact("Container.terminal: sh")
+        child.sendline('echo "session=${DAGGER_SESSION_TOKEN:-none}-$((6 * 7))"')
+        child.expect_exact("session=none-42")
+        child.sendline("exit")
+        child.expect_exact("ALL SHELLS DONE")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+SERVICE_TERMINAL_PROGRAM = """
+    import dirk
+
+    with dirk.Connection() as client:
+        web = (
+            client.container()
+            .from_({ref!r})
+            .with_env_variable("WHO", "svc-{token}")
+            .with_exposed_port(8080)
+            .as_service(args=["sh", "-c", {script!r}])
+        )
+        web.start()
+        web.terminal().sync()
+        page = (
+            client.container()
+            .from_({ref!r})
+            .with_service_binding("web", web)
+            .with_exec(["wget", "-qO-", "http://web:8080/extra.html"])
+            .stdout()
+        )
+        print(f"SERVED {{page.strip()}}", flush=True)
+"""
+
+
+def test_service_terminal_opens_a_shell_in_the_running_service(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    """The shell runs beside the service's command, in its container (its files, its
+    processes, its environment); what it writes there the service serves afterwards."""
+    token = os.urandom(4).hex()
+    script = (
+        f"mkdir -p /www && echo page-{token} > /www/index.html && exec httpd -f -p 8080 -h /www"
+    )
+    program = _program(
+        tmp_path, SERVICE_TERMINAL_PROGRAM.format(ref=busybox_ref, token=token, script=script)
+    )
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        child.expect_exact("Service.terminal: sh")
+        child.sendline("cat /www/index.html; echo in-$WHO")
+        child.expect_exact(f"page-{token}")
+        child.expect_exact(f"in-svc-{token}")
+        child.sendline("ps | grep '[h]ttpd -f' >/dev/null && echo 'serv''ing'")
+        child.expect_exact("serving")
+        child.sendline(f"echo extra-$((6 * 7))-{token} > /www/extra.html; exit 3")
+        child.expect_exact("the shell exited (exit code 3)")
+        child.expect_exact(f"SERVED extra-42-{token}")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    _wait_clean(daemon)
+
+
+def test_a_program_killed_in_a_service_terminal_leaves_nothing(
+    daemon: RunningEngine, busybox_ref: str, tmp_path: Path
+) -> None:
+    script = "mkdir -p /www && exec httpd -f -p 8080 -h /www"
+    program = _program(
+        tmp_path, SERVICE_TERMINAL_PROGRAM.format(ref=busybox_ref, token="kill", script=script)
+    )
+    child = _spawn(daemon, sys.executable, str(program))
+    try:
+        child.expect_exact("Service.terminal: sh")
+        child.sendline("echo shell-$((40 + 2))")
+        child.expect_exact("shell-42")
+        assert _leftovers(daemon) != [], "the service runs while its shell is open"
+        child.kill(9)  # the session ends: the shell and the service go with it
+    finally:
+        child.close(force=True)
+    _wait_clean(daemon)

@@ -132,6 +132,25 @@ def test_postgres_image_is_whole_and_runs_its_entrypoint(postgres_ref: str) -> N
     assert not [n for n in names if n.startswith("dev/")], "device nodes belong to the runtime"
 
 
+def test_registry_image_holds_the_registry_its_libraries_and_an_open_config(
+    registry_image_ref: str,
+) -> None:
+    _, _, config, layer = pull(registry_image_ref)
+    members = {m.name: m for m in layer.getmembers()}
+    assert members["bin/registry"].isreg() and members["bin/registry"].mode == 0o755
+    assert members["lib/x86_64-linux-gnu/libc.so.6"].isreg()
+    loader = members["lib64/ld-linux-x86-64.so.2"]
+    assert loader.issym() and loader.linkname == "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+    assert members["bin/sh"].issym()  # busybox underneath
+    extracted = layer.extractfile("etc/docker/registry/config.yml")
+    assert extracted is not None
+    text = extracted.read().decode()
+    assert "addr: :5000" in text and "auth" not in text
+    run = config["config"]
+    assert run["Cmd"] == ["registry", "serve", "/etc/docker/registry/config.yml"]
+    assert run["ExposedPorts"] == {"5000/tcp": {}}
+
+
 def test_busybox_rebuilt_from_scratch_has_the_pushed_digest(
     busybox_ref: str, tmp_path: Path
 ) -> None:
@@ -158,7 +177,7 @@ def test_a_run_with_all_images_present_would_do_nothing_and_is_fast(registry: st
     )
     elapsed = time.monotonic() - started
     outcomes = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [o["status"] for o in outcomes] == ["present"] * 4, result.stderr
+    assert [o["status"] for o in outcomes] == ["present"] * 5, result.stderr
     assert result.returncode == 0, result.stderr
     assert elapsed < 1.0, f"a run with nothing to do took {elapsed:.2f} s"
 

@@ -13,7 +13,8 @@ from graphql import ExecutionResult, GraphQLSchema, graphql
 from dirk.api import RequestContext, build_schema
 from dirk.errors import ExecError
 from dirk.solver.job import EventSink, Job, discard_events
-from dirk.solver.ops import Exec, Op, Ref
+from dirk.solver.leases import Leases
+from dirk.solver.ops import Exec, Op, Ref, ServiceDef
 from dirk.solver.terminal import TerminalRequest, Terminals
 from dirk.state.layout import StateLayout
 from dirk.workers.hostaccess import HostUser
@@ -59,7 +60,14 @@ class FakeSolver:
     solved: list[Op] = attrs.Factory(list)
     #: (exec, request) of each `interactive` run (Container.terminal), in order
     terminals: list[tuple[Exec, TerminalRequest]] = attrs.Factory(list)
+    #: (service, argv, request) of each `service_terminal` run (Service.terminal), in order
+    service_terminals: list[tuple[ServiceDef, tuple[str, ...], TerminalRequest]] = attrs.Factory(
+        list
+    )
+    #: The service manager the API hands the session's end to (never called here).
+    services: object = None
     _memo: dict[Op, asyncio.Future[FakeResult]] = attrs.Factory(dict)
+    leases: Leases = attrs.Factory(Leases)
 
     async def resolve_image(
         self, job: Job, reference: str, platform: str = "linux/amd64"
@@ -100,6 +108,12 @@ class FakeSolver:
 
     async def interactive(self, job: Job, op: Exec, request: TerminalRequest) -> int:
         self.terminals.append((op, request))
+        return 0
+
+    async def service_terminal(
+        self, job: Job, service: ServiceDef, argv: Any, request: TerminalRequest
+    ) -> int:
+        self.service_terminals.append((service, tuple(argv), request))
         return 0
 
     async def solve_all(self, job: Job, refs: Any) -> list[Any]:
@@ -145,6 +159,10 @@ class FakeSession:
     explain: bool = False
     terminals: Terminals | None = None
     engine_port: int = 0
+    cleanups: list[Any] = attrs.Factory(list)
+
+    def add_cleanup(self, cleanup: Any) -> None:
+        self.cleanups.append(cleanup)
 
 
 _SCHEMA: GraphQLSchema | None = None

@@ -1,6 +1,7 @@
-"""`Container.terminal`, `Directory.terminal` and `withDefaultTerminalCmd` against the fake
-solver: which command runs in which container, when a terminal is refused, and that a
-terminal call is made once per identity."""
+"""`Container.terminal`, `Directory.terminal`, `Service.terminal` and `withDefaultTerminalCmd`
+against the fake solver: which command runs in which container, when a terminal is refused,
+that a terminal call is made once per identity, and that nesting reaches the exec; the
+`Terminal` type."""
 
 from __future__ import annotations
 
@@ -140,3 +141,90 @@ async def test_execs_carry_the_default_terminal_cmd_outside_their_key(api: Api) 
     op = ctr.last_exec
     assert op.debug_shell == ("bash",)
     assert cache_key(op, ["k"]) == cache_key(attrs.evolve(op, debug_shell=()), ["k"])
+
+
+SERVICE = (
+    'container { from(address: "reg.local/busybox:1") { withExposedPort(port: 80) {'
+    ' asService(args: ["httpd", "-f"]) { id } } } }'
+)
+
+
+async def _service_id(api: Api, query: str = SERVICE) -> str:
+    data = await api.data("{ " + query + " }")
+    return str(data["container"]["from"]["withExposedPort"]["asService"]["id"])
+
+
+async def test_service_terminal_opens_sh_in_the_service_and_returns_it(held: Api) -> None:
+    sid = await _service_id(held)
+    data = await held.data(f'{{ loadServiceFromID(id: "{sid}") {{ terminal {{ id }} }} }}')
+    assert data["loadServiceFromID"]["terminal"]["id"].startswith("dirk:Service:")
+    await held.data(
+        f'{{ loadServiceFromID(id: "{sid}") {{ terminal(cmd: ["ash", "-l"]) {{ id }} }} }}'
+    )
+    [(service, argv, request), (_, override, _)] = held.solver.service_terminals
+    assert service.exec.args == ("httpd", "-f")
+    assert argv == ("sh",)
+    assert override == ("ash", "-l")
+    assert request == TerminalRequest("Service.terminal", ("sh",))
+
+
+async def test_service_terminal_uses_the_default_terminal_cmd(held: Api) -> None:
+    query = SERVICE.replace(
+        "withExposedPort(port: 80) {",
+        'withDefaultTerminalCmd(args: ["bash"]) { withExposedPort(port: 80) {',
+    ).replace("{ id } } } }", "{ id } } } } }")
+    data = await held.data("{ " + query + " }")
+    sid = data["container"]["from"]["withDefaultTerminalCmd"]["withExposedPort"]["asService"]["id"]
+    await held.data(f'{{ loadServiceFromID(id: "{sid}") {{ terminal {{ id }} }} }}')
+    [(_, argv, _)] = held.solver.service_terminals
+    assert argv == ("bash",)
+
+
+async def test_service_terminal_refuses_a_host_service_and_needs_a_terminal(
+    api: Api, held: Api
+) -> None:
+    sid = await _service_id(api)
+    api.session.terminals = None
+    result = await api.run(f'{{ loadServiceFromID(id: "{sid}") {{ terminal {{ id }} }} }}')
+    assert result.errors is not None
+    assert isinstance(result.errors[0].original_error, TerminalError)
+    api.session.terminals = HeldTerminal()
+    data = await api.data(
+        '{ host { service(ports: [{frontend: 80, backend: 8080}], host: "localhost") { id } } }'
+    )
+    host_sid = data["host"]["service"]["id"]
+    result = await api.run(f'{{ loadServiceFromID(id: "{host_sid}") {{ terminal {{ id }} }} }}')
+    assert result.errors is not None
+    assert "runs no container" in result.errors[0].message
+    assert api.solver.service_terminals == []
+
+
+async def test_nesting_reaches_the_exec_of_terminals_and_services(held: Api) -> None:
+    await held.data("{ " + IMAGE % "terminal(experimentalPrivilegedNesting: true) { id }" + " }")
+    await held.data(
+        "{ " + IMAGE % 'withDefaultTerminalCmd(args: ["sh"], experimentalPrivilegedNesting: true)'
+        " { terminal { id } }" + " }"
+    )
+    await held.data("{ " + IMAGE % "terminal { id }" + " }")
+    assert [op.nesting for op, _ in held.solver.terminals] == [True, True, False]
+    sid = await _service_id(
+        held,
+        SERVICE.replace(
+            'asService(args: ["httpd", "-f"])', "asService(experimentalPrivilegedNesting: true)"
+        ),
+    )
+    assert held.value(sid).definition.exec.nesting
+
+
+async def test_a_terminal_loaded_by_its_id_syncs_to_its_id(api: Api) -> None:
+    from dirk.api.ids import format_id
+    from dirk.api.table import SessionTable
+    from dirk.api.values import Handle, Terminal
+
+    handle = SessionTable.of(api.session).add(Handle("Terminal", "t" * 52, Terminal(("sh",))))
+    tid = format_id("Terminal", handle.ident)
+    data = await api.data(
+        f'{{ node(id: "{tid}") {{ ... on Terminal {{ id sync }} }}'
+        f' loadTerminalFromID(id: "{tid}") {{ sync }} }}'
+    )
+    assert data == {"node": {"id": tid, "sync": tid}, "loadTerminalFromID": {"sync": tid}}

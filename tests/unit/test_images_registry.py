@@ -35,7 +35,8 @@ from dirk.workers.images.manifest import (
     OCI_INDEX,
     OCI_MANIFEST,
 )
-from dirk.workers.images.registry import RegistryClient, is_loopback
+from dirk.workers.images.reference import ImageReference
+from dirk.workers.images.registry import RegistryClient, is_loopback, using_registry_endpoints
 from dirk.workers.images.store import ImageStore
 from dirk.workers.images.unpack import LayerPathError
 from dirk.workers.snapshots.layers import LayerStore
@@ -601,6 +602,17 @@ async def test_connection_errors_are_unreachable_errors(
         await s.resolve("gone.example:5000/app:1")
     assert "gone.example:5000" in str(info.value) and "running" in str(info.value)
     await s.aclose()
+
+
+def test_a_registry_reached_at_a_service_is_plain_http_to_its_address(tmp_path: Path) -> None:
+    client = RegistryClient(tmp_path / "c.json")
+    ref = ImageReference.parse("myreg:5000/app:1")
+    with using_registry_endpoints({"myreg:5000": "10.89.0.9:5000"}):
+        assert client.url(ref, "manifests/1") == "http://10.89.0.9:5000/v2/app/manifests/1"
+        direct = client.client_for("http://10.89.0.9:5000/v2/")
+        assert direct is client.client_for("http://127.0.0.1:5000/v2/")  # never proxied
+        assert client.base_url("ghcr.io") == "https://ghcr.io"
+    assert client.base_url("myreg:5000") == "https://myreg:5000"
 
 
 def test_plain_http_only_for_loopback_or_insecure(tmp_path: Path) -> None:

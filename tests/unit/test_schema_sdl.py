@@ -91,22 +91,22 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
             'owner: String = "", expand: Boolean = false): Container!',
         ),
         (
-            # Dagger's, less experimentalPrivilegedNesting (only withExec has it so far).
             "Container",
             "terminal",
-            "terminal(cmd: [String!] = [], insecureRootCapabilities: Boolean = false): Container!",
+            "terminal(cmd: [String!] = [], experimentalPrivilegedNesting: Boolean = false, "
+            "insecureRootCapabilities: Boolean = false): Container!",
         ),
         (
             "Container",
             "withDefaultTerminalCmd",
-            "withDefaultTerminalCmd(args: [String!]!, insecureRootCapabilities: Boolean = "
-            "false): Container!",
+            "withDefaultTerminalCmd(args: [String!]!, experimentalPrivilegedNesting: Boolean = "
+            "false, insecureRootCapabilities: Boolean = false): Container!",
         ),
         (
             "Directory",
             "terminal",
-            "terminal(container: ID, cmd: [String!] = [], insecureRootCapabilities: Boolean = "
-            "false): Directory!",
+            "terminal(container: ID, cmd: [String!] = [], experimentalPrivilegedNesting: "
+            "Boolean = false, insecureRootCapabilities: Boolean = false): Directory!",
         ),
         ("Container", "envVariables", "envVariables: [EnvVariable!]!"),
         ("Directory", "entries", "entries(path: String): [String!]!"),
@@ -123,12 +123,11 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
         ),
         ("File", "contents", "contents(offsetLines: Int, limitLines: Int): String!"),
         (
-            # Dagger's, less experimentalPrivilegedNesting (only withExec has it so far).
             "Container",
             "asService",
             "asService(args: [String!] = [], useEntrypoint: Boolean = false, "
-            "insecureRootCapabilities: Boolean = false, expand: Boolean = false, noInit: "
-            "Boolean = false): Service!",
+            "experimentalPrivilegedNesting: Boolean = false, insecureRootCapabilities: Boolean "
+            "= false, expand: Boolean = false, noInit: Boolean = false): Service!",
         ),
         (
             "Container",
@@ -153,6 +152,31 @@ def test_every_object_type_implements_node(schema: GraphQLSchema) -> None:
         ("Service", "stop", "stop(kill: Boolean = false): ID!"),
         ("Service", "sync", "sync(): ID!"),
         ("Service", "withHostname", "withHostname(hostname: String!): Service!"),
+        ("Service", "terminal", "terminal(cmd: [String!] = []): Service!"),
+        ("Terminal", "sync", "sync(): ID!"),
+        (
+            "Query",
+            "git",
+            'git(url: String!, keepGitDir: Boolean = true, sshKnownHosts: String = "", '
+            'sshAuthSocket: ID, httpAuthUsername: String = "", httpAuthToken: ID, '
+            "httpAuthHeader: ID, experimentalServiceHost: ID): GitRepository!",
+        ),
+        ("Container", "from", "from(address: String!, registryService: ID): Container!"),
+        (
+            "Container",
+            "publish",
+            "publish(address: String!, platformVariants: [ID!] = [], forcedCompression: "
+            "ImageLayerCompression, mediaTypes: ImageMediaTypes = OCIMediaTypes, "
+            "registryService: ID): String!",
+        ),
+        (
+            "Container",
+            "up",
+            "up(random: Boolean = false, ports: [PortForward!] = [], args: [String!] = [], "
+            "useEntrypoint: Boolean = false, experimentalPrivilegedNesting: Boolean = false, "
+            "insecureRootCapabilities: Boolean = false, expand: Boolean = false, noInit: "
+            "Boolean = false): Void",
+        ),
     ],
 )
 def test_fields_match_daggers(

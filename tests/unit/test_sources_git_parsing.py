@@ -12,6 +12,7 @@ from dirk.workers.sources.git import (
     match_patterns,
     normalize_url,
     parse_ls_remote,
+    reach_remote,
     redact,
     remote_id,
     resolve_name,
@@ -91,3 +92,38 @@ def test_git_failures_are_classified_without_credentials() -> None:
     assert isinstance(auth, GitAuthError) and "pw" not in str(auth)
     unreachable = _classify(["ls-remote"], "fatal: unable to access: Connection refused", url)
     assert "unreachable" in str(unreachable)
+
+
+HOSTS = {"gitsrv": "10.89.0.7"}
+
+
+@pytest.mark.parametrize(
+    ("url", "config", "ssh"),
+    [
+        ("http://gitsrv:8080/r.git", (("http.curloptResolve", "gitsrv:8080:10.89.0.7"),), ()),
+        ("https://GitSrv/r.git", (("http.curloptResolve", "gitsrv:443:10.89.0.7"),), ()),
+        (
+            "git://gitsrv/r.git",
+            (("url.git://10.89.0.7/.insteadOf", "git://gitsrv/"),),
+            (),
+        ),
+        (
+            "git://gitsrv:9419/r.git",
+            (("url.git://10.89.0.7:9419/.insteadOf", "git://gitsrv:9419/"),),
+            (),
+        ),
+        ("ssh://git@gitsrv:2222/r", (), ("-o", "HostName=10.89.0.7", "-o", "HostKeyAlias=gitsrv")),
+        ("git@gitsrv:o/r.git", (), ("-o", "HostName=10.89.0.7", "-o", "HostKeyAlias=gitsrv")),
+    ],
+)
+def test_a_remote_on_a_mapped_host_is_reached_at_its_address(
+    url: str, config: tuple[tuple[str, str], ...], ssh: tuple[str, ...]
+) -> None:
+    reach = reach_remote(url, HOSTS)
+    assert reach is not None
+    assert (reach.host, reach.config, reach.ssh_options) == ("gitsrv", config, ssh)
+
+
+def test_a_remote_on_another_host_is_left_alone() -> None:
+    assert reach_remote("https://gitsrv.example.com/r.git", HOSTS) is None
+    assert reach_remote("git@elsewhere:o/r.git", HOSTS) is None

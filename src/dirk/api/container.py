@@ -51,9 +51,11 @@ from dirk.api.values import (
     Mount,
 )
 from dirk.errors import InvalidArgumentError
-from dirk.solver.ops import Exec, ImagePull, Ref
+from dirk.solver.ops import Exec, HostServiceDef, ImagePull, Ref, ServiceDef
+from dirk.solver.service_hosts import served_registry
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.platform import Platform
+from dirk.workers.images.registry import using_registry_endpoints
 
 if TYPE_CHECKING:
     from dirk.solver.results import ExecOutcome
@@ -120,20 +122,37 @@ async def query_default_platform(ctx: RequestContext, parent: Handle | None, arg
 
 @builds("Container", "from")
 async def container_from(ctx: RequestContext, parent: Handle | None, args: Args) -> Container:
-    return await from_image(ctx, _ctr(parent), args["address"])
+    from dirk.api.service import service_host  # (it imports this module)
+
+    registry = service_host(ctx, args.get("registryService"), "from")
+    return await from_image(ctx, _ctr(parent), args["address"], registry)
 
 
-async def from_image(ctx: RequestContext, c: Container, address: str) -> Container:
+async def from_image(
+    ctx: RequestContext,
+    c: Container,
+    address: str,
+    registry_service: ServiceDef | HostServiceDef | None = None,
+) -> Container:
     """`c` with the root filesystem and configuration of the image `address` (pinned by its
-    manifest digest once per session)."""
+    manifest digest once per session), its registry reached at `registry_service` if given
+    (started for the resolve, and again for the pull)."""
     table = ctx.table
 
     async def resolve() -> ResolvedImage:
-        return await ctx.solver.resolve_image(ctx.job, address, c.platform)
+        services = ctx.solver.services
+        async with served_registry(services, ctx.job, registry_service, address) as reached:
+            with using_registry_endpoints(reached):
+                return await ctx.solver.resolve_image(ctx.job, address, c.platform)
 
-    resolved = await table.once(table.images, (address, c.platform), resolve)
+    key = (
+        (address, c.platform)
+        if registry_service is None
+        else (address, c.platform, registry_service)
+    )
+    resolved = await table.once(table.images, key, resolve)
     config = resolved.config
-    pull = ImagePull(address, resolved.manifest_digest, c.platform)
+    pull = ImagePull(address, resolved.manifest_digest, c.platform, registry_service)
     return attrs.evolve(
         c,
         rootfs=Directory(Ref(pull), "/"),

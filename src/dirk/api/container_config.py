@@ -201,7 +201,11 @@ async def container_with_default_terminal_cmd(
     privileged = bool(args["insecureRootCapabilities"])
     if privileged:
         require_root_session(ctx, "withDefaultTerminalCmd(insecureRootCapabilities: true)")
-    command = TerminalCommand(tuple(args["args"]), insecure_root_capabilities=privileged)
+    command = TerminalCommand(
+        tuple(args["args"]),
+        insecure_root_capabilities=privileged,
+        nesting=bool(args["experimentalPrivilegedNesting"]),
+    )
     return attrs.evolve(_ctr(parent), default_terminal_cmd=command)
 
 

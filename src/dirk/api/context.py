@@ -3,6 +3,7 @@ the solver job of this request (the session's secret store and event sink)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +13,7 @@ import attrs
 from dirk.api.table import SessionTable
 from dirk.api.values import Handle
 from dirk.solver.job import EventSink, Job, SessionAccess
+from dirk.solver.leases import Lease
 from dirk.workers.hostaccess import HostAccess, HostUser, refuse_state_path
 from dirk.workers.images.auth import DockerConfig, docker_config_of
 
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
     from dirk.engine.core import Engine
     from dirk.engine.sessions import Session
     from dirk.solver.solver import Solver
+
+
+#: Where a session keeps its lease (`Session.state`).
+_LEASE = "dirk.lease"
 
 
 @attrs.define
@@ -54,8 +60,26 @@ class RequestContext:
                     if session.engine_port
                     else None
                 ),
+                lease=self._session_lease(),
             )
         return self._job
+
+    def _session_lease(self) -> Lease:
+        """What the session uses, kept from the garbage collector until it ends."""
+        lease = self.session.state.get(_LEASE)
+        if isinstance(lease, Lease):
+            return lease
+        leases = self.solver.leases
+        lease = self.session.state[_LEASE] = leases.open(self.session.token)
+        engine = self.engine
+
+        async def release() -> None:
+            leases.release(lease)
+            with contextlib.suppress(RuntimeError):  # an in-process engine already closed
+                await engine.gc.touch(lease.keys)
+
+        self.session.add_cleanup(release)
+        return lease
 
     def _docker_config_reader(self) -> Callable[[], Awaitable[DockerConfig]] | None:
         """How this session's registry credentials are read: its owner's Docker config

@@ -1,17 +1,23 @@
 """`GitRepository` and `GitRef`: git repositories, remote (`Query.git`) or held by a directory
 (`Directory.asGit`). A remote branch or tag is resolved again whenever something is solved
 (a moved branch gives new content); a commit id, or any name in a local repository, is fixed
-when the call is made. Checkouts are cached by commit."""
+when the call is made. Checkouts are cached by commit. A remote served by a session's service
+(`experimentalServiceHost`) is asked only while the service is held: its names are resolved
+when a tree is asked for, and the fetch starts the service again."""
 
 from __future__ import annotations
+
+from contextlib import AsyncExitStack
 
 from dirk.api.context import RequestContext
 from dirk.api.directory import SCRATCH, rebased, without
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.secret import load_secret
+from dirk.api.service import service_host
 from dirk.api.values import Changeset, Directory, GitRef, GitRepository, Handle, Socket
 from dirk.errors import GitRefNotFoundError, InvalidArgumentError
 from dirk.solver.ops import GitAuthRef, GitCheckout, GitRefKind, Ref, SecretRef
+from dirk.solver.service_hosts import served_hosts
 from dirk.solver.sources import SecretSource
 from dirk.workers.sources.git import (
     RemoteRefs,
@@ -40,12 +46,14 @@ def _ref(parent: Handle | None) -> GitRef:
 
 
 async def _refs(ctx: RequestContext, repo: GitRepository) -> RemoteRefs:
-    """What the repository has now: asked of the remote, or read from the directory."""
+    """What the repository has now: asked of the remote (through its service, held for the
+    call), or read from the directory."""
     sources = ctx.solver.sources
     if repo.source is not None:
         snapshot = await ctx.solver.solve(ctx.job, rebased(repo.source))
         return await sources.local_refs(snapshot)
-    return await sources.remote_refs(repo.url, repo.auth, session_secrets(ctx))
+    async with served_hosts(ctx.solver.services, ctx.job, repo.service) as hosts:
+        return await sources.remote_refs(repo.url, repo.auth, session_secrets(ctx), hosts)
 
 
 async def _resolve(ctx: RequestContext, ref: GitRef) -> ResolvedRef:
@@ -93,7 +101,8 @@ async def query_git(ctx: RequestContext, parent: Handle | None, args: Args) -> G
         ssh_auth_socket=socket_path,
         ssh_known_hosts=args.get("sshKnownHosts") or "",
     )
-    return GitRepository(url, args["url"], bool(args["keepGitDir"]), auth)
+    service = service_host(ctx, args.get("experimentalServiceHost"), "git")
+    return GitRepository(url, args["url"], bool(args["keepGitDir"]), auth, service=service)
 
 
 async def _secret_ref(ctx: RequestContext, secret_id: object) -> SecretRef | None:
@@ -207,9 +216,10 @@ async def ref_tree(ctx: RequestContext, parent: Handle | None, args: Args) -> Di
     depth = int(args["depth"]) if keep else 1
     include_tags = keep and bool(args["includeTags"])
     commit, tags = ref.commit, ""
-    if repo.auth.token or repo.auth.header:
-        # Keys are computed without the session's secrets: a remote that needs them is
-        # resolved now, with them (the fetch gets them again when it runs).
+    if repo.auth.token or repo.auth.header or repo.service is not None:
+        # Keys are computed without the session's secrets, outside any session: a remote that
+        # needs a secret or a session's service is resolved now, with them (the fetch gets
+        # them again when it runs).
         if not commit:
             commit = (await _resolve(ctx, ref)).commit
         if include_tags:
@@ -225,6 +235,7 @@ async def ref_tree(ctx: RequestContext, parent: Handle | None, args: Args) -> Di
         auth=repo.auth,
         include_tags=include_tags,
         tags=tags,
+        service=repo.service,
     )
     return Directory(Ref(op), "/")
 
@@ -249,9 +260,15 @@ async def ref_common_ancestor(ctx: RequestContext, parent: Handle | None, args: 
             "commonAncestor of a remote ref needs another remote ref, not one in a directory"
         )
     else:
-        base = await sources.merge_base(
-            (ref.repo.url, mine.commit, ref.repo.auth),
-            (other.repo.url, theirs.commit, other.repo.auth),
-            session_secrets(ctx),
-        )
+        async with AsyncExitStack() as stack:
+            hosts: dict[str, str] = {}
+            for service in dict.fromkeys((ref.repo.service, other.repo.service)):
+                served = served_hosts(ctx.solver.services, ctx.job, service)
+                hosts.update(await stack.enter_async_context(served))
+            base = await sources.merge_base(
+                (ref.repo.url, mine.commit, ref.repo.auth),
+                (other.repo.url, theirs.commit, other.repo.auth),
+                session_secrets(ctx),
+                hosts,
+            )
     return GitRef(ref.repo, "commit", base, base)

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dirk.api.context import RequestContext
 from dirk.api.registry import Args, builds
 from dirk.api.secret import load_secret
-from dirk.api.service import _stop_with_session
-from dirk.api.values import File, Handle, Service
+from dirk.api.service import service_host
+from dirk.api.values import File, Handle
 from dirk.errors import InvalidArgumentError
-from dirk.solver.ops import HostServiceDef, HttpFetch, Ref, ServiceDef
+from dirk.solver.ops import HttpFetch, Ref
 from dirk.solver.service_hosts import served_hosts
 from dirk.workers.sources.http import check_checksum, check_url, default_name
 
@@ -32,7 +32,7 @@ async def query_http(ctx: RequestContext, parent: Handle | None, args: Args) -> 
     header = None
     if args.get("authHeader"):
         header = (await load_secret(ctx, args["authHeader"])).ref
-    service = _service_host(ctx, args.get("experimentalServiceHost"))
+    service = service_host(ctx, args.get("experimentalServiceHost"), "http")
     op = HttpFetch(
         url, name, permissions=permissions, checksum=checksum, auth_header=header, service=service
     )
@@ -47,19 +47,3 @@ async def query_http(ctx: RequestContext, parent: Handle | None, args: Args) -> 
         # made now, with it, and the file is keyed by what it held.
         op, _ = await sources.keyed_http(op, ctx.table.secrets.plaintext)
     return File(Ref(op), "/" + name)
-
-
-def _service_host(ctx: RequestContext, service_id: object) -> ServiceDef | HostServiceDef | None:
-    if not service_id:
-        return None
-    service = ctx.load(service_id, "Service").value
-    assert isinstance(service, Service)
-    definition = service.definition
-    if not isinstance(definition, ServiceDef | HostServiceDef):
-        raise InvalidArgumentError(
-            "http(experimentalServiceHost:): a tunnel (Host.tunnel) already listens on the "
-            "host's 127.0.0.1, which the URL can name directly; pass the service it forwards "
-            "to instead"
-        )
-    _stop_with_session(ctx)
-    return definition

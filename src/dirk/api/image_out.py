@@ -18,6 +18,7 @@ from dirk.api.host import host_path
 from dirk.api.paths import expand
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.secret import load_secret, secret_plaintext_of
+from dirk.api.service import service_host
 from dirk.api.values import Container, Directory, File, Handle, HealthcheckConfig
 from dirk.solver import reads
 from dirk.solver.ops import (
@@ -28,8 +29,10 @@ from dirk.solver.ops import (
     ImageTarball,
     Ref,
 )
+from dirk.solver.service_hosts import served_registry
 from dirk.workers.images.auth import Credentials
 from dirk.workers.images.reference import ImageReference
+from dirk.workers.images.registry import using_registry_endpoints
 
 _COMPRESSION: dict[str | None, ImageCompression] = {
     None: "",
@@ -133,9 +136,14 @@ async def container_publish(ctx: RequestContext, parent: Handle | None, args: Ar
     address: str = args["address"]
     compression, media_types = image_options(args)
     creds = await _credentials(ctx, c, _registry(address))
-    result = await ctx.solver.images_out.publish(
-        ctx.job, address, images_of(ctx, c, args), compression, media_types, creds
-    )
+    service = service_host(ctx, args.get("registryService"), "publish")
+    images = images_of(ctx, c, args)
+    services = ctx.solver.services
+    async with served_registry(services, ctx.job, service, address) as reached:
+        with using_registry_endpoints(reached):
+            result = await ctx.solver.images_out.publish(
+                ctx.job, address, images, compression, media_types, creds
+            )
     return result.address
 
 

@@ -33,6 +33,7 @@ from dirk.api import (  # noqa: F401
     directory,
     directory_write,
     docker_store,
+    engine_cache,
     envfile,
     exports,
     file,
@@ -68,6 +69,7 @@ _LOAD_FROM_ID = re.compile(r"^load([A-Za-z]+)FromID$")
 
 def build_schema() -> GraphQLSchema:
     """The schema of `dirk.schema` with dirk's resolvers attached."""
+    widen_int_to_64_bits()
     schema = load_schema()
     for named in schema.type_map.values():
         if named.name.startswith("__"):
@@ -174,6 +176,17 @@ def _unsupported(type_name: str, field_name: str) -> Resolver:
         raise NotSupportedError(f"{type_name}.{field_name} is not supported by dirk yet")
 
     return resolve
+
+
+def widen_int_to_64_bits() -> None:
+    """Make `Int` 64 bits wide, as Dagger's is (Go's int): file sizes, byte counts and
+    nanosecond timestamps pass 2**31. graphql-core checks the spec's 32-bit range against
+    these two bounds of its scalars module, read at each coercion; the engine's process
+    serves no other GraphQL."""
+    import graphql.type.scalars as scalars
+
+    scalars.GRAPHQL_MAX_INT = 2**63 - 1
+    scalars.GRAPHQL_MIN_INT = -(2**63)
 
 
 def _resolve_type(value: Any, info: Info, abstract: Any) -> str:

@@ -22,7 +22,7 @@ from dirk.api.paths import expand
 from dirk.api.registry import Args, builds, leaf
 from dirk.api.values import Container, Handle, Port, Service
 from dirk.errors import InvalidArgumentError
-from dirk.solver.ops import ServiceBinding, ServiceDef, ServicePort, TunnelDef
+from dirk.solver.ops import HostServiceDef, ServiceBinding, ServiceDef, ServicePort, TunnelDef
 from dirk.workers.executor.forward import LOOPBACK
 
 #: A host name a client resolves through /etc/hosts: DNS labels separated by dots.
@@ -65,6 +65,26 @@ def _stop_with_session(ctx: RequestContext) -> None:
     ctx.session.add_cleanup(cleanup)
 
 
+def service_host(
+    ctx: RequestContext, service_id: object, field: str
+) -> ServiceDef | HostServiceDef | None:
+    """The service an `experimentalServiceHost` argument of `field` names (None when absent),
+    stopped with the session like any it starts."""
+    if not service_id:
+        return None
+    service = ctx.load(service_id, "Service").value
+    assert isinstance(service, Service)
+    definition = service.definition
+    if not isinstance(definition, ServiceDef | HostServiceDef):
+        raise InvalidArgumentError(
+            f"{field}(experimentalServiceHost:): a tunnel (Host.tunnel) already listens on the "
+            "host's 127.0.0.1, which the URL can name directly; pass the service it forwards "
+            "to instead"
+        )
+    _stop_with_session(ctx)
+    return definition
+
+
 def service_ports(c: Container) -> tuple[ServicePort, ...]:
     return tuple(
         ServicePort(p.port, p.protocol, p.description, p.experimental_skip_healthcheck)
@@ -86,7 +106,10 @@ async def container_as_service(ctx: RequestContext, parent: Handle | None, args:
         argv = [expand(a, env) for a in argv]
     argv_full = command(c, argv, bool(args["useEntrypoint"]))
     op = with_exec(
-        c, argv_full, insecure_root_capabilities=bool(args["insecureRootCapabilities"])
+        c,
+        argv_full,
+        insecure_root_capabilities=bool(args["insecureRootCapabilities"]),
+        nesting=bool(args["experimentalPrivilegedNesting"]),
     ).last_exec
     assert op is not None
     _stop_with_session(ctx)

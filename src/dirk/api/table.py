@@ -52,7 +52,8 @@ class SessionTable:
     secrets: SecretStore
     objects: dict[str, Handle] = attrs.field(factory=dict)
     leaves: dict[Hashable, Any] = attrs.field(factory=dict)
-    images: dict[tuple[str, str], ResolvedImage] = attrs.field(factory=dict)
+    #: (address, platform[, registry service]) -> the image resolved once per session.
+    images: dict[tuple[object, ...], ResolvedImage] = attrs.field(factory=dict)
     _flights: Flights = attrs.field(factory=Flights)
 
     @classmethod

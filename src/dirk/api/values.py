@@ -11,14 +11,17 @@ from typing import Literal
 
 import attrs
 
+from dirk.solver.gc_plan import CacheEntry
 from dirk.solver.ops import (
     AnyService,
     Exec,
     GitAuthRef,
     GitRefKind,
+    HostServiceDef,
     Ref,
     SecretRef,
     ServiceBinding,
+    ServiceDef,
     Sharing,
 )
 
@@ -114,6 +117,8 @@ class TerminalCommand:
 
     args: tuple[str, ...]
     insecure_root_capabilities: bool = False
+    #: experimentalPrivilegedNesting: the shell reaches the engine's API as the session.
+    nesting: bool = False
 
 
 @attrs.frozen
@@ -250,6 +255,8 @@ class GitRepository:
     keep_git_dir: bool = True
     auth: GitAuthRef = attrs.field(factory=GitAuthRef)
     source: Directory | None = None
+    #: `experimentalServiceHost`: the service serving the remote's host.
+    service: ServiceDef | HostServiceDef | None = None
 
 
 @attrs.frozen
@@ -268,6 +275,29 @@ class Socket:
     """A unix socket of the engine's host, by path."""
 
     path: str
+
+
+@attrs.frozen
+class EngineRoot:
+    """`Query.engine` (and `Engine.localCache`): the engine the session runs on, which holds
+    no value of its own; `cache` tells the cache apart."""
+
+    cache: bool = False
+
+
+@attrs.frozen
+class CacheEntrySet:
+    """Entries of the engine's cache as read at one moment, the largest first."""
+
+    entries: tuple[CacheEntry, ...]
+
+
+@attrs.frozen
+class Terminal:
+    """Dagger's `Terminal`: a shell that was opened (`command`). No field of the API makes
+    one today (the `terminal` fields return their parent), so only an ID loads one."""
+
+    command: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -311,7 +341,11 @@ Value = (
     | GitRef
     | Socket
     | Service
+    | Terminal
     | JSONValue
+    | EngineRoot
+    | CacheEntrySet
+    | CacheEntry
     | QueryRoot
 )
 

@@ -19,6 +19,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "session": ("dirk.cli.session_cmd", "session", "Open a session for an official Dagger SDK."),
     "run": ("dirk.cli.session_cmd", "run", "Run a command with a session; exit with its code."),
     "query": ("dirk.cli.query_cmd", "query", "Send a GraphQL query; print the JSON answer."),
+    "cache": (
+        "dirk.cli.cache_cmd",
+        "cache",
+        "Show the engine's cache; free space (ls, du, prune).",
+    ),
     "version": ("dirk.cli.version_cmd", "version", "Print the client's and engine's versions."),
 }
 

@@ -8,6 +8,7 @@ remains is always usable.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -17,6 +18,8 @@ from types import TracebackType
 import anyio.to_thread
 
 from dirk.engine.telemetry import Telemetry, from_environment
+from dirk.solver.gc import GarbageCollector
+from dirk.solver.gc_policy import CachePolicy, background_interval
 from dirk.solver.solver import Solver
 from dirk.solver.sources import Sources
 from dirk.solver.volumes import CacheVolumes
@@ -45,6 +48,7 @@ class Engine:
         self._max_parallel = max_parallel
         self._insecure = tuple(insecure_registries)
         self._solver: Solver | None = None
+        self._gc: GarbageCollector | None = None
         self._executor: Executor | None = None
         self._closing = AsyncExitStack()
         #: OpenTelemetry spans of requests and steps, when the environment asks for them.
@@ -55,6 +59,13 @@ class Engine:
         if self._solver is None:
             raise RuntimeError("the engine is not started: use `async with Engine(...)`")
         return self._solver
+
+    @property
+    def gc(self) -> GarbageCollector:
+        """The cache's garbage collector (`engine.localCache`, `dirk cache`)."""
+        if self._gc is None:
+            raise RuntimeError("the engine is not started: use `async with Engine(...)`")
+        return self._gc
 
     @property
     def runtime_name(self) -> str:
@@ -100,6 +111,18 @@ class Engine:
             # Last in, first out: running steps are cancelled and finished before the
             # workers they use close.
             await stack.enter_async_context(self._solver.running())
+            # The policy is read now, so a bad DIRK_GC_* value stops the start with its error.
+            policy = CachePolicy.from_environment(os.environ, shutil.disk_usage(layout.root).total)
+            self._gc = GarbageCollector(
+                solver=self._solver,
+                db=db,
+                layers=layers,
+                blobs=blobs,
+                layout=layout,
+                policy=policy,
+                interval=background_interval(os.environ),
+            )
+            await stack.enter_async_context(self._gc.running())
             self._executor = executor
             self._closing = stack.pop_all()
 
@@ -116,6 +139,7 @@ class Engine:
         """Close the workers and the database, each even if closing another fails."""
         self._solver = None
         self._executor = None
+        self._gc = None
         await self._closing.aclose()
 
     async def __aenter__(self) -> Engine:

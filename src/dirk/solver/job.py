@@ -21,6 +21,7 @@ from dirk.workers.hostaccess import HostAccess, HostUser
 from dirk.workers.images.auth import DockerConfig
 
 if TYPE_CHECKING:
+    from dirk.solver.leases import Lease
     from dirk.solver.terminal import Terminals
 
 EventKind = Literal[
@@ -132,6 +133,9 @@ class Job:
     #: How nested commands reach the engine as this job's session (None: the engine serves
     #: no TCP port, e.g. in-process).
     session_access: SessionAccess | None = None
+    #: What the job's session uses, kept from the garbage collector while it lives
+    #: (None: the solver's background lease, never released).
+    lease: Lease | None = None
 
     def emit(self, event: StepEvent) -> None:
         self.events(event)

@@ -37,13 +37,14 @@ KEY_VERSION = 1
 _PROVENANCE_FIELDS: dict[type[Any], frozenset[str]] = {
     HostDirectory: frozenset({"path", "owner"}),
     HostFile: frozenset({"path", "owner"}),
-    ImagePull: frozenset({"reference"}),
+    # Where the image came from (the reference, the service its registry ran as).
+    ImagePull: frozenset({"reference", "registry_service"}),
     # Which session's secret it is; the key covers the secret's name, never its value.
     SecretRef: frozenset({"handle"}),
     ExecMount: frozenset({"host_path"}),
     # What a failed run opens for debugging, not what the step computes.
     Exec: frozenset({"debug_shell"}),
-    GitCheckout: frozenset({"url", "kind", "name", "auth"}),
+    GitCheckout: frozenset({"url", "kind", "name", "auth", "service"}),
     HttpFetch: frozenset({"url", "checksum", "auth_header", "service"}),
     DockerImageSave: frozenset({"socket", "name"}),
 }

@@ -84,6 +84,9 @@ class ImagePull:
     reference: str
     digest: str
     platform: str = "linux/amd64"
+    #: `from(registryService:)`: the service the reference's registry is reached at, started
+    #: for the pull (provenance: the digest names the content).
+    registry_service: ServiceDef | HostServiceDef | None = None
 
     def inputs(self) -> tuple[Ref, ...]:
         return ()
@@ -718,8 +721,12 @@ class GitCheckout:
     #: The repository's tags too in the kept `.git` (only with `keep_git_dir`).
     include_tags: bool = False
     #: With `include_tags` from a remote: the digest of its tags (`RemoteRefs.tags_digest`),
-    #: filled when the key is computed unless the API did (a remote needing secrets).
+    #: filled when the key is computed unless the API did (a remote needing secrets or a
+    #: service).
     tags: str = ""
+    #: `experimentalServiceHost`: the service serving the remote's host, started for the
+    #: fetch (provenance: its inputs are not the checkout's).
+    service: ServiceDef | HostServiceDef | None = None
 
     def inputs(self) -> tuple[Ref, ...]:
         return (self.source,) if self.source is not None else ()

@@ -239,6 +239,16 @@ class ServiceManager:
             for instance in acquired.values():
                 self._release(instance)
 
+    @asynccontextmanager
+    async def held(self, job: Job, service: AnyService) -> AsyncIterator[Instance]:
+        """`service`'s instance for `job`'s session, running and healthy (started, or
+        joined), held as a binding holds it until the block ends (`Service.terminal`)."""
+        instance = await self._acquire(job, service, None)
+        try:
+            yield instance
+        finally:
+            self._release(instance)
+
     async def start(self, job: Job, service: AnyService) -> Instance:
         """Start `service` (or join its instance) and hold it for the session until `stop`."""
         instance = await self._acquire(job, service, None)

@@ -65,6 +65,11 @@ class SharedWork(Generic[M]):
                 self._tg = None
                 tg.cancel_scope.cancel()
 
+    @property
+    def idle(self) -> bool:
+        """Whether nothing runs now."""
+        return not self._running
+
     def running(self, key: Hashable) -> bool:
         return key in self._running
 

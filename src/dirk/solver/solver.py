@@ -31,8 +31,9 @@ from dirk.solver.handlers import HANDLERS, Handler, HandlerFactory, Step, Worker
 from dirk.solver.handlers.exec import ExecHandler
 from dirk.solver.images_out import ImagesOut
 from dirk.solver.job import EventSink, Job, StepEvent, discard_events
+from dirk.solver.leases import Leases
 from dirk.solver.opmemo import OpMemo
-from dirk.solver.ops import Exec, Op, Ref
+from dirk.solver.ops import Exec, Op, Ref, ServiceDef
 from dirk.solver.results import Counters, ExecOutcome, OpResult
 from dirk.solver.services import ServiceManager
 from dirk.solver.shared import Flight, SharedWork
@@ -43,6 +44,7 @@ from dirk.solver.volumes import CacheVolumes
 from dirk.state.blobs import BlobStore
 from dirk.state.db import Database
 from dirk.workers.executor.executor import Executor
+from dirk.workers.executor.running import RunningContainer
 from dirk.workers.images.auth import using_docker_config
 from dirk.workers.images.config import ResolvedImage
 from dirk.workers.images.store import ImageStore
@@ -104,6 +106,10 @@ class Solver:
         #: Keys of operations that are not volatile, for the engine's life (bounded).
         self._keys: OpMemo[str] = OpMemo()
         self._memo: dict[str, OpResult] = {}
+        #: What live sessions use, kept from the garbage collector (`solver.gc`).
+        self.leases = Leases()
+        #: Layers the collector deleted since the memo was last swept of them.
+        self._removed_layers: set[str] = set()
         self._shared: SharedWork[Job] = SharedWork()
         self._sinks: list[EventSink] = []
         self._runs = StepRuns(db)
@@ -141,9 +147,10 @@ class Solver:
         timing.mark("solve.key")
         key = await self._key(op, local)
         timing.mark("solve.keyed")
-        memo = self._memo.get(key)
+        memo = self._memo_get(key)
         if memo is not None:
             self.counters.memo_hits += 1
+            self._hold((job,), op, memo)
             if job.events is not discard_events:
                 inputs = self._input_keys(op, local)
                 job.emit(
@@ -202,6 +209,28 @@ class Solver:
         # A task of the engine's task group under a key of its own (never joined): a
         # cancelled caller cancels it through its scope and waits until its container and
         # mounts are gone, as for any step.
+        return await self._shared.run(("terminal", object()), work, job)
+
+    async def service_terminal(
+        self, job: Job, service: ServiceDef, argv: Sequence[str], request: TerminalRequest
+    ) -> int:
+        """Run `argv` inside the running container of `service` (started, or joined, and held
+        meanwhile) on the terminal `job`'s client holds (`Service.terminal`); the service
+        goes on running. Returns the command's exit code."""
+        terminals = job.terminals
+        if terminals is None or not terminals.attached:
+            raise TerminalError(NO_TERMINAL)
+
+        async def work(flight: Flight[Job]) -> int:
+            async with self.services.held(job, service) as instance:
+                container = instance.container
+                assert isinstance(container, RunningContainer), "a container's service"
+                async with terminals.open(request) as terminal:
+                    code = await self.workers.executor.exec_terminal(container, argv, terminal)
+                    terminal.finish(code)
+                    return code
+
+        # As `interactive`: a task of the engine's task group, never joined.
         return await self._shared.run(("terminal", object()), work, job)
 
     async def resolve_image(
@@ -313,6 +342,47 @@ class Solver:
 
         return await self._shared.run(key, work, member)
 
+    @property
+    def idle(self) -> bool:
+        """Whether no step runs now (the collector deletes unnamed files only then)."""
+        return self._shared.idle
+
+    def _memo_get(self, key: str) -> OpResult | None:
+        """The in-memory result of `key`, unless the collector deleted a layer it names."""
+        memo = self._memo.get(key)
+        if memo is not None and self._removed_layers and names_any(memo, self._removed_layers):
+            del self._memo[key]
+            return None
+        return memo
+
+    def _hold(self, jobs: Sequence[Job], op: Op, result: OpResult) -> None:
+        """Lease `result` (and the cache volumes `op` mounts) to the sessions of `jobs`."""
+        volumes = (
+            [m.cache_id for m in op.mounts if m.kind == "cache" and m.cache_id]
+            if isinstance(op, Exec)
+            else []
+        )
+        for job in jobs:
+            lease = job.lease or self.leases.background
+            lease.hold(result)
+            lease.volumes.update(volumes)
+
+    def forget(self, keys: Sequence[str], layers: Sequence[str]) -> None:
+        """The collector removed these cache rows and layers: results in memory that name
+        them are not handed out again (checked on each memo hit until `sweep_memo`)."""
+        for key in keys:
+            self._memo.pop(key, None)
+        self._removed_layers.update(layers)
+
+    def sweep_memo(self) -> None:
+        """Drop every result in memory that names a layer the collector removed."""
+        if not self._removed_layers:
+            return
+        removed = self._removed_layers
+        for key in [k for k, r in self._memo.items() if names_any(r, removed)]:
+            del self._memo[key]
+        removed.clear()
+
     def _remember(self, key: str, result: OpResult) -> None:
         """Keep a result in memory, unless its output is large (a blob file has it)."""
         if has_blob_output(result):
@@ -333,6 +403,8 @@ class Solver:
         timing.mark("solve.cache_checked")
         input_keys = self._input_keys(op, local)
         if loaded is not None:
+            # Held before anything awaits: the collector cannot take it from now on.
+            self._hold(self._shared.waiting(flight), op, loaded)
             self.counters.cache_hits += 1
             emit(StepEvent("cached", key, description, duration=loaded.duration, inputs=input_keys))
             self._remember(key, loaded)
@@ -359,6 +431,7 @@ class Solver:
                     result = await run_step(step)
             else:
                 result = await run_step(step)
+            self._hold(self._shared.waiting(flight), op, result)
         except BaseException as exc:
             if isinstance(exc, anyio.get_cancelled_exc_class()):
                 emit(StepEvent("cancelled", key, description))
@@ -376,7 +449,7 @@ class Solver:
         duration = time.monotonic() - started
         result = attrs.evolve(result, duration=duration)
         with anyio.CancelScope(shield=True):  # done work is worth keeping
-            await self._store.store(key, result)
+            await self._store.store(key, result, type(op).__name__, description)
             run = await self._with_result_fields(handler, op, result, run)
             if handler.fields_after_run:
                 await self._explain(flight, op, position, run)
@@ -431,9 +504,10 @@ class Solver:
         pending: list[tuple[Op, str]] = []
         for input_op in dict.fromkeys(ref.op for ref in refs):
             input_key = await self._key(input_op, local)
-            memo = self._memo.get(input_key)
+            memo = self._memo_get(input_key)
             if memo is not None:
                 self.counters.memo_hits += 1
+                self._hold(self._shared.waiting(flight), input_op, memo)
                 results[input_op] = memo
             else:
                 pending.append((input_op, input_key))
@@ -459,6 +533,10 @@ class Solver:
         for job in self._shared.waiting(flight):
             if job.events is not discard_events:
                 job.emit(event)
+
+
+def names_any(result: OpResult, layers: set[str]) -> bool:
+    return any(layer in layers for snapshot in result.outputs for layer in snapshot.layers)
 
 
 def _raise_first_error(group: BaseExceptionGroup[BaseException]) -> NoReturn:

@@ -65,8 +65,14 @@ class Sources:
     # --- auth -----------------------------------------------------------------------------
 
     @staticmethod
-    def git_auth(ref: GitAuthRef, secrets: SecretSource = _no_secrets) -> GitAuth:
-        if ref == GitAuthRef():
+    def git_auth(
+        ref: GitAuthRef,
+        secrets: SecretSource = _no_secrets,
+        hosts: Mapping[str, str] | None = None,
+    ) -> GitAuth:
+        """`ref`'s credentials in plaintext; `hosts`: names reached at an address of the
+        caller's (a running service's)."""
+        if ref == GitAuthRef() and not hosts:
             return NO_AUTH
         return GitAuth(
             username=ref.username,
@@ -74,6 +80,7 @@ class Sources:
             header=_secret(secrets, ref.header),
             ssh_auth_sock=ref.ssh_auth_socket,
             ssh_known_hosts=ref.ssh_known_hosts,
+            hosts=tuple(sorted((hosts or {}).items())),
         )
 
     # --- keys -----------------------------------------------------------------------------
@@ -86,9 +93,13 @@ class Sources:
         return resolved.commit
 
     async def remote_refs(
-        self, url: str, auth: GitAuthRef, secrets: SecretSource = _no_secrets
+        self,
+        url: str,
+        auth: GitAuthRef,
+        secrets: SecretSource = _no_secrets,
+        hosts: Mapping[str, str] | None = None,
     ) -> RemoteRefs:
-        return await self.git.ls_remote(url, self.git_auth(auth, secrets))
+        return await self.git.ls_remote(url, self.git_auth(auth, secrets, hosts))
 
     async def keyed_http(
         self,
@@ -119,6 +130,7 @@ class Sources:
         commit: str,
         source: Snapshot | None,
         secrets: SecretSource = _no_secrets,
+        hosts: Mapping[str, str] | None = None,
     ) -> Snapshot:
         """Export `commit` of the remote (fetched into its cache repository first) or of the
         repository in the `source` directory."""
@@ -127,7 +139,7 @@ class Sources:
                 op.url,
                 commit,
                 self._layers,
-                auth=self.git_auth(op.auth, secrets),
+                auth=self.git_auth(op.auth, secrets, hosts),
                 keep_git_dir=op.keep_git_dir,
                 depth=op.depth,
                 ref=_full_ref(op),
@@ -180,12 +192,13 @@ class Sources:
         first: tuple[str, str, GitAuthRef],
         second: tuple[str, str, GitAuthRef],
         secrets: SecretSource = _no_secrets,
+        hosts: Mapping[str, str] | None = None,
     ) -> str:
         """The best common ancestor of two remote commits, given as (url, commit, auth)."""
         (url_a, commit_a, auth_a), (url_b, commit_b, auth_b) = first, second
         return await self.git.common_ancestor(
-            (url_a, commit_a, self.git_auth(auth_a, secrets)),
-            (url_b, commit_b, self.git_auth(auth_b, secrets)),
+            (url_a, commit_a, self.git_auth(auth_a, secrets, hosts)),
+            (url_b, commit_b, self.git_auth(auth_b, secrets, hosts)),
         )
 
     async def local_merge_base(self, source: Snapshot, first: str, second: str) -> str:

@@ -39,16 +39,25 @@ class ResultStore:
         if stored is None:
             return None
         if _names_blobs(stored):
-            return await anyio.to_thread.run_sync(self._decode_or_drop, key, stored)
+            loaded = await anyio.to_thread.run_sync(self._decode_or_drop, key, stored)
+            # Checked again on the event loop, where the collector deletes (`solver.leases`).
+            return loaded if loaded is not None and self.present(loaded) else None
         return self._decode_or_drop(key, stored)
 
-    async def store(self, key: str, result: OpResult) -> None:
-        """Written last, once every layer the result names is committed."""
+    async def store(
+        self, key: str, result: OpResult, kind: str = "", description: str = ""
+    ) -> None:
+        """Written last, once every layer the result names is committed. `kind` (the
+        operation's type) and `description` name the entry in `dirk cache ls`."""
         if has_blob_output(result):
             encoded = await anyio.to_thread.run_sync(self._encode, result)
         else:
             encoded = self._encode(result)
-        self._db.cache_put(key, encoded)
+        self._db.cache_put(key, encoded, kind, description)
+
+    def present(self, result: OpResult) -> bool:
+        """Whether every layer `result` names is still on disk."""
+        return all(self._layers.exists(layer) for s in result.outputs for layer in s.layers)
 
     def _decode_or_drop(self, key: str, stored: dict[str, Any]) -> OpResult | None:
         try:
@@ -87,7 +96,7 @@ class ResultStore:
     def _decode(self, key: str, stored: dict[str, Any]) -> OpResult | None:
         outputs = tuple(Snapshot(tuple(layers)) for layers in stored["outputs"])
         for snapshot in outputs:
-            if not all(self._layers.path(layer).is_dir() for layer in snapshot.layers):
+            if not all(self._layers.exists(layer) for layer in snapshot.layers):
                 return None
         outcome = None
         if "exit_code" in stored:

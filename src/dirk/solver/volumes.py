@@ -3,11 +3,17 @@
 - SHARED: every exec mounts the same directory at the same time.
 - LOCKED: the same directory, but one exec at a time; others wait.
 - PRIVATE: an exec gets an instance nobody else is using; a new empty one when all are busy.
+
+A volume's folder (`v/<readable name>-<hash>/`) holds its instances and a `.name` file with the
+volume's name, so `dirk cache ls` can show it; its modification time is the volume's last use
+(the garbage collector's order).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +36,12 @@ class CacheVolumes:
         self._locks: dict[str, anyio.Lock] = {}
         self._busy: dict[str, set[int]] = {}
         self._creating: dict[str, anyio.Lock] = {}
+        #: Mounts of each volume folder open now (the collector never removes those).
+        self._mounted: dict[str, int] = {}
+
+    def in_use(self) -> set[str]:
+        """Folder names (under `root`) of the volumes mounted now."""
+        return {name for name, count in self._mounted.items() if count > 0}
 
     def _instance(self, name: str, index: int) -> Path:
         return self.root / volume_dir_name(name) / str(index)
@@ -39,6 +51,21 @@ class CacheVolumes:
         self, name: str, sharing: Sharing, seed: Callable[[Path], None] | None = None
     ) -> AsyncIterator[Path]:
         """Yield the directory to mount for volume `name`. `seed` fills a newly created one."""
+        folder = volume_dir_name(name)
+        self._mounted[folder] = self._mounted.get(folder, 0) + 1
+        try:
+            async with self._acquire(name, sharing, seed) as path:
+                _mark_used(path.parent, name)
+                yield path
+        finally:
+            self._mounted[folder] -= 1
+            if not self._mounted[folder]:
+                del self._mounted[folder]
+
+    @asynccontextmanager
+    async def _acquire(
+        self, name: str, sharing: Sharing, seed: Callable[[Path], None] | None
+    ) -> AsyncIterator[Path]:
         if sharing == "LOCKED":
             lock = self._locks.setdefault(name, anyio.Lock())
             async with lock:
@@ -70,6 +97,29 @@ class CacheVolumes:
                 await anyio.to_thread.run_sync(seed, tmp)
             tmp.rename(path)
         return path
+
+
+#: The file in a volume's folder that holds the volume's name.
+NAME_FILE = ".name"
+
+
+def volume_name(folder: Path) -> str:
+    """The name of the volume kept in `folder` (its folder name if an older engine made it)."""
+    try:
+        return (folder / NAME_FILE).read_text()
+    except OSError:
+        return folder.name
+
+
+def _mark_used(folder: Path, name: str) -> None:
+    name_file = folder / NAME_FILE
+    if not name_file.exists():
+        with contextlib.suppress(OSError):
+            fd = os.open(name_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(name)
+    with contextlib.suppress(OSError):
+        os.utime(folder)
 
 
 def _fresh_dir(path: Path) -> None:

@@ -11,12 +11,16 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from dirk.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -30,7 +34,9 @@ CREATE TABLE IF NOT EXISTS cache (
     key TEXT PRIMARY KEY,         -- an operation's cache key
     result TEXT NOT NULL,         -- JSON: the snapshots and metadata it produced
     created REAL NOT NULL,
-    last_used REAL NOT NULL
+    last_used REAL NOT NULL,
+    kind TEXT NOT NULL DEFAULT '',        -- the operation's type (e.g. "Exec")
+    description TEXT NOT NULL DEFAULT ''  -- the step as progress names it (`Op.describe`)
 );
 CREATE TABLE IF NOT EXISTS layer_blobs (
     layer_id TEXT NOT NULL,       -- a layer directory under l/
@@ -63,10 +69,7 @@ class Database:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
-            self._conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"the engine's database {path} is unusable ({exc}); move it aside to start "
@@ -77,6 +80,18 @@ class Database:
                 f"cannot open the engine's database {path} ({exc.strerror}): check that the "
                 "state directory exists and is writable by the engine"
             ) from exc
+
+    def _migrate(self) -> None:
+        """Bring a database of an older engine up to this schema (columns added since)."""
+        columns = {str(row[1]) for row in self._conn.execute("PRAGMA table_info(cache)")}
+        for name in ("kind", "description"):
+            if name not in columns:
+                self._conn.execute(f"ALTER TABLE cache ADD COLUMN {name} TEXT NOT NULL DEFAULT ''")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS cache_last_used ON cache(last_used)")
+        self._conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -155,12 +170,23 @@ class Database:
         result: dict[str, Any] = json.loads(rows[0][0])
         return result
 
-    def cache_put(self, key: str, result: dict[str, Any]) -> None:
+    def cache_put(
+        self, key: str, result: dict[str, Any], kind: str = "", description: str = ""
+    ) -> None:
         now = time.time()
         self.execute(
-            "INSERT OR REPLACE INTO cache(key, result, created, last_used) VALUES (?, ?, ?, ?)",
-            (key, json.dumps(result, sort_keys=True), now, now),
+            "INSERT OR REPLACE INTO cache(key, result, created, last_used, kind, description) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (key, json.dumps(result, sort_keys=True), now, now, kind, description),
         )
+
+    def cache_touch(self, keys: Sequence[str], when: float) -> None:
+        """Mark rows as used at `when` (results a session took from the solver's memory)."""
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE cache SET last_used = ? WHERE key = ? AND last_used < ?",
+                [(when, key, when) for key in keys],
+            )
 
     def cache_delete(self, key: str) -> None:
         self.execute("DELETE FROM cache WHERE key = ?", (key,))
@@ -168,3 +194,67 @@ class Database:
     def cache_entries(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self.execute("SELECT key, result FROM cache")
         return [(str(k), json.loads(v)) for k, v in rows]
+
+    def cache_rows(self) -> list[CacheRow]:
+        """Every cache row with its bookkeeping, for the garbage collector (`solver.gc`)."""
+        rows = self.execute("SELECT key, result, created, last_used, kind, description FROM cache")
+        return [
+            CacheRow(str(k), str(r), float(c), float(u), str(kind), str(d))
+            for k, r, c, u, kind, d in rows
+        ]
+
+    def layer_rows(self) -> list[LayerRow]:
+        """Every layer: id, source, measured size (<= 0: not measured yet), creation time."""
+        rows = self.execute("SELECT id, source, size, created FROM layers")
+        return [LayerRow(str(i), s, int(z), float(c)) for i, s, z, c in rows]
+
+    def all_layer_blobs(self) -> list[tuple[str, str, int]]:
+        """(layer id, blob digest, size) of every blob made of a layer."""
+        rows = self.execute("SELECT layer_id, digest, size FROM layer_blobs")
+        return [(str(i), str(d), int(z)) for i, d, z in rows]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def set_layer_sizes(self, sizes: dict[str, int]) -> None:
+        with self._transaction() as conn:
+            conn.executemany(
+                "UPDATE layers SET size = ? WHERE id = ?",
+                [(size, layer_id) for layer_id, size in sizes.items()],
+            )
+
+    def forget(self, keys: Sequence[str], layer_ids: Sequence[str], blobs: Sequence[str]) -> None:
+        """Drop cache rows, layers (with their blob rows) and blob locations in one
+        transaction: the garbage collector's commit, made before the files go."""
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM cache WHERE key = ?", [(k,) for k in keys])
+            ids = [(i,) for i in layer_ids]
+            conn.executemany("DELETE FROM layers WHERE id = ?", ids)
+            conn.executemany("DELETE FROM layer_blobs WHERE layer_id = ?", ids)
+            conn.executemany("DELETE FROM blob_sources WHERE digest = ?", [(d,) for d in blobs])
+
+
+@attrs.frozen
+class CacheRow:
+    key: str
+    result: str  # JSON text
+    created: float
+    last_used: float
+    kind: str
+    description: str
+
+
+@attrs.frozen
+class LayerRow:
+    id: str
+    source: str | None
+    size: int
+    created: float

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.container import Container as Container
     from dirk.sdk.gen.diff_stat import DiffStat as DiffStat
     from dirk.sdk.gen.directory import Directory as Directory
+    from dirk.sdk.gen.engine import Engine as Engine
+    from dirk.sdk.gen.engine_cache import EngineCache as EngineCache
+    from dirk.sdk.gen.engine_cache_entry import EngineCacheEntry as EngineCacheEntry
+    from dirk.sdk.gen.engine_cache_entry_set import EngineCacheEntrySet as EngineCacheEntrySet
     from dirk.sdk.gen.enums import CacheSharingMode as CacheSharingMode
     from dirk.sdk.gen.enums import ChangesetMergeConflict as ChangesetMergeConflict
     from dirk.sdk.gen.enums import ChangesetsMergeConflict as ChangesetsMergeConflict
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.socket import Socket as Socket
     from dirk.sdk.gen.stat import Stat as Stat
     from dirk.sdk.gen.syncer import Syncer as Syncer
+    from dirk.sdk.gen.terminal import Terminal as Terminal
 
 #: Public name -> the module that defines it.
 _MODULES = {
@@ -58,6 +63,10 @@ _MODULES = {
     "Container": "container",
     "DiffStat": "diff_stat",
     "Directory": "directory",
+    "Engine": "engine",
+    "EngineCache": "engine_cache",
+    "EngineCacheEntry": "engine_cache_entry",
+    "EngineCacheEntrySet": "engine_cache_entry_set",
     "CacheSharingMode": "enums",
     "ChangesetMergeConflict": "enums",
     "ChangesetsMergeConflict": "enums",
@@ -92,6 +101,7 @@ _MODULES = {
     "Socket": "socket",
     "Stat": "stat",
     "Syncer": "syncer",
+    "Terminal": "terminal",
 }
 
 #: GraphQL object type -> the module of its class.
@@ -101,6 +111,10 @@ _TYPES = {
     "Container": "container",
     "DiffStat": "diff_stat",
     "Directory": "directory",
+    "Engine": "engine",
+    "EngineCache": "engine_cache",
+    "EngineCacheEntry": "engine_cache_entry",
+    "EngineCacheEntrySet": "engine_cache_entry_set",
     "EnvFile": "env_file",
     "EnvVariable": "env_variable",
     "Error": "error",
@@ -122,6 +136,7 @@ _TYPES = {
     "Socket": "socket",
     "Stat": "stat",
     "Syncer": "syncer",
+    "Terminal": "terminal",
 }
 
 __all__ = [
@@ -137,6 +152,10 @@ __all__ = [
     "DiffStat",
     "DiffStatKind",
     "Directory",
+    "Engine",
+    "EngineCache",
+    "EngineCacheEntry",
+    "EngineCacheEntrySet",
     "EnvFile",
     "EnvVariable",
     "Error",
@@ -165,6 +184,7 @@ __all__ = [
     "Socket",
     "Stat",
     "Syncer",
+    "Terminal",
 ]
 
 

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.diff_stat import DiffStat
     from dirk.sdk.gen.directory import Directory
+    from dirk.sdk.gen.engine import Engine
+    from dirk.sdk.gen.engine_cache import EngineCache
+    from dirk.sdk.gen.engine_cache_entry import EngineCacheEntry
+    from dirk.sdk.gen.engine_cache_entry_set import EngineCacheEntrySet
     from dirk.sdk.gen.env_file import EnvFile
     from dirk.sdk.gen.env_variable import EnvVariable
     from dirk.sdk.gen.error import Error
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.service import Service
     from dirk.sdk.gen.socket import Socket
     from dirk.sdk.gen.stat import Stat
+    from dirk.sdk.gen.terminal import Terminal
 
 
 @register("Query")
@@ -61,6 +66,10 @@ class Client(ObjectBase[M]):
     def host(self) -> Host[M]:
         """The host the session was started from (its working directory)."""
         return cast("Host[M]", self._select("host", "Host", []))
+
+    def engine(self) -> Engine[M]:
+        """The engine this session runs on: its name and its cache."""
+        return cast("Engine[M]", self._select("engine", "Engine", []))
 
     def cache_volume(
         self,
@@ -138,6 +147,7 @@ class Client(ObjectBase[M]):
         http_auth_username: str = "",
         http_auth_token: Secret[M] | None = None,
         http_auth_header: Secret[M] | None = None,
+        experimental_service_host: Service[M] | None = None,
     ) -> GitRepository[M]:
         """A git repository, by URL; nothing is fetched until a ref's commit or tree is needed.
 
@@ -151,6 +161,9 @@ class Client(ObjectBase[M]):
             http_auth_username: The user name sent with httpAuthToken (`x-access-token` when empty).
             http_auth_token: A secret sent as the password of HTTP basic authorization.
             http_auth_header: A secret sent as the whole value of the HTTP Authorization header.
+            experimental_service_host: A service started whenever the remote is asked or fetched
+                from (and held meanwhile); the URL's host is reached at the service when it is the
+                service's hostname.
         """
         return cast(
             "GitRepository[M]",
@@ -165,6 +178,7 @@ class Client(ObjectBase[M]):
                     ("httpAuthUsername", http_auth_username, ""),
                     ("httpAuthToken", http_auth_token, None),
                     ("httpAuthHeader", http_auth_header, None),
+                    ("experimentalServiceHost", experimental_service_host, None),
                 ],
             ),
         )
@@ -411,6 +425,49 @@ class Client(ObjectBase[M]):
             "DiffStat[M]", self._select("loadDiffStatFromID", "DiffStat", [("id", id, REQUIRED)])
         )
 
+    def load_engine_from_id(self, id: str) -> Engine[M]:
+        """The engine, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast("Engine[M]", self._select("loadEngineFromID", "Engine", [("id", id, REQUIRED)]))
+
+    def load_engine_cache_from_id(self, id: str) -> EngineCache[M]:
+        """The engine's cache, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EngineCache[M]",
+            self._select("loadEngineCacheFromID", "EngineCache", [("id", id, REQUIRED)]),
+        )
+
+    def load_engine_cache_entry_from_id(self, id: str) -> EngineCacheEntry[M]:
+        """A cache entry, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EngineCacheEntry[M]",
+            self._select("loadEngineCacheEntryFromID", "EngineCacheEntry", [("id", id, REQUIRED)]),
+        )
+
+    def load_engine_cache_entry_set_from_id(self, id: str) -> EngineCacheEntrySet[M]:
+        """A set of cache entries, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "EngineCacheEntrySet[M]",
+            self._select(
+                "loadEngineCacheEntrySetFromID", "EngineCacheEntrySet", [("id", id, REQUIRED)]
+            ),
+        )
+
     def load_env_file_from_id(self, id: str) -> EnvFile[M]:
         """An env file, loaded by its ID.
 
@@ -518,4 +575,14 @@ class Client(ObjectBase[M]):
         """
         return cast(
             "Service[M]", self._select("loadServiceFromID", "Service", [("id", id, REQUIRED)])
+        )
+
+    def load_terminal_from_id(self, id: str) -> Terminal[M]:
+        """A terminal, loaded by its ID.
+
+        Args:
+            id:
+        """
+        return cast(
+            "Terminal[M]", self._select("loadTerminalFromID", "Terminal", [("id", id, REQUIRED)])
         )

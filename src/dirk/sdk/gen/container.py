@@ -77,14 +77,21 @@ class Container(ObjectBase[M]):
         """Runs the container's pipeline and returns its ID once everything has finished."""
         return self._leaf_sync("sync", [], "Container")
 
-    def from_(self, address: str) -> Container[M]:
+    def from_(self, address: str, *, registry_service: Service[M] | None = None) -> Container[M]:
         """This container with the root filesystem and configuration of an image.
 
         Args:
             address: The image reference, e.g. `alpine:3.20` or `registry:5000/app@sha256:...`.
+            registry_service: A service the address's registry is reached at (plain HTTP; the
+                address's port, else the service's first exposed port), started for the pull only.
         """
         return cast(
-            "Container[M]", self._select("from", "Container", [("address", address, REQUIRED)])
+            "Container[M]",
+            self._select(
+                "from",
+                "Container",
+                [("address", address, REQUIRED), ("registryService", registry_service, None)],
+            ),
         )
 
     def with_exec(
@@ -805,6 +812,7 @@ class Container(ObjectBase[M]):
         *,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -814,6 +822,9 @@ class Container(ObjectBase[M]):
         Args:
             args: The command to run; the container's default arguments when empty.
             use_entrypoint: Prefixes the command with the container's entrypoint.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability.
             expand: Replaces `${VAR}` in the arguments with the container's environment variables.
             no_init: Runs the command without an init process as PID 1 (dirk never adds one).
@@ -826,6 +837,7 @@ class Container(ObjectBase[M]):
                 [
                     ("args", self._list_arg("as_service", "args", args, str), []),
                     ("useEntrypoint", use_entrypoint, False),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                     ("expand", expand, False),
                     ("noInit", no_init, False),
@@ -907,6 +919,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -920,6 +933,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -933,6 +947,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -945,6 +960,7 @@ class Container(ObjectBase[M]):
         ports: list[PortForward] | None = None,
         args: list[str] | None = None,
         use_entrypoint: bool = False,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
         expand: bool = False,
         no_init: bool = False,
@@ -957,6 +973,9 @@ class Container(ObjectBase[M]):
             ports: The ports to forward (frontend: the host port); all exposed ports when empty.
             args: The command to run; the container's default arguments when empty.
             use_entrypoint: Prefixes the command with the container's entrypoint.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability.
             expand: Replaces `${VAR}` in the arguments with the container's environment variables.
             no_init: Runs the command without an init process as PID 1 (dirk never adds one).
@@ -968,6 +987,7 @@ class Container(ObjectBase[M]):
                 ("ports", self._list_arg("up", "ports", ports, PortForward), []),
                 ("args", self._list_arg("up", "args", args, str), []),
                 ("useEntrypoint", use_entrypoint, False),
+                ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                 ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ("expand", expand, False),
                 ("noInit", no_init, False),
@@ -1050,12 +1070,19 @@ class Container(ObjectBase[M]):
         )
 
     def with_default_terminal_cmd(
-        self, args: list[str], *, insecure_root_capabilities: bool = False
+        self,
+        args: list[str],
+        *,
+        experimental_privileged_nesting: bool = False,
+        insecure_root_capabilities: bool = False,
     ) -> Container[M]:
         """This container with the command its terminal starts by default.
 
         Args:
             args: The command and its arguments.
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability (needs a session
                 opened by root).
         """
@@ -1070,18 +1097,26 @@ class Container(ObjectBase[M]):
                         self._list_arg("with_default_terminal_cmd", "args", args, str),
                         REQUIRED,
                     ),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
             ),
         )
 
     def terminal(
-        self, *, cmd: list[str] | None = None, insecure_root_capabilities: bool = False
+        self,
+        *,
+        cmd: list[str] | None = None,
+        experimental_privileged_nesting: bool = False,
+        insecure_root_capabilities: bool = False,
     ) -> Container[M]:
         """This container, after a shell in it on the user's terminal has exited (nothing kept).
 
         Args:
             cmd: The command to run instead of the default terminal command (else `sh`).
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability (needs a session
                 opened by root).
         """
@@ -1092,6 +1127,7 @@ class Container(ObjectBase[M]):
                 "Container",
                 [
                     ("cmd", self._list_arg("terminal", "cmd", cmd, str), []),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
             ),
@@ -1595,6 +1631,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Async]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Async] | None = None,
     ) -> Coroutine[Any, Any, str]: ...
 
     @overload
@@ -1605,6 +1642,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Sync]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Sync] | None = None,
     ) -> str: ...
 
     @overload
@@ -1615,6 +1653,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Either]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Either] | None = None,
     ) -> Any: ...
 
     def publish(
@@ -1624,6 +1663,7 @@ class Container(ObjectBase[M]):
         platform_variants: list[Container[Any]] | None = None,
         forced_compression: ImageLayerCompression | None = None,
         media_types: ImageMediaTypes = ImageMediaTypes.OCIMediaTypes,
+        registry_service: Service[Any] | None = None,
     ) -> Any:
         """Pushes the container as an image to a registry; returns the address with its digest.
 
@@ -1633,6 +1673,8 @@ class Container(ObjectBase[M]):
             forced_compression: Compresses every layer so; when absent, a layer reuses a blob it has
                 (else gzip).
             media_types: The media types of the image's manifests and layers.
+            registry_service: A service the address's registry is reached at (plain HTTP; the
+                address's port, else the service's first exposed port), started for the push only.
         """
         return self._leaf(
             "publish",
@@ -1645,6 +1687,7 @@ class Container(ObjectBase[M]):
                 ),
                 ("forcedCompression", forced_compression, None),
                 ("mediaTypes", media_types, ImageMediaTypes.OCIMediaTypes),
+                ("registryService", registry_service, None),
             ],
             as_str,
         )

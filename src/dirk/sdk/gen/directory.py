@@ -688,6 +688,7 @@ class Directory(ObjectBase[M]):
         *,
         container: Container[M] | None = None,
         cmd: list[str] | None = None,
+        experimental_privileged_nesting: bool = False,
         insecure_root_capabilities: bool = False,
     ) -> Directory[M]:
         """This directory, after a shell on the user's terminal with it at /src has exited.
@@ -695,6 +696,9 @@ class Directory(ObjectBase[M]):
         Args:
             container: The container to open the shell in (default: an alpine:3 image).
             cmd: The command to run (default: `sh`).
+            experimental_privileged_nesting: Lets the command use the engine's API as this session
+                (DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN in its environment, the engine on its
+                127.0.0.1).
             insecure_root_capabilities: Runs the command with every capability (needs a session
                 opened by root).
         """
@@ -706,6 +710,7 @@ class Directory(ObjectBase[M]):
                 [
                     ("container", container, None),
                     ("cmd", self._list_arg("terminal", "cmd", cmd, str), []),
+                    ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),
                     ("insecureRootCapabilities", insecure_root_capabilities, False),
                 ],
             ),

@@ -160,6 +160,21 @@ class Service(ObjectBase[M]):
             as_none,
         )
 
+    def terminal(self, *, cmd: list[str] | None = None) -> Service[M]:
+        """This service, after a shell in its running container on the user's terminal has exited.
+
+        The service is started (or joined) and held meanwhile; it goes on running.
+
+        Args:
+            cmd: The command to run (default: the container's default terminal command, else `sh`).
+        """
+        return cast(
+            "Service[M]",
+            self._select(
+                "terminal", "Service", [("cmd", self._list_arg("terminal", "cmd", cmd, str), [])]
+            ),
+        )
+
     def with_hostname(self, hostname: str) -> Service[M]:
         """This service with a host name of your choice instead of the one its digest gives.
 

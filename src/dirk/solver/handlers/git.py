@@ -5,9 +5,11 @@ The key covers the commit and the checkout options (keepGitDir, depth), never th
 ref name or credentials; with includeTags from a remote, also a digest of the remote's
 tags (asked when the key is computed, so the key is volatile). A branch or tag is resolved
 against the remote (`git ls-remote`) when the key is computed, so the key is volatile and
-a moved branch gives a new one; a remote that needs a secret was resolved by the API
-already (keys are computed without the session's secrets). Running it fetches the commit
-into the remote's cache repository and exports it into a layer (see `dirk.solver.sources`).
+a moved branch gives a new one; a remote that needs a secret or a service
+(`experimentalServiceHost`) was resolved by the API already (keys are computed without the
+session's secrets, outside any session). Running it fetches the commit into the remote's cache
+repository (with the service started, in the first waiting job's session) and exports it into
+a layer (see `dirk.solver.sources`).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from collections.abc import Sequence
 import attrs
 
 from dirk.solver.handlers.base import Handler, Key, Step, Workers
+from dirk.solver.job import BACKGROUND
 from dirk.solver.keys import cache_key
 from dirk.solver.ops import GitCheckout
 from dirk.solver.results import OpResult
+from dirk.solver.service_hosts import served_hosts
 
 #: Commits resolved while keying, by key, for the run that follows (bounded, oldest first).
 _RESOLVED_LIMIT = 10_000
@@ -52,5 +56,8 @@ class GitCheckoutHandler(Handler[GitCheckout]):
         if not commit:
             commit = await sources.resolve_git(op, step.secret)
         source = step.inputs[op.source] if op.source is not None else None
-        snapshot = await sources.checkout(op, commit, source, step.secret)
+        jobs = step.jobs()
+        job = jobs[0] if jobs else BACKGROUND
+        async with served_hosts(self.workers.services, job, op.service) as hosts:
+            snapshot = await sources.checkout(op, commit, source, step.secret, hosts)
         return OpResult(step.key, (snapshot,))

@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from signal import SIGKILL
 
 import anyio
 import attrs
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 HOST_CA_BUNDLE = Path(CA_BUNDLE_PATH)
 #: How long a cancelled container may take to die before its runtime process is killed too.
 _KILL_GRACE = 10.0
+#: How long a detached container's runtime may take to create its process.
+_CREATE_TIMEOUT = 30.0
 _MAX_NOFILE = 1 << 20
 #: Bundles hold a few KiB each; 64 MiB is thousands of concurrent containers.
 _BUNDLES_TMPFS = "mode=0700,size=64m,nosuid,nodev,noexec"
@@ -251,6 +254,7 @@ class Executor:
                 runtime_log=log_path,
                 signal=lambda sig: self._signal(rt, container_id, sig),
                 init_pid=lambda: self._init_pid(rt, container_id),
+                bundle=bundle,
             )
             failure: BaseException | None = None
             try:
@@ -275,6 +279,16 @@ class Executor:
                 with anyio.CancelScope(shield=True):
                     await self._delete(rt, container_id)
 
+    async def _wait_created(self, rt: Runtime, container: RunningContainer) -> None:
+        """Wait until the runtime has created `container`'s process (a detached container
+        is handed out as soon as its runtime starts)."""
+        with anyio.move_on_after(_CREATE_TIMEOUT):
+            while container.running:
+                if await self._init_pid(rt, container.container_id) is not None:
+                    return
+                await anyio.sleep(0.05)
+        raise ExecutorError(f"container {container.container_id} is not running")
+
     async def _signal(self, rt: Runtime, container_id: str, signal: str) -> None:
         await anyio.run_process(rt.command("kill", container_id, signal), check=False)
 
@@ -296,6 +310,63 @@ class Executor:
         console = (size.rows, size.cols)
         async with self._bundle(rootfs, spec, console) as (rt, container_id, bundle, spec, _):
             return await self._run_on_pty(rt, container_id, bundle, spec, io)
+
+    async def exec_terminal(
+        self, container: RunningContainer, argv: Sequence[str], io: TerminalIO
+    ) -> int:
+        """Run `argv` in the running `container` (a service) on a terminal relayed to `io`,
+        with the environment, user, working directory and capabilities of its own process;
+        returns the exit code once it exits. The container keeps running. Raises
+        `TerminalError` when `io` goes away first; the process is killed then, as when the
+        caller is cancelled."""
+        rt = self._rt
+        if rt is None:
+            raise ExecutorError("the executor is not started: call `await executor.start()`")
+        if container.bundle is None or not container.running:
+            raise ExecutorError(f"container {container.container_id} is not running")
+        if not argv:
+            raise ExecutorError("no command to run: give the terminal at least one argument")
+        bundle = container.bundle
+        await self._wait_created(rt, container)
+        name = f"exec-{secrets.token_hex(4)}"
+        files = [bundle / f"{name}.{ext}" for ext in ("json", "pid", "log")]
+        process_file, pid_file, log_path = files
+        try:
+            config = await anyio.to_thread.run_sync((bundle / "config.json").read_text)
+            process = dict(json.loads(config)["process"])
+            size = io.size
+            process.update(
+                args=list(argv),
+                terminal=True,
+                consoleSize={"height": size.rows, "width": size.cols},
+            )
+            await anyio.to_thread.run_sync(process_file.write_text, json.dumps(process))
+            console = f"{name}.sock" if rt.name == "crun" else ""
+            command = rt.exec_command(
+                container.container_id, process_file, pid_file, log_path, console
+            )
+            try:
+                child = await PtyChild.start(rt.name, command, bundle, size, console)
+            except OSError as exc:
+                raise ExecutorError(f"could not start the runtime {rt.path}: {exc}") from exc
+            try:
+                code = await relay(child, io)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await _kill_exec(child, pid_file)
+                raise
+            finally:
+                child.close()
+            if code != 0:
+                errors = runtime_errors(log_path)
+                if errors:
+                    raise self._runtime_failure(
+                        rt, ContainerSpec(args=tuple(argv)), "; ".join(errors)
+                    )
+            return code
+        finally:
+            for path in files:
+                path.unlink(missing_ok=True)
 
     @contextlib.asynccontextmanager
     async def _bundle(
@@ -512,6 +583,16 @@ class Executor:
 
 #: The kernel's bound on one argument or environment string (MAX_ARG_STRLEN: 32 pages).
 _MAX_ARG_STRLEN = 32 * 4096
+
+
+async def _kill_exec(child: PtyChild, pid_file: Path) -> None:
+    """Kill a process `exec`ed into a container (by the host pid its runtime wrote), then
+    the runtime, and wait for the runtime to end; the container itself is left running."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, SIGKILL)
+    child.kill()
+    await child.wait()
 
 
 @contextlib.asynccontextmanager

@@ -94,12 +94,18 @@ class PtyChild:
 
     @classmethod
     async def start(
-        cls, runtime: str, argv: Sequence[str], bundle: Path, size: WindowSize
+        cls,
+        runtime: str,
+        argv: Sequence[str],
+        bundle: Path,
+        size: WindowSize,
+        console: str = CONSOLE_SOCKET,
     ) -> PtyChild:
-        """Start `argv` (the runtime's `run`; crun's with `--console-socket console.sock`,
-        relative to `bundle`, its working directory) and get hold of the master end."""
+        """Start `argv` (the runtime's `run` or `exec`; crun's with `--console-socket
+        <console>`, relative to `bundle`, its working directory) and get hold of the master
+        end."""
         if runtime == "crun":
-            return await cls._start_with_console_socket(argv, bundle, size)
+            return await cls._start_with_console_socket(argv, bundle, size, console)
         return cls._start_on_own_pty(argv, bundle, size)
 
     @classmethod
@@ -124,14 +130,14 @@ class PtyChild:
 
     @classmethod
     async def _start_with_console_socket(
-        cls, argv: Sequence[str], bundle: Path, size: WindowSize
+        cls, argv: Sequence[str], bundle: Path, size: WindowSize, console: str
     ) -> PtyChild:
         # Bound through the directory's fd: a bundle path may be longer than sun_path allows.
         dir_fd = os.open(bundle, os.O_PATH | os.O_DIRECTORY)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         proc: subprocess.Popen[bytes] | None = None
         try:
-            listener.bind(f"/proc/self/fd/{dir_fd}/{CONSOLE_SOCKET}")
+            listener.bind(f"/proc/self/fd/{dir_fd}/{console}")
             listener.listen(1)
             listener.setblocking(False)
             proc = subprocess.Popen(
@@ -152,7 +158,7 @@ class PtyChild:
             listener.close()
             os.close(dir_fd)
             with contextlib.suppress(OSError):
-                (bundle / CONSOLE_SOCKET).unlink()
+                (bundle / console).unlink()
         try:
             set_window_size(master, size)
         except OSError:

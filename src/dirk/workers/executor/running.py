@@ -36,8 +36,11 @@ class RunningContainer:
         runtime_log: Path,
         signal: Callable[[str], Awaitable[None]],
         init_pid: Callable[[], Awaitable[int | None]] | None = None,
+        bundle: Path | None = None,
     ) -> None:
         self.container_id = container_id
+        #: Its bundle (config.json): what a process started in it later runs with.
+        self.bundle = bundle
         #: Its address on the bridge (10.89.x.y): the engine reaches it directly.
         self.address = address
         #: The host side of its veth pair (for the bridge's pairs, `network.allow_peers`).

@@ -60,6 +60,30 @@ class Runtime:
             container_id,
         ]
 
+    def exec_command(
+        self, container_id: str, process: Path, pid_file: Path, log: Path, console_socket: str
+    ) -> list[str]:
+        """`exec` of `process` (a process.json) in a running container, in the foreground;
+        `pid_file` gets its host pid; `console_socket` as for `run_command`."""
+        console = ["--console-socket", console_socket] if console_socket else []
+        if self.name == "crun":
+            log_args = [f"--log=file:{log}", "--log-format=json"]
+        else:
+            log_args = ["--log", str(log), "--log-format", "json"]
+        return [
+            self.path,
+            "--root",
+            str(self.root),
+            *log_args,
+            "exec",
+            "--process",
+            str(process),
+            "--pid-file",
+            str(pid_file),
+            *console,
+            container_id,
+        ]
+
 
 def choose_runtime(requested: str | None) -> tuple[str, bool]:
     """(name, explicit): the caller's choice, else $DIRK_RUNTIME, else crun then runc."""

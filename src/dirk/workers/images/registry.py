@@ -3,7 +3,9 @@
 Authentication follows the registry's 401 challenge: `Bearer` (fetch a token from the realm,
 sending basic credentials when we have some) or `Basic` (send credentials directly). The header
 that worked is kept per registry and repository, and renewed on the next 401.
-Plain HTTP is used only for loopback registries and those named as insecure.
+Plain HTTP is used only for loopback registries, those named as insecure, and registries the
+caller reaches at an address of its own (`using_registry_endpoints`: a registry run as a
+service, `registryService`), which are connected to directly, never through a proxy.
 Requests are retried on transient failures (see `retry`); a blob whose connection breaks is
 resumed where it stopped, so its reader sees one unbroken stream.
 """
@@ -15,9 +17,11 @@ import ipaddress
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 import anyio
@@ -69,6 +73,24 @@ def is_loopback(registry: str) -> bool:
         return False
 
 
+#: Registry name (`host[:port]` as references write it) -> the `address:port` it is reached
+#: at, for the calls made in this context (`using_registry_endpoints`).
+_ENDPOINTS: ContextVar[Mapping[str, str]] = ContextVar(
+    "registry_endpoints", default=MappingProxyType({})
+)
+
+
+@contextmanager
+def using_registry_endpoints(endpoints: Mapping[str, str]) -> Iterator[None]:
+    """Within the block (and tasks started in it), requests for a registry named in
+    `endpoints` go to its `address:port` over plain HTTP (a registry run as a service)."""
+    token = _ENDPOINTS.set({**_ENDPOINTS.get(), **endpoints})
+    try:
+        yield
+    finally:
+        _ENDPOINTS.reset(token)
+
+
 def basic_header(creds: Credentials) -> str:
     token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
     return f"Basic {token}"
@@ -101,7 +123,9 @@ class RegistryClient:
             await client.aclose()
 
     def client_for(self, url: str) -> httpx.AsyncClient:
-        local = is_loopback(httpx.URL(url).host)
+        parsed = httpx.URL(url)
+        direct = f"{parsed.host}:{parsed.port}" in _ENDPOINTS.get().values()
+        local = direct or is_loopback(parsed.host)
         client = self._clients.get(local)
         if client is None:
             # Proxy variables apply to remote registries only: loopback is never proxied.
@@ -116,6 +140,9 @@ class RegistryClient:
         return client
 
     def base_url(self, registry: str) -> str:
+        endpoint = _ENDPOINTS.get().get(registry)
+        if endpoint is not None:
+            return f"http://{endpoint}"
         scheme = "http" if is_loopback(registry) or registry in self._insecure else "https"
         return f"{scheme}://{registry}"
 

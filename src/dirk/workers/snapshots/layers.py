@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import stat
+import subprocess
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,16 +48,29 @@ class LayerStore:
     def __init__(self, layout: StateLayout, db: Database) -> None:
         self.layout = layout
         self.db = db
+        #: Layers found by source (`by_source`) since the solver was last idle: a step may
+        #: be about to name them in its result, so the garbage collector keeps them.
+        self.handed_out: set[str] = set()
+        #: Layers the garbage collector is removing: no lookup finds them any more.
+        self.dying: set[str] = set()
 
     def path(self, layer_id: str) -> Path:
         return self.layout.layers / layer_id
 
+    def exists(self, layer_id: str) -> bool:
+        """Whether layer `layer_id` is there to use (not gone, not being collected)."""
+        return layer_id not in self.dying and self.path(layer_id).is_dir()
+
     def by_source(self, source: str) -> str | None:
         """The layer made from `source` (e.g. an image layer digest), if it exists."""
         layer_id = self.db.layer_by_source(source)
+        if layer_id in self.dying:
+            return None
         if layer_id is not None and not self.path(layer_id).is_dir():
             self.db.remove_layer(layer_id)
             return None
+        if layer_id is not None:
+            self.handed_out.add(layer_id)
         return layer_id
 
     @contextmanager
@@ -77,6 +92,27 @@ class LayerStore:
         os.replace(directory, self.path(layer_id))
         self.db.add_layer(layer_id, source, 0)
 
+    def measure(self, layer_ids: Iterable[str]) -> dict[str, int]:
+        """The disk space each layer takes, in bytes (blocks allocated, each inode counted
+        once; 0 for one that is gone). Blocking. Measured by `du` processes: walking
+        thousands of layers in a Python thread would fight a busy event loop for the GIL."""
+        ids = list(layer_ids)
+        sizes = dict.fromkeys(ids, 0)
+        for batch in _batches([str(self.path(i)) for i in ids]):
+            done = subprocess.run(
+                ["du", "-s", "-B1", "-x", "--", *batch], capture_output=True, text=True
+            )
+            for line in done.stdout.splitlines():
+                size, _, path = line.partition("\t")
+                if size.isdigit():
+                    sizes[os.path.basename(path)] = int(size)
+        return sizes
+
+    def remove(self, layer_ids: Iterable[str]) -> None:
+        """Delete layer directories that no database row names any more (the garbage
+        collector's last step). Blocking; by `rm` processes, as `measure` measures."""
+        remove_trees([str(self.path(i)) for i in layer_ids])
+
     def collect_garbage(self) -> int:
         """Remove layer directories that no database row names (left by a crash). Returns count."""
         known = self.db.layer_ids()
@@ -86,3 +122,43 @@ class LayerStore:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes allocated below `root` (st_blocks, each inode once, symlinks not followed);
+    0 when it does not exist."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    stack = [str(root)]
+    while stack:
+        path = stack.pop()
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        total += st.st_blocks * 512
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                with os.scandir(path) as entries:
+                    stack.extend(entry.path for entry in entries)
+            except OSError:
+                continue
+    return total
+
+
+#: Paths per `du` or `rm` process: far below the kernel's limit on arguments.
+_BATCH = 500
+
+
+def _batches(paths: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(paths), _BATCH):
+        yield paths[start : start + _BATCH]
+
+
+def remove_trees(paths: list[str]) -> None:
+    """`rm -rf` each path, never crossing into another filesystem (a mount below stays)."""
+    for batch in _batches(paths):
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", *batch], check=False)

@@ -5,6 +5,11 @@ Credentials never reach a command line, a log line or the disk: a token is hande
 askpass helper that reads it from the child's environment, an Authorization header through
 `GIT_CONFIG_*` environment variables, an SSH agent through `SSH_AUTH_SOCK`. Messages built from
 git's output have any `user:password@` in URLs masked.
+
+A remote whose host the caller maps to an address (`GitAuth.hosts`: a service's hostname to its
+bridge address) is reached there without resolving the name: over HTTP(S) by curl's resolve
+list (`http.curloptResolve`: the Host header and TLS name stay the URL's), over SSH by
+`HostName` (host keys still checked under the URL's name), over git:// by rewriting the URL.
 """
 
 from __future__ import annotations
@@ -59,6 +64,8 @@ _NOT_FOUND_HINTS = (
     "the requested url returned error: 404",
     "not found",
 )
+#: What git says when a dumb HTTP remote is asked for a shallow fetch.
+_NO_SHALLOW = "does not support shallow"
 #: The askpass helper: git runs it with a prompt and reads the answer from its stdout.
 _ASKPASS = """#!/bin/sh
 case "$1" in
@@ -84,6 +91,8 @@ class GitAuth:
     header: str = ""
     ssh_auth_sock: str = ""
     ssh_known_hosts: str = ""
+    #: (host name, address) pairs: names reached at an address of the caller's.
+    hosts: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         return "GitAuth(<redacted>)"
@@ -364,11 +373,15 @@ class GitSources:
             await self._git([*args, "--", url, commit, *extra], auth, url=url)
         except GitAuthError:
             raise
-        except GitError:
-            # Servers that refuse to serve an unadvertised commit still serve its ref.
-            if not ref.startswith("refs/"):
+        except GitError as exc:
+            if _NO_SHALLOW in str(exc):
+                # A dumb HTTP server (static files) cannot cut history: fetch all of it.
+                args = [a for a in args if not a.startswith("--depth=")]
+            elif not ref.startswith("refs/"):
                 raise
-            await self._git([*args, "--", url, ref, *extra], auth, url=url)
+            # Servers that refuse to serve an unadvertised commit still serve its ref.
+            wanted = ref if ref.startswith("refs/") else commit
+            await self._git([*args, "--", url, wanted, *extra], auth, url=url)
         if not await self.has_commit(repo, commit):
             raise GitRefNotFoundError(
                 f"git remote {redact(url)} did not send commit {commit}: it may have been "
@@ -471,8 +484,9 @@ class GitSources:
         out = await self._git(["-C", str(repo), "rev-parse", "--is-shallow-repository"], NO_AUTH)
         return out.strip() == "true"
 
-    def _env(self, auth: GitAuth, extra: Mapping[str, str] = {}) -> dict[str, str]:
-        """A minimal environment: no user or system config, no prompts, the credentials."""
+    def _env(self, auth: GitAuth, extra: Mapping[str, str] = {}, url: str = "") -> dict[str, str]:
+        """A minimal environment: no user or system config, no prompts, the credentials, and
+        the way to `url`'s host when `auth.hosts` maps it."""
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": str(self._empty_home),
@@ -518,6 +532,13 @@ class GitSources:
         env["GIT_SSH_VARIANT"] = "ssh"
         if auth.ssh_auth_sock:
             env["SSH_AUTH_SOCK"] = auth.ssh_auth_sock
+        reach = reach_remote(url, dict(auth.hosts)) if auth.hosts and url else None
+        if reach is not None:
+            config.extend(reach.config)
+            if reach.ssh_options:
+                env["GIT_SSH_COMMAND"] += " " + " ".join(reach.ssh_options)
+            for name in ("no_proxy", "NO_PROXY"):  # a service is reached directly
+                env[name] = ",".join(filter(None, (env.get(name), reach.host)))
         env["GIT_CONFIG_COUNT"] = str(len(config))
         for i, (key, value) in enumerate(config):
             env[f"GIT_CONFIG_KEY_{i}"] = key
@@ -526,7 +547,7 @@ class GitSources:
         return env
 
     async def _git(self, args: Sequence[str], auth: GitAuth, *, url: str = "") -> str:
-        env = self._env(auth)
+        env = self._env(auth, url=url)
         try:
             result = await anyio.run_process(["git", *args], env=env, check=False)
         except FileNotFoundError:
@@ -547,6 +568,48 @@ class GitSources:
         )
         if result.returncode != 0:
             raise _classify(args, result.stderr.decode(errors="replace"), "")
+
+
+@attrs.frozen
+class Reach:
+    """How git reaches a remote's host at a given address instead of resolving its name."""
+
+    host: str
+    config: tuple[tuple[str, str], ...] = ()
+    ssh_options: tuple[str, ...] = ()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def reach_remote(url: str, hosts: Mapping[str, str]) -> Reach | None:
+    """The git configuration (or SSH options) that sends `url` to the address `hosts` maps
+    its host to; None when its host is not there."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:  # scp-like: [user@]host:path, always SSH
+        authority = url.partition(":")[0]
+        scheme, rest = "ssh", authority + "/"
+    scheme = scheme.lower()
+    authority = rest.partition("/")[0]
+    userinfo, at, hostport = authority.rpartition("@")
+    host, colon, port = hostport.rpartition(":") if not hostport.endswith("]") else ("", "", "")
+    if not colon or not port.isdigit():
+        host, port = hostport, ""
+    name = host.strip("[]").lower()
+    address = hosts.get(name)
+    if address is None:
+        return None
+    shown = f"[{address}]" if ":" in address else address
+    if scheme in _DEFAULT_PORTS:
+        number = int(port) if port else _DEFAULT_PORTS[scheme]
+        return Reach(name, config=(("http.curloptResolve", f"{name}:{number}:{shown}"),))
+    if scheme in ("ssh", "git+ssh", "ssh+git"):
+        options = ("-o", f"HostName={address}", "-o", f"HostKeyAlias={name}")
+        return Reach(name, ssh_options=options)
+    # git:// (no TLS, no Host check): the URL itself names the address.
+    prefix = f"{scheme}://{userinfo}{at}{hostport}/"
+    target = f"{scheme}://{userinfo}{at}{shown}{colon}{port}/"
+    return Reach(name, config=((f"url.{target}.insteadOf", prefix),))
 
 
 def _classify(args: Sequence[str], stderr: str, url: str) -> GitError:
