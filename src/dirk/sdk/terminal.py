@@ -38,6 +38,9 @@ HELD_ENV = "DIRK_TERMINAL_HELD"
 _ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 #: How often the window size is compared with the last one sent.
 SIZE_POLL_S = 0.25
+#: How long the end of a `terminal` call waits for its shell's end to arrive: the engine
+#: says so on the terminal's connection, the call's answer comes on another, either first.
+SHELL_END_WAIT_S = 5.0
 
 NO_TTY = (
     "Container.terminal needs a terminal, and this program's stdin is not a tty: run it from "
@@ -227,6 +230,14 @@ class TerminalAttacher:
         self._users = 0
         self._task: asyncio.Task[None] | None = None
         self._ready: asyncio.Event | None = None
+        self._no_shell = asyncio.Event()
+        self._no_shell.set()
+
+    def _on_shell(self, open_: bool) -> None:
+        if open_:
+            self._no_shell.clear()
+        else:
+            self._no_shell.set()
 
     @contextlib.asynccontextmanager
     async def attached(self) -> AsyncIterator[None]:
@@ -238,7 +249,9 @@ class TerminalAttacher:
         if self._users == 0:
             self._ready = asyncio.Event()
             self._task = asyncio.ensure_future(
-                hold_terminal(self._address, self._token, ready=self._ready)
+                hold_terminal(
+                    self._address, self._token, ready=self._ready, on_shell=self._on_shell
+                )
             )
         self._users += 1
         task, ready = self._task, self._ready
@@ -246,6 +259,11 @@ class TerminalAttacher:
         try:
             await _ready_or_failed(task, ready)
             yield
+            if self._users == 1:
+                # The shell's end (and its "the shell exited" line) may arrive after the
+                # call's answer: let it, before the terminal is let go.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._no_shell.wait(), SHELL_END_WAIT_S)
         finally:
             self._users -= 1
             if self._users == 0:

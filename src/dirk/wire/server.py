@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import ctypes
 import gc
 import hmac
 import json
@@ -346,7 +347,19 @@ class WireServer:
                 **answer,
                 "extensions": {**answer.get("extensions", {}), "timing": timing.collected()},
             }
-        return web.json_response(answer, dumps=_dumps)
+        text = _dumps(answer)
+        del answer
+        if len(text) < LARGE_ANSWER_CHARS:
+            return web.Response(text=text, content_type="application/json")
+        # A large answer (a 200 MB stdout) is sent here, then its memory given back: glibc
+        # keeps freed heap pages it could return (the pieces it was made of were small).
+        response = web.Response(text=text, content_type="application/json")
+        del text
+        await response.prepare(request)
+        await response.write_eof()
+        response.body = b""
+        await asyncio.to_thread(give_back_free_memory)
+        return response
 
     # --- GraphQL ---------------------------------------------------------------------------
 
@@ -448,6 +461,16 @@ def _parse_turn(session: Session) -> asyncio.Lock:
     if not isinstance(lock, asyncio.Lock):
         lock = session.state[_PARSE_TURN] = asyncio.Lock()
     return lock
+
+
+#: Answers from this size on are sent by the handler itself, and freed memory given back after.
+LARGE_ANSWER_CHARS = 8 * 1024 * 1024
+
+
+def give_back_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc's malloc_trim, every arena)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _dumps(value: Any) -> str:
