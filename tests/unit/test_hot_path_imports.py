@@ -26,7 +26,6 @@ NOT_IN_SDK = {
     "attrs",
     "click",
     "graphql",
-    "h11",
     "httpcore",
     "httpx",
     "logging",

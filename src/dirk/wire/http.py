@@ -1,12 +1,10 @@
-"""The SDK's HTTP/1.1 client: plain sockets (sync) or anyio (async) for I/O, and the small part of
-the protocol a client of one engine needs (`Connection`).
+"""The SDK's HTTP/1.1 client: h11 for the protocol, plain sockets (sync) or anyio (async) for I/O.
 
 Why not httpx here: importing httpx costs more than a cached pipeline's whole run (it imports
 its command-line module, and with it rich, click and pygments, whenever they are installed, as
 they are for dirk), and the SDK needs only a small part of it: JSON requests with keep-alive to
 one engine over a unix socket or TCP, one streamed response (the session's attach), timeouts.
-Nor h11 (the protocol library under httpcore/httpx): importing it was a sixth of what a cached
-pipeline program imports (13 ms of CPU of 80), for the few rules `Connection` follows here.
+h11 (the protocol library under httpcore/httpx) does the HTTP; this module does the I/O.
 
 The request logic is written once as coroutines over a `_Stream`. In sync mode the stream is a
 blocking socket whose `async` methods never suspend, so `dirk.wire.io.drive` runs a request to
@@ -26,6 +24,8 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
+
+import h11
 
 if TYPE_CHECKING:
     import ssl
@@ -190,26 +190,16 @@ class _AsyncStream:
 
 
 class Connection:
-    """One HTTP/1.1 connection: requests one after the other (keep-alive).
-
-    The protocol is the part of RFC 9112 a client needs: the request is sent whole; the
-    answer's status line and headers are read, 1xx answers skipped, and its body is framed by
-    `Transfer-Encoding: chunked`, `Content-Length`, or the connection's end (RFC 9112 6.3)."""
+    """One HTTP/1.1 connection: requests one after the other (keep-alive)."""
 
     def __init__(self, stream: _Stream) -> None:
         self.stream = stream
-        self._buffer = bytearray()
+        self.h11 = h11.Connection(h11.CLIENT)
         self._received = False
-        #: Body framing of the answer being read: "length", "chunked", "close" or "none".
-        self._framing = "none"
-        self._remaining = 0
-        self._keep_alive = False
-        #: The whole answer was read (and nothing more arrived): the next request may follow.
-        self._done = True
 
     @property
     def reusable(self) -> bool:
-        return self._done and self._keep_alive and not self._buffer
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
 
     async def start(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -217,16 +207,20 @@ class Connection:
         """Sends a request and reads the answer's status and headers."""
         if body or method in ("POST", "PUT", "PATCH"):
             headers.append((b"Content-Length", str(len(body)).encode()))
-        self._done = False
+        out = self.h11.send(h11.Request(method=method, target=target, headers=headers))
+        if body:
+            out = (out or b"") + (self.h11.send(h11.Data(data=body)) or b"")
+        out = (out or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
         self._received = False
         try:
-            await self.stream.send(_request_head(method, target, headers) + body)
+            await self.stream.send(out)
             while True:
-                version, status, head = await self._read_head()
-                if 100 <= status < 200:
-                    continue  # "100 Continue" and other interim answers: the real one follows
-                self._frame(method, version, status, head)
-                return status, head
+                event = await self._next_event()
+                if isinstance(event, h11.Response):
+                    return event.status_code, list(event.headers)
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                raise ProtocolError(f"expected an HTTP answer, got {type(event).__name__}")
         except ProtocolError as exc:
             if self._received or isinstance(exc, _Unanswered):
                 raise
@@ -234,37 +228,14 @@ class Connection:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """The answer's body, as it arrives."""
-        if self._framing == "length":
-            while self._remaining:
-                data = await self._take(self._remaining)
-                self._remaining -= len(data)
-                yield data
-        elif self._framing == "chunked":
-            while True:
-                size = _chunk_size(await self._line())
-                if size == 0:
-                    while await self._line():  # trailer fields, up to the empty line
-                        pass
-                    break
-                while size:
-                    data = await self._take(size)
-                    size -= len(data)
-                    yield data
-                if await self._line():
-                    raise ProtocolError(
-                        "the engine's answer is not valid HTTP/1.1: a chunk is not followed by CRLF"
-                    )
-        elif self._framing == "close":
-            while True:
-                if self._buffer:
-                    data = bytes(self._buffer)
-                    self._buffer.clear()
-                    yield data
-                data = await self.stream.receive()
-                if not data:
-                    break
-                self._buffer += data
-        self._done = True
+        while True:
+            event = await self._next_event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+            else:
+                raise ProtocolError(f"unexpected {type(event).__name__} in an answer's body")
 
     async def read_body(self) -> bytes:
         parts = [chunk async for chunk in self.chunks()]
@@ -273,118 +244,22 @@ class Connection:
     async def aclose(self) -> None:
         await self.stream.aclose()
 
-    # -- the protocol ---------------------------------------------------------------------
-
-    async def _read_head(self) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
+    async def _next_event(self) -> Any:
         while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                break
-            if len(self._buffer) > MAX_HEAD_BYTES:
-                raise ProtocolError("the engine's answer has more than 64 KiB of headers")
-            data = await self.stream.receive()
-            if not data:
-                raise _Unanswered("the server closed the connection without answering")
-            self._received = True
-            self._buffer += data
-        raw = bytes(self._buffer[:end])
-        del self._buffer[: end + 4]
-        return _parse_head(raw)
-
-    def _frame(
-        self, method: str, version: bytes, status: int, head: list[tuple[bytes, bytes]]
-    ) -> None:
-        """How the body of this answer ends, and whether the connection may be reused."""
-        fields: dict[bytes, list[bytes]] = {}
-        for name, value in head:
-            fields.setdefault(name, []).append(value)
-        tokens = {t.strip().lower() for v in fields.get(b"connection", []) for t in v.split(b",")}
-        self._keep_alive = version == b"HTTP/1.1" and b"close" not in tokens
-        codings = [
-            t.strip().lower() for v in fields.get(b"transfer-encoding", []) for t in v.split(b",")
-        ]
-        lengths = {v.strip() for v in fields.get(b"content-length", [])}
-        if method == "HEAD" or status in (204, 304):
-            self._framing = "none"
-        elif codings:
-            self._framing = "chunked" if codings[-1] == b"chunked" else "close"
-        elif lengths:
-            if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-                raise ProtocolError(f"the engine's answer has a bad Content-Length {lengths}")
-            self._framing = "length"
-            self._remaining = int(next(iter(lengths)))
-        else:
-            self._framing = "close"
-        if self._framing == "close":
-            self._keep_alive = False
-        if self._framing == "none":
-            self._done = True
-
-    async def _fill(self) -> None:
-        data = await self.stream.receive()
-        if not data:
-            raise ProtocolError("the server closed the connection mid-answer")
-        self._buffer += data
-
-    async def _take(self, limit: int) -> bytes:
-        """Up to `limit` bytes of the body (at least one)."""
-        if not self._buffer:
-            await self._fill()
-        data = bytes(self._buffer[:limit])
-        del self._buffer[:limit]
-        return data
-
-    async def _line(self) -> bytes:
-        """One CRLF-ended line of a chunked body, without its CRLF."""
-        while True:
-            end = self._buffer.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self._buffer[:end])
-                del self._buffer[: end + 2]
-                return line
-            if len(self._buffer) > MAX_HEAD_BYTES:
-                raise ProtocolError("the engine's answer has a chunk line over 64 KiB")
-            await self._fill()
-
-
-#: Bytes an answer's status line and headers (or one chunk-size line) may take.
-MAX_HEAD_BYTES = 65536
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-def _request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1".encode()]
-    for name, value in headers:
-        if not name or not _TOKEN.issuperset(name) or any(c in value for c in b"\r\n\0"):
-            raise ValueError(f"invalid HTTP header {name!r}: {value!r}")
-        lines.append(name + b": " + value)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def _parse_head(raw: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
-    """The version, status and headers (names lower-case, values stripped) of an answer."""
-    status_line, *lines = raw.split(b"\r\n")
-    version, _, rest = status_line.partition(b" ")
-    code = rest[:3]
-    if version not in (b"HTTP/1.1", b"HTTP/1.0") or not code.isdigit() or rest[3:4] not in b" ":
-        raise ProtocolError(f"the engine's answer is not valid HTTP/1.1: {status_line[:80]!r}")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or not _TOKEN.issuperset(name):
-            raise ProtocolError(f"the engine's answer has a bad header line {line[:80]!r}")
-        headers.append((name.lower(), value.strip(b" \t")))
-    return version, int(code), headers
-
-
-def _chunk_size(line: bytes) -> int:
-    size = line.split(b";", 1)[0].strip(b" \t")
-    try:
-        if not size or size.startswith((b"-", b"+", b"0x", b"0X")):
-            raise ValueError(size)
-        return int(size, 16)
-    except ValueError:
-        raise ProtocolError(f"the engine's answer has a bad chunk size {line[:40]!r}") from None
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ProtocolError(f"the engine's answer is not valid HTTP/1.1: {exc}") from exc
+            if event is h11.NEED_DATA:
+                data = await self.stream.receive()
+                self._received = self._received or bool(data)
+                if not data and self.h11.their_state is h11.SEND_RESPONSE:
+                    raise _Unanswered("the server closed the connection without answering")
+                self.h11.receive_data(data)
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise ProtocolError("the server closed the connection mid-answer")
+            return event
 
 
 # --- pools ---------------------------------------------------------------------------------
@@ -528,6 +403,7 @@ class Pool:
         if not conn.reusable or self.closed:
             await conn.aclose()
             return
+        conn.h11.start_next_cycle()
         with self._lock:
             if len(self._idle) < self.max_idle:
                 self._idle.append(conn)
