@@ -6,8 +6,6 @@ import gc
 import os
 import socket
 import stat
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -184,26 +182,3 @@ def test_a_collector_already_off_is_left_off() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
-
-
-def test_aiohttp_is_imported_without_its_client_until_a_client_name_is_used() -> None:
-    """The server's modules load alone; the first name only the package's `__init__` defines
-    loads the whole package as usual (its client contexts with their CA certificates)."""
-    code = (
-        "import sys\n"
-        "from dirk.engine.daemon import import_aiohttp_server\n"
-        "import_aiohttp_server()\n"
-        "from aiohttp import web, hdrs\n"
-        "import aiohttp\n"
-        "assert 'aiohttp.client' not in sys.modules and 'aiohttp.connector' not in sys.modules\n"
-        "assert web.Application and hdrs.AUTHORIZATION and aiohttp.__version__\n"
-        "from dirk.wire.terminal import add_terminal_route\n"
-        "assert 'aiohttp.client' not in sys.modules\n"
-        "session = aiohttp.ClientSession\n"
-        "import aiohttp.connector as c\n"
-        "assert c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'] > 0\n"
-        "assert aiohttp.ClientTimeout and aiohttp.web is web\n"
-        "assert 'ClientSession' in aiohttp.__all__\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(Path(daemon_module.__file__).parents[2])}
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)

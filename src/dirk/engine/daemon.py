@@ -17,18 +17,13 @@ import ctypes
 import fcntl
 import gc
 import grp
-import importlib.util
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import socket
-import sys
-import threading
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -202,61 +197,9 @@ def _load_server(components: Components) -> GraphQLSchema:
 
 
 def import_aiohttp_server() -> None:
-    """Imports `aiohttp.web` (for its cost, used by `_serve_started`) without aiohttp's client.
-
-    aiohttp's package imports its client, and the client makes two default TLS contexts at
-    import, loading every CA certificate into both: with the rest of the client (connector,
-    cookie jar, tracing) over a third of the server's import, holding the GIL. The engine serves
-    with aiohttp and makes no request with its client (registries and downloads go through
-    httpx). So when aiohttp is not imported yet, the package is entered without running its
-    `__init__`: `aiohttp.web` and what it imports load as usual, and the first other name
-    asked of the package (`aiohttp.ClientSession`, ...) runs the real `__init__` then, which
-    loads the client as it always would. Where that is not possible, aiohttp loads whole."""
-    if "aiohttp" not in sys.modules:
-        with contextlib.suppress(ImportError, OSError, AttributeError):
-            sys.modules["aiohttp"] = _aiohttp_package_without_client()
-    try:
-        import aiohttp.web
-    except ImportError:
-        if getattr(sys.modules.get("aiohttp"), "__dirk_partial__", False):
-            del sys.modules["aiohttp"]  # an aiohttp this does not fit: import it whole
-            for name in [m for m in sys.modules if m.startswith("aiohttp.")]:
-                del sys.modules[name]
-            import aiohttp.web  # noqa: F401
-        else:
-            raise
-
-
-def _aiohttp_package_without_client() -> types.ModuleType:
-    """The `aiohttp` package module, its `__init__` not run until a name it defines is used."""
-    spec = importlib.util.find_spec("aiohttp")
-    if spec is None or spec.origin is None or spec.loader is None:
-        raise ImportError("aiohttp is not installed")
-    found = re.search(r"^__version__ = \"([^\"]+)\"$", Path(spec.origin).read_text(), re.M)
-    if found is None:
-        raise ImportError("aiohttp's version is not where it was")
-    package = importlib.util.module_from_spec(spec)
-    loader = spec.loader
-    lock = threading.Lock()
-
-    def complete(name: str) -> Any:
-        if name.startswith("__") and name != "__all__":
-            raise AttributeError(name)
-        try:  # a submodule (`from aiohttp import hdrs`) is imported, not the whole package
-            return importlib.import_module(f"aiohttp.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"aiohttp.{name}":
-                raise
-        with lock:
-            if vars(package).get("__dirk_partial__"):
-                del package.__getattr__, package.__dirk_partial__
-                loader.exec_module(package)
-        return getattr(package, name)
-
-    setattr(package, "__version__", found.group(1))  # noqa: B010  (`from . import __version__`)
-    setattr(package, "__dirk_partial__", True)  # noqa: B010
-    package.__getattr__ = complete  # type: ignore[method-assign]
-    return package
+    """Imports `aiohttp.web` (for its cost, paid in this thread while the engine starts; used
+    by `_serve_started`)."""
+    import aiohttp.web  # noqa: F401
 
 
 async def _serve_started(
