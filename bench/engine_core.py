@@ -22,7 +22,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import Exec, ImagePull, Ref
 from exec_baseline import RawRuntime
@@ -31,7 +31,7 @@ BUSYBOX = "127.0.0.1:5000/busybox:latest"
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-async def _image(engine: Engine) -> Ref:
+async def _image(engine: EngineCore) -> Ref:
     resolved = await engine.solver.resolve_image(BACKGROUND, BUSYBOX)
     root = Ref(ImagePull(BUSYBOX, resolved.manifest_digest))
     await engine.solver.solve(BACKGROUND, root)
@@ -39,7 +39,7 @@ async def _image(engine: Engine) -> Ref:
 
 
 async def exec_overhead(state: Path, runs: int) -> dict[str, float]:
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         root = await _image(engine)
         snapshot = await engine.solver.solve(BACKGROUND, root)
         active = engine.snapshotter.mount_rw(snapshot)
@@ -87,7 +87,7 @@ def _pipeline(root: Ref, steps: int, salt: str) -> Exec:
 
 async def cached_pipeline(state: Path, steps: int = 20) -> dict[str, float]:
     salt = str(time.time_ns())
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         root = await _image(engine)
         started = time.perf_counter()
         await engine.solver.result(BACKGROUND, _pipeline(root, steps, salt))
@@ -96,7 +96,7 @@ async def cached_pipeline(state: Path, steps: int = 20) -> dict[str, float]:
         await engine.solver.result(BACKGROUND, _pipeline(root, steps, salt))
         warm_memory = time.perf_counter() - started
     started = time.perf_counter()
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         engine_start = time.perf_counter() - started
         resolved = await engine.solver.resolve_image(BACKGROUND, BUSYBOX)
         root = Ref(ImagePull(BUSYBOX, resolved.manifest_digest))

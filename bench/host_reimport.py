@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import HostDirectory, Ref
 from dirk.workers.snapshots import hostdir
@@ -50,7 +50,7 @@ def cp_a(tree: Path, scratch: Path) -> float:
     return elapsed
 
 
-async def reimport(engine: Engine, tree: Path) -> float:
+async def reimport(engine: EngineCore, tree: Path) -> float:
     """Host keys are never remembered across calls: each solve checks the tree again."""
     op = HostDirectory(str(tree))
     started = time.perf_counter()
@@ -63,7 +63,7 @@ async def main_async(files: int, rounds: int) -> None:
         base = Path(tmp)
         tree = base / "tree"
         make_tree(tree, files)
-        async with Engine(base / "state") as engine:
+        async with EngineCore(base / "state") as engine:
             started = time.perf_counter()
             await engine.solver.solve(BACKGROUND, Ref(HostDirectory(str(tree))))
             first = time.perf_counter() - started

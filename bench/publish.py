@@ -31,7 +31,7 @@ from pathlib import Path
 import anyio
 import httpx
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import ImagePlatform, ImagePull, Ref
 from dirk.workers.images.reference import ImageReference
@@ -45,7 +45,7 @@ async def dirk_rounds(
     """dirk's rounds, each followed by the baseline's: first to fresh repositories of the
     image's registry, then to fresh empty registries (one each per round)."""
     times: dict[str, list[float]] = {"mount": [], "upload": []}
-    async with Engine(work / "state") as engine:
+    async with EngineCore(work / "state") as engine:
         solver = engine.solver
         resolved = await solver.resolve_image(BACKGROUND, image)
         pull = Ref(ImagePull(image, resolved.manifest_digest, resolved.platform))

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.state.layout import StateLayout
 from dirk.workers.executor.busybox import make_busybox_rootfs
 from dirk.workers.executor.executor import Executor
@@ -95,9 +95,9 @@ def registry_image_ref(registry: str) -> str:
 
 
 @pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Engine]:
+async def engine(tmp_path: Path) -> AsyncIterator[EngineCore]:
     """A started engine on a state directory of its own."""
-    async with Engine(tmp_path / "state") as eng:
+    async with EngineCore(tmp_path / "state") as eng:
         yield eng
 
 

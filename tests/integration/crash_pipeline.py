@@ -7,7 +7,7 @@ from pathlib import Path
 
 import anyio
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import ExecMount, Ref
 from tests.integration.engine_helpers import image, sh
@@ -20,7 +20,7 @@ def steps(root: Ref) -> tuple[Ref, ExecMount]:
 
 
 async def main(state: Path, reference: str) -> None:
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         root, _ = await image(engine, reference)
         prepared, marker = steps(root)
         # Writes a layer, signals through the cache volume, then hangs until killed.

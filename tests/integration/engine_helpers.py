@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import Exec, ExecMount, ImagePull, Ref
 from dirk.workers.images.config import ImageConfig
 
 
-async def image(engine: Engine, reference: str) -> tuple[Ref, ImageConfig]:
+async def image(engine: EngineCore, reference: str) -> tuple[Ref, ImageConfig]:
     """The rootfs of `reference` (resolved now) and its configuration."""
     resolved = await engine.solver.resolve_image(BACKGROUND, reference)
     return Ref(ImagePull(reference, resolved.manifest_digest)), resolved.config
@@ -41,7 +41,7 @@ def sh(
     )
 
 
-async def stdout(engine: Engine, op: Exec) -> str:
+async def stdout(engine: EngineCore, op: Exec) -> str:
     result = await engine.solver.result(BACKGROUND, op)
     assert result.exec is not None
     return result.exec.stdout.decode()

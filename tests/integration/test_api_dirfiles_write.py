@@ -16,7 +16,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
 from dirk.wire.errors import format_error
 from dirk.workers.snapshots.hostexport import remove_entries
@@ -27,7 +27,7 @@ SCHEMA: GraphQLSchema = build_schema()
 
 
 class Client:
-    def __init__(self, engine: Engine, workdir: Path) -> None:
+    def __init__(self, engine: EngineCore, workdir: Path) -> None:
         self.engine = engine
         self.session = Session("token", workdir, {}, time.time())
 
@@ -77,7 +77,7 @@ def _innermost(data: Any) -> Any:
 
 
 @pytest.fixture
-def client(engine: Engine, tmp_path: Path) -> Client:
+def client(engine: EngineCore, tmp_path: Path) -> Client:
     work = tmp_path / "work"
     work.mkdir()
     return Client(engine, work)
@@ -330,7 +330,7 @@ async def test_combined_output_interleaves_in_order(client: Client, busybox_ref:
 
 
 async def test_volatile_variable_reaches_the_command_but_not_the_cache_key(
-    engine: Engine, busybox_ref: str, tmp_path: Path
+    engine: EngineCore, busybox_ref: str, tmp_path: Path
 ) -> None:
     query = (
         "query($image: String!, $v: String!) { container { from(address: $image) {"

@@ -13,7 +13,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session, SessionRegistry
 from dirk.errors import ExecError
 from dirk.wire.errors import format_error
@@ -33,7 +33,7 @@ def workdir(tmp_path: Path) -> Path:
 class Client:
     """One session, querying the schema the way the wire server does."""
 
-    def __init__(self, engine: Engine, workdir: Path, session: Session | None = None) -> None:
+    def __init__(self, engine: EngineCore, workdir: Path, session: Session | None = None) -> None:
         self.engine = engine
         self.session = session or Session("token", workdir, {}, time.time())
 
@@ -48,7 +48,7 @@ class Client:
 
 
 @pytest.fixture
-def client(engine: Engine, workdir: Path) -> Client:
+def client(engine: EngineCore, workdir: Path) -> Client:
     return Client(engine, workdir)
 
 
@@ -109,7 +109,7 @@ async def test_host_directory_mounted_and_written_back(
 
 
 async def test_cache_volume_is_shared_by_two_execs(
-    client: Client, busybox_ref: str, engine: Engine
+    client: Client, busybox_ref: str, engine: EngineCore
 ) -> None:
     token = str(time.time_ns())
     query = (
@@ -202,7 +202,7 @@ async def test_ids_round_trip_through_node_and_load(client: Client, busybox_ref:
 
 
 async def test_the_same_chain_twice_executes_once(
-    client: Client, busybox_ref: str, engine: Engine
+    client: Client, busybox_ref: str, engine: EngineCore
 ) -> None:
     query = (
         "query($image: String!) { container { from(address: $image) {"
@@ -215,7 +215,7 @@ async def test_the_same_chain_twice_executes_once(
 
 
 async def test_concurrent_requests_of_one_session_share_work(
-    client: Client, busybox_ref: str, engine: Engine
+    client: Client, busybox_ref: str, engine: EngineCore
 ) -> None:
     query = (
         "query($image: String!) { container { from(address: $image) {"
@@ -306,7 +306,7 @@ async def test_sync_of_a_failing_exec_raises_the_exec_error(
 
 
 async def test_ending_a_session_leaves_its_shared_exec_running_for_another_waiting_on_it(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     registry = SessionRegistry()
     first = Client(engine, workdir, registry.create(workdir, {}))

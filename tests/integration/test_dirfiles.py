@@ -14,7 +14,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
 from dirk.wire.errors import format_error
 
@@ -24,7 +24,7 @@ SCHEMA: GraphQLSchema = build_schema()
 
 
 class Client:
-    def __init__(self, engine: Engine, workdir: Path) -> None:
+    def __init__(self, engine: EngineCore, workdir: Path) -> None:
         self.engine = engine
         self.session = Session("token", workdir, {}, time.time())
 
@@ -58,7 +58,7 @@ def workdir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def client(engine: Engine, workdir: Path) -> Client:
+def client(engine: EngineCore, workdir: Path) -> Client:
     return Client(engine, workdir)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
 from tests.integration.docker_daemon import PrivateDockerd
 from tests.integration.test_api_pipelines import Client
@@ -18,13 +18,13 @@ from tests.integration.test_api_pipelines import Client
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-def client_of(engine: Engine, tmp_path: Path, docker_host: str) -> Client:
+def client_of(engine: EngineCore, tmp_path: Path, docker_host: str) -> Client:
     session = Session("t", tmp_path, {}, time.time(), client_env={"DOCKER_HOST": docker_host})
     return Client(engine, tmp_path, session)
 
 
 async def test_export_image_loads_it_into_docker(
-    engine: Engine,
+    engine: EngineCore,
     dockerd: PrivateDockerd,
     busybox_ref: str,
     tmp_path: Path,
@@ -45,7 +45,7 @@ async def test_export_image_loads_it_into_docker(
 
 
 async def test_container_image_takes_an_image_docker_made(
-    engine: Engine,
+    engine: EngineCore,
     dockerd: PrivateDockerd,
     busybox_ref: str,
     tmp_path: Path,
@@ -67,7 +67,7 @@ async def test_container_image_takes_an_image_docker_made(
 
 
 async def test_bad_input_names_the_problem(
-    engine: Engine,
+    engine: EngineCore,
     dockerd: PrivateDockerd,
     tmp_path: Path,
 ) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.errors import (
     CommandNotFoundError,
     ExecError,
@@ -27,7 +27,7 @@ from .engine_helpers import image, sh, stdout
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-async def test_stdout_stderr_and_exit_code(engine: Engine, busybox_ref: str) -> None:
+async def test_stdout_stderr_and_exit_code(engine: EngineCore, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
     result = await engine.solver.result(BACKGROUND, sh(root, "echo out; echo err >&2; exit 0"))
     assert result.exec is not None
@@ -44,7 +44,7 @@ async def test_stdout_stderr_and_exit_code(engine: Engine, busybox_ref: str) -> 
     assert "exit code: 3" in str(err) and "oops" in str(err)
 
 
-async def test_expect_any_returns_the_exit_code(engine: Engine, busybox_ref: str) -> None:
+async def test_expect_any_returns_the_exit_code(engine: EngineCore, busybox_ref: str) -> None:
     import attrs
 
     root, _ = await image(engine, busybox_ref)
@@ -55,7 +55,7 @@ async def test_expect_any_returns_the_exit_code(engine: Engine, busybox_ref: str
         await engine.solver.result(BACKGROUND, failing)
 
 
-async def test_env_workdir_and_user(engine: Engine, busybox_ref: str) -> None:
+async def test_env_workdir_and_user(engine: EngineCore, busybox_ref: str) -> None:
     root, config = await image(engine, busybox_ref)
     assert any(e.startswith("PATH=") for e in config.env)
     out = await stdout(
@@ -74,7 +74,7 @@ async def test_env_workdir_and_user(engine: Engine, busybox_ref: str) -> None:
 
 
 async def test_steps_build_on_each_other_and_files_are_readable(
-    engine: Engine, busybox_ref: str
+    engine: EngineCore, busybox_ref: str
 ) -> None:
     root, _ = await image(engine, busybox_ref)
     first = sh(root, "mkdir -p /data && echo one > /data/a && rm /bin/vi")
@@ -84,7 +84,7 @@ async def test_steps_build_on_each_other_and_files_are_readable(
     assert "a" in await engine.solver.list_dir(BACKGROUND, Ref(second), "/data")
 
 
-async def test_mounts_read_only_and_writable(engine: Engine, busybox_ref: str) -> None:
+async def test_mounts_read_only_and_writable(engine: EngineCore, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
     data = Ref(MkFile(Ref(sh(root, "true")), "/payload/hello.txt", b"hi from a file\n"))
     ro = ExecMount("/mnt/ro", source=data, source_path="/payload", readonly=True)
@@ -111,7 +111,7 @@ async def test_cache_volume_persists_across_runs_and_engines(
     state = tmp_path / "state"
     volume = ExecMount("/cache", kind="cache", cache_id="counter")
     for expected in ("1", "2"):
-        async with Engine(state) as engine:
+        async with EngineCore(state) as engine:
             root, _ = await image(engine, busybox_ref)
             # A different command each time, so the exec itself is not a cache hit.
             step = sh(
@@ -120,7 +120,7 @@ async def test_cache_volume_persists_across_runs_and_engines(
             assert (await stdout(engine, step)).strip() == expected
 
 
-async def test_cache_volume_sharing_modes(engine: Engine, busybox_ref: str) -> None:
+async def test_cache_volume_sharing_modes(engine: EngineCore, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
 
     def overlap_probe(sharing: Sharing, tag: str) -> Exec:
@@ -155,7 +155,7 @@ async def test_cached_rerun_executes_nothing_even_after_restart(
 ) -> None:
     state = tmp_path / "state"
 
-    async def pipeline(engine: Engine) -> tuple[str, Exec]:
+    async def pipeline(engine: EngineCore) -> tuple[str, Exec]:
         root, _ = await image(engine, busybox_ref)
         step = Ref(sh(root, "echo one > /f"))
         for i in range(4):
@@ -163,19 +163,19 @@ async def test_cached_rerun_executes_nothing_even_after_restart(
         last = sh(step, "cat /f")
         return await stdout(engine, last), last
 
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         first, _ = await pipeline(engine)
         assert engine.solver.counters.execs == 6
         again, _ = await pipeline(engine)
         assert again == first and engine.solver.counters.execs == 6
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         after_restart, _ = await pipeline(engine)
         assert after_restart == first
         assert engine.solver.counters.execs == 0
         assert engine.solver.counters.executed == 0
 
 
-async def test_identical_concurrent_requests_run_once(engine: Engine, busybox_ref: str) -> None:
+async def test_identical_concurrent_requests_run_once(engine: EngineCore, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
     outs: list[str] = []
 
@@ -190,7 +190,7 @@ async def test_identical_concurrent_requests_run_once(engine: Engine, busybox_re
     assert engine.solver.counters.execs == 1
 
 
-async def test_independent_branches_run_concurrently(engine: Engine, busybox_ref: str) -> None:
+async def test_independent_branches_run_concurrently(engine: EngineCore, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
     meeting = ExecMount("/meet", kind="cache", cache_id=f"meeting-{uuid.uuid4().hex}")
     # Each branch waits (up to 60 s) until all three are in: only branches that run at the
@@ -208,7 +208,7 @@ async def test_independent_branches_run_concurrently(engine: Engine, busybox_ref
 
 
 async def test_changed_host_file_reruns_unchanged_does_not(
-    engine: Engine, busybox_ref: str, tmp_path: Path
+    engine: EngineCore, busybox_ref: str, tmp_path: Path
 ) -> None:
     src = tmp_path / "src"
     src.mkdir()
@@ -228,7 +228,7 @@ async def test_changed_host_file_reruns_unchanged_does_not(
     assert engine.solver.counters.execs == 2
 
 
-async def test_pip_fetches_a_package_over_the_network(engine: Engine, python_ref: str) -> None:
+async def test_pip_fetches_a_package_over_the_network(engine: EngineCore, python_ref: str) -> None:
     root, config = await image(engine, python_ref)
     step = Exec(
         root=root,
@@ -242,7 +242,9 @@ async def test_pip_fetches_a_package_over_the_network(engine: Engine, python_ref
     assert result.exec is not None and result.exec.exit_code == 0
 
 
-async def test_bad_input_gets_clear_errors(engine: Engine, busybox_ref: str, registry: str) -> None:
+async def test_bad_input_gets_clear_errors(
+    engine: EngineCore, busybox_ref: str, registry: str
+) -> None:
     with pytest.raises(ImageNotFoundError) as not_found:
         await engine.solver.resolve_image(BACKGROUND, f"{registry}/busybox:no-such-tag")
     assert "no-such-tag" in str(not_found.value)
@@ -281,7 +283,7 @@ async def test_sigkill_mid_run_leaves_a_usable_cache(tmp_path: Path, busybox_ref
     child.send_signal(signal.SIGKILL)
     child.wait()
 
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         # Recovery: nothing of the killed engine is still mounted or running.
         overlays = [
             line
@@ -308,7 +310,7 @@ def _overlays_under(path: Path) -> list[str]:
     ]
 
 
-async def test_cancelled_exec_releases_its_mounts(engine: Engine, busybox_ref: str) -> None:
+async def test_cancelled_exec_releases_its_mounts(engine: EngineCore, busybox_ref: str) -> None:
     root, _ = await image(engine, busybox_ref)
     data = Ref(MkFile(root, "/d/x", b"x\n"))
     await engine.solver.solve(BACKGROUND, data)  # pulled and written before the clock starts
@@ -330,12 +332,12 @@ async def test_cache_entries_naming_lost_layers_or_garbage_are_recomputed(
     def step(root: Ref) -> Exec:
         return sh(root, "echo kept > /f; echo out")
 
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         root, _ = await image(engine, busybox_ref)
         result = await engine.solver.result(BACKGROUND, step(root))
         lost = result.outputs[0].layers[-1]
     shutil.rmtree(state / "l" / lost)  # e.g. deleted by hand
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         root, _ = await image(engine, busybox_ref)
         assert await stdout(engine, step(root)) == "out\n"
         assert await engine.solver.read_file(BACKGROUND, Ref(step(root)), "/f") == b"kept\n"
@@ -343,13 +345,13 @@ async def test_cache_entries_naming_lost_layers_or_garbage_are_recomputed(
     db = Database(state / "dirk.db")
     db.execute("UPDATE cache SET result = ?", ("{not json",))
     db.close()
-    async with Engine(state) as engine:
+    async with EngineCore(state) as engine:
         root, _ = await image(engine, busybox_ref)
         assert await stdout(engine, step(root)) == "out\n"
         assert engine.solver.counters.execs == 1
 
 
-async def test_a_chain_of_hundreds_of_steps_solves(engine: Engine) -> None:
+async def test_a_chain_of_hundreds_of_steps_solves(engine: EngineCore) -> None:
     def chain() -> Ref:
         ref = Ref(Scratch())
         for i in range(400):
@@ -377,13 +379,13 @@ async def test_a_failed_start_closes_what_it_opened(tmp_path: Path) -> None:
         return [t for t in targets if t.startswith(str(state))]
 
     with pytest.raises(ExecutorError, match="no-such-runtime"):
-        async with Engine(state, runtime="no-such-runtime"):
+        async with EngineCore(state, runtime="no-such-runtime"):
             pass
     assert open_state_files() == [], "the database stays open after a failed start"
 
 
 async def test_host_directory_filters_and_a_change_during_the_copy(
-    engine: Engine, busybox_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    engine: EngineCore, busybox_ref: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from dirk.errors import HostPathError
     from dirk.solver.handlers import host as host_handler

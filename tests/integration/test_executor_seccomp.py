@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import BACKGROUND
 from dirk.solver.ops import Exec
 from dirk.workers.executor.executor import Executor
@@ -118,7 +118,7 @@ def syscall_numbers() -> dict[str, list[int]]:
 async def test_python_threads_processes_and_refused_calls(
     runtime: str, tmp_path: Path, python_ref: str
 ) -> None:
-    async with Engine(tmp_path / "state", runtime=runtime) as engine:
+    async with EngineCore(tmp_path / "state", runtime=runtime) as engine:
         assert engine.runtime_name == runtime
         root, config = await image(engine, python_ref)
         args = ("python3", "-c", PYTHON, json.dumps(syscall_numbers()))

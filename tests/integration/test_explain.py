@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import Job, StepEvent
 from dirk.solver.ops import Exec, ExecMount, HostDirectory, Ref
 
@@ -16,7 +16,7 @@ from .engine_helpers import image, sh
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-async def explained(engine: Engine, op: Exec) -> dict[str, str]:
+async def explained(engine: EngineCore, op: Exec) -> dict[str, str]:
     """Run `op` for a job that asks; {step description: why it ran}."""
     events: list[StepEvent] = []
     await engine.solver.result(Job(explain=True, events=events.append), op)
@@ -24,7 +24,7 @@ async def explained(engine: Engine, op: Exec) -> dict[str, str]:
 
 
 async def test_a_changed_file_and_a_changed_env_value_are_named(
-    engine: Engine, busybox_ref: str, tmp_path: Path
+    engine: EngineCore, busybox_ref: str, tmp_path: Path
 ) -> None:
     src = tmp_path / "src"
     (src / "pkg").mkdir(parents=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.state.layout import StateLayout
 from dirk.workers.executor import network
 from dirk.workers.executor.executor import engine_tag
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 async def test_an_engine_that_stopped_leaves_nothing(tmp_path: Path, busybox_ref: str) -> None:
     watch = LeakWatch(tmp_path, grace=10).start()
-    async with Engine(tmp_path / "state") as engine:
+    async with EngineCore(tmp_path / "state") as engine:
         root, _ = await image(engine, busybox_ref)
         assert await stdout(engine, sh(root, "echo up")) == "up\n"
         during = watch.leftovers()

@@ -14,7 +14,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
 from dirk.wire.errors import format_error
 
@@ -26,7 +26,9 @@ SCHEMA: GraphQLSchema = build_schema()
 class Client:
     """One session, querying the schema the way the wire server does."""
 
-    def __init__(self, engine: Engine, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, engine: EngineCore, workdir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.engine = engine
         self.session = Session("token", workdir, {}, time.time(), client_env=env or {})
 
@@ -88,7 +90,7 @@ def hexvalue() -> str:
 
 
 async def test_a_secret_variable_is_seen_by_the_command_and_scrubbed_everywhere(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     client = Client(engine, workdir)
     value = hexvalue()
@@ -120,7 +122,7 @@ async def test_a_secret_variable_is_seen_by_the_command_and_scrubbed_everywhere(
 
 
 async def test_multi_line_values_and_split_writes_are_scrubbed(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     client = Client(engine, workdir)
     lines = [hexvalue() for _ in range(3)]
@@ -153,7 +155,7 @@ async def test_multi_line_values_and_split_writes_are_scrubbed(
 
 
 async def test_a_mounted_secret_has_its_owner_and_mode_and_stays_out_of_the_rootfs(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     client = Client(engine, workdir)
     value = hexvalue()
@@ -185,7 +187,7 @@ async def test_a_mounted_secret_has_its_owner_and_mode_and_stays_out_of_the_root
 
 
 async def test_a_new_value_of_a_secret_reuses_the_cached_step(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     script = 'cat /proc/sys/kernel/random/uuid; test -n "$TOKEN"'
     first = Client(engine, workdir)
@@ -204,7 +206,7 @@ async def test_a_new_value_of_a_secret_reuses_the_cached_step(
 
 
 async def test_without_secret_variable_and_uri_secrets(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     value = hexvalue()
     (workdir / "token.txt").write_text(value)
@@ -229,7 +231,7 @@ async def test_without_secret_variable_and_uri_secrets(
 
 
 async def test_an_exported_image_holds_no_secret(
-    engine: Engine, workdir: Path, busybox_ref: str
+    engine: EngineCore, workdir: Path, busybox_ref: str
 ) -> None:
     client = Client(engine, workdir)
     value = hexvalue()

@@ -16,7 +16,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import SessionRegistry
 from dirk.errors import HttpFetchError, InvalidArgumentError
 from dirk.solver.services import IDLE_GRACE_ENV
@@ -52,7 +52,7 @@ def short_grace() -> Iterator[None]:
 
 
 class Client:
-    def __init__(self, engine: Engine, sessions: SessionRegistry, workdir: Path) -> None:
+    def __init__(self, engine: EngineCore, sessions: SessionRegistry, workdir: Path) -> None:
         self.engine = engine
         self.session = sessions.create(workdir, {})
 
@@ -94,7 +94,7 @@ HTTP = "query($url: String!, $svc: ID) { http(url: $url, experimentalServiceHost
 
 
 @pytest.fixture
-def client(engine: Engine, tmp_path: Path) -> Client:
+def client(engine: EngineCore, tmp_path: Path) -> Client:
     return Client(engine, SessionRegistry(), tmp_path)
 
 

@@ -23,7 +23,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session, SessionRegistry
 from dirk.errors import PortForwardError
 from dirk.solver.services import IDLE_GRACE_ENV
@@ -47,7 +47,7 @@ HTTPD = (
 class Client:
     """One session, querying the schema the way the wire server does."""
 
-    def __init__(self, engine: Engine, session: Session) -> None:
+    def __init__(self, engine: EngineCore, session: Session) -> None:
         self.engine = engine
         self.session = session
 
@@ -117,7 +117,7 @@ def sessions() -> SessionRegistry:
 
 
 @pytest.fixture
-def client(engine: Engine, sessions: SessionRegistry, tmp_path: Path) -> Client:
+def client(engine: EngineCore, sessions: SessionRegistry, tmp_path: Path) -> Client:
     return Client(engine, sessions.create(tmp_path, {}))
 
 
@@ -152,7 +152,7 @@ async def _eventually(check: Callable[[], bool], timeout: float = 10) -> bool:
     return check()
 
 
-def _ours(engine: Engine) -> tuple[list[str], list[str], list[str]]:
+def _ours(engine: EngineCore) -> tuple[list[str], list[str], list[str]]:
     """This engine's network namespaces, host-side veths and containers still present."""
     tag = engine_tag(engine.layout)
     netns = [n for n in os.listdir(network.NETNS_DIR) if n.startswith(f"dirk-{tag}-")]
@@ -318,7 +318,7 @@ async def test_session_end_closes_tunnels(
 
 
 async def test_privileged_host_ports_need_a_root_owner(
-    engine: Engine, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
+    engine: EngineCore, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
 ) -> None:
     user = Client(engine, sessions.create(tmp_path, {}, owner=HostUser.of_uid(1000)))
     sid = await user.httpd(busybox_ref)
@@ -457,7 +457,7 @@ async def test_a_tunnel_cannot_be_bound_into_a_container(client: Client, busybox
 
 async def test_nothing_is_left_behind(tmp_path: Path, busybox_ref: str, host_server: int) -> None:
     sessions = SessionRegistry()
-    async with Engine(tmp_path / "own") as engine:
+    async with EngineCore(tmp_path / "own") as engine:
         client = Client(engine, sessions.create(tmp_path, {}))
         sid = await client.httpd(busybox_ref)
         port = _free_port()

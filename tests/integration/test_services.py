@@ -16,7 +16,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session, SessionRegistry
 from dirk.errors import ServiceExitedError, ServiceStartError
 from dirk.solver.services import IDLE_GRACE_ENV, START_TIMEOUT_ENV
@@ -37,7 +37,7 @@ HTTPD = (
 class Client:
     """One session, querying the schema the way the wire server does."""
 
-    def __init__(self, engine: Engine, session: Session) -> None:
+    def __init__(self, engine: EngineCore, session: Session) -> None:
         self.engine = engine
         self.session = session
 
@@ -109,11 +109,11 @@ def sessions() -> SessionRegistry:
 
 
 @pytest.fixture
-def client(engine: Engine, sessions: SessionRegistry, tmp_path: Path) -> Client:
+def client(engine: EngineCore, sessions: SessionRegistry, tmp_path: Path) -> Client:
     return Client(engine, sessions.create(tmp_path, {}))
 
 
-def running_containers(engine: Engine) -> list[str]:
+def running_containers(engine: EngineCore) -> list[str]:
     """Container ids in the engine's runtime state (a running or unreaped container)."""
     roots = engine.layout.run / "runtime"
     return [c.name for r in roots.iterdir() if r.is_dir() for c in r.iterdir() if c.is_dir()]
@@ -293,7 +293,7 @@ async def test_start_holds_the_service_until_stop(client: Client, busybox_ref: s
 
 
 async def test_cached_client_step_does_not_start_the_service(
-    engine: Engine, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
+    engine: EngineCore, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
 ) -> None:
     first_session = Client(engine, sessions.create(tmp_path, {}))
     svc = await first_session.service(busybox_ref)
@@ -313,7 +313,7 @@ async def test_cached_client_step_does_not_start_the_service(
 
 
 async def test_unbound_containers_cannot_reach_a_service(
-    engine: Engine, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
+    engine: EngineCore, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
 ) -> None:
     owner = Client(engine, sessions.create(tmp_path, {}))
     svc = await owner.service(busybox_ref)
@@ -372,7 +372,7 @@ async def test_service_binds_its_own_service(client: Client, busybox_ref: str) -
 
 
 async def test_cancelled_client_and_ended_session_leave_nothing(
-    engine: Engine, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
+    engine: EngineCore, sessions: SessionRegistry, tmp_path: Path, busybox_ref: str
 ) -> None:
     client = Client(engine, sessions.create(tmp_path, {}))
     svc = await client.service(busybox_ref, script=HTTPD.replace("/www", "/srv-leak"))
@@ -425,7 +425,7 @@ async def test_a_new_engine_removes_the_bridge_pairs_a_killed_one_left(tmp_path:
     network.allow_peers("dkzzother1", ["dkzzother2"])  # another engine's: kept
     try:
         assert [stale[0], stale[1]] in pairs()
-        async with Engine(state):
+        async with EngineCore(state):
             current = pairs()
             assert not any(name in pair for pair in current for name in stale)
             assert ["dkzzother1", "dkzzother2"] in current

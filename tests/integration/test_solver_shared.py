@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.solver.job import Job, StepEvent
 from tests.integration.engine_helpers import image, sh
 
@@ -47,7 +47,7 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 async def test_a_shared_exec_outlives_the_first_job_and_runs_once(
-    engine: Engine, busybox_ref: str
+    engine: EngineCore, busybox_ref: str
 ) -> None:
     root, _ = await image(engine, busybox_ref)
     token = secrets.token_hex(8)
@@ -84,7 +84,7 @@ async def test_a_shared_exec_outlives_the_first_job_and_runs_once(
 
 
 async def test_cancelling_every_job_kills_the_container_and_releases_its_mounts(
-    engine: Engine, busybox_ref: str
+    engine: EngineCore, busybox_ref: str
 ) -> None:
     root, _ = await image(engine, busybox_ref)
     marker = f"1{secrets.randbelow(10**8):08d}"  # a unique sleep length: `sleep 1xxxxxxxx`

@@ -15,7 +15,7 @@ import pytest
 from graphql import ExecutionResult, GraphQLSchema, graphql
 
 from dirk.api import RequestContext, build_schema
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
 from dirk.wire.errors import format_error
 from tests.integration.source_servers import (
@@ -36,7 +36,7 @@ SCHEMA: GraphQLSchema = build_schema()
 class Client:
     """One session, querying the schema the way the wire server does."""
 
-    def __init__(self, engine: Engine, workdir: Path) -> None:
+    def __init__(self, engine: EngineCore, workdir: Path) -> None:
         self.engine = engine
         self.session = Session(secrets.token_hex(8), workdir, {}, time.time())
 
@@ -89,7 +89,7 @@ def served(tmp_path: Path) -> Iterator[Fixture]:
 
 
 @pytest.fixture
-def client(engine: Engine, workdir: Path) -> Client:
+def client(engine: EngineCore, workdir: Path) -> Client:
     return Client(engine, workdir)
 
 
@@ -204,7 +204,7 @@ async def test_keep_git_dir_gives_a_working_git_log(
 
 
 async def test_a_new_commit_gives_new_content_and_the_old_commit_stays_cached(
-    engine: Engine, workdir: Path, served: Fixture, busybox_ref: str
+    engine: EngineCore, workdir: Path, served: Fixture, busybox_ref: str
 ) -> None:
     async def token_of(ref: str) -> str:
         # A new session each time (no memo); the step prints a random token, so the same
@@ -425,7 +425,7 @@ async def _git_in(client: Client, image: str, tree_id: str, script: str) -> str:
 
 
 async def test_include_tags_fetches_the_remotes_tags_as_they_are_when_solved(
-    engine: Engine, workdir: Path, served: Fixture, python_ref: str
+    engine: EngineCore, workdir: Path, served: Fixture, python_ref: str
 ) -> None:
     query = (
         'query($url: String!, $tags: Boolean!) { git(url: $url) { branch(name: "main") {'
@@ -473,7 +473,7 @@ async def test_include_tags_of_a_directorys_repository(
 
 
 async def test_uncommitted_of_a_directorys_repository_and_of_a_remote(
-    engine: Engine, workdir: Path, served: Fixture
+    engine: EngineCore, workdir: Path, served: Fixture
 ) -> None:
     client = Client(engine, workdir)
     path = served.repo.path

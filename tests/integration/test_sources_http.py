@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dirk.engine import Engine
+from dirk.engine import EngineCore
 from tests.integration.source_servers import Requests, files_app, serve
 from tests.integration.test_sources_git import Client
 
@@ -43,7 +43,7 @@ def _digest(data: bytes) -> str:
 
 
 async def test_content_name_and_permissions(
-    engine: Engine, workdir: Path, served: Served, busybox_ref: str
+    engine: EngineCore, workdir: Path, served: Served, busybox_ref: str
 ) -> None:
     client = Client(engine, workdir)
     data = await client.data(
@@ -72,7 +72,7 @@ async def test_content_name_and_permissions(
     assert stdout == "755\ntool ran\n"
 
 
-async def test_checksum_is_verified(engine: Engine, workdir: Path, served: Served) -> None:
+async def test_checksum_is_verified(engine: EngineCore, workdir: Path, served: Served) -> None:
     client = Client(engine, workdir)
     url = f"{served.base}/data/hello.txt"
     good = _digest(served.files["/data/hello.txt"])
@@ -96,7 +96,7 @@ async def test_checksum_is_verified(engine: Engine, workdir: Path, served: Serve
 
 
 async def test_a_known_checksum_needs_no_download(
-    engine: Engine, workdir: Path, served: Served
+    engine: EngineCore, workdir: Path, served: Served
 ) -> None:
     url = f"{served.base}/data/hello.txt"
     good = _digest(served.files["/data/hello.txt"])
@@ -109,7 +109,7 @@ async def test_a_known_checksum_needs_no_download(
 
 
 async def test_cached_by_content(
-    engine: Engine, workdir: Path, served: Served, busybox_ref: str
+    engine: EngineCore, workdir: Path, served: Served, busybox_ref: str
 ) -> None:
     async def token_of(path: str) -> str:
         client = Client(engine, workdir)
@@ -137,7 +137,7 @@ async def test_cached_by_content(
     assert changed.startswith("changed on the server\n")
 
 
-async def test_redirects_and_errors(engine: Engine, workdir: Path, served: Served) -> None:
+async def test_redirects_and_errors(engine: EngineCore, workdir: Path, served: Served) -> None:
     client = Client(engine, workdir)
     data = await client.data(
         "query($url: String!) { http(url: $url) { name contents } }",
@@ -154,7 +154,9 @@ async def test_redirects_and_errors(engine: Engine, workdir: Path, served: Serve
     assert "http:// or https://" in message
 
 
-async def test_auth_header_is_sent_and_a_wrong_one_refused(engine: Engine, workdir: Path) -> None:
+async def test_auth_header_is_sent_and_a_wrong_one_refused(
+    engine: EngineCore, workdir: Path
+) -> None:
     files = {"/private.txt": b"for authorized eyes\n"}
     with serve(files_app(files, authorization="Bearer s3cr3t-t0ken")) as base:
         client = Client(engine, workdir)

@@ -20,7 +20,7 @@ from dirk.workers.images.auth import DockerConfig, docker_config_of
 if TYPE_CHECKING:
     from graphql import GraphQLResolveInfo
 
-    from dirk.engine.core import Engine
+    from dirk.engine.core import EngineCore
     from dirk.engine.sessions import Session
     from dirk.solver.solver import Solver
 
@@ -33,7 +33,7 @@ _LEASE = "dirk.lease"
 class RequestContext:
     """The `context_value` of one GraphQL request."""
 
-    engine: Engine
+    engine: EngineCore
     session: Session
     _job: Job | None = attrs.field(default=None, init=False, repr=False)
 

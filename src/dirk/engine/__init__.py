@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dirk.engine.core import Engine
+    from dirk.engine.core import EngineCore
 
-__all__ = ["Engine"]
+__all__ = ["EngineCore"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy, so that importing `dirk.engine.sessions` does not load every worker.
-    if name == "Engine":
-        from dirk.engine.core import Engine
+    if name == "EngineCore":
+        from dirk.engine.core import EngineCore
 
-        return Engine
+        return EngineCore
     raise AttributeError(name)

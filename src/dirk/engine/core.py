@@ -34,7 +34,7 @@ from dirk.workers.sources.git import GitSources
 from dirk.workers.sources.http import HttpSources
 
 
-class Engine:
+class EngineCore:
     def __init__(
         self,
         state_dir: Path | None = None,
@@ -57,21 +57,21 @@ class Engine:
     @property
     def solver(self) -> Solver:
         if self._solver is None:
-            raise RuntimeError("the engine is not started: use `async with Engine(...)`")
+            raise RuntimeError("the engine is not started: use `async with EngineCore(...)`")
         return self._solver
 
     @property
     def gc(self) -> GarbageCollector:
         """The cache's garbage collector (`engine.localCache`, `dirk cache`)."""
         if self._gc is None:
-            raise RuntimeError("the engine is not started: use `async with Engine(...)`")
+            raise RuntimeError("the engine is not started: use `async with EngineCore(...)`")
         return self._gc
 
     @property
     def runtime_name(self) -> str:
         """The OCI runtime in use ("crun" or "runc")."""
         if self._executor is None:
-            raise RuntimeError("the engine is not started: use `async with Engine(...)`")
+            raise RuntimeError("the engine is not started: use `async with EngineCore(...)`")
         return self._executor.runtime
 
     async def start(self) -> None:
@@ -142,7 +142,7 @@ class Engine:
         self._gc = None
         await self._closing.aclose()
 
-    async def __aenter__(self) -> Engine:
+    async def __aenter__(self) -> EngineCore:
         await self.start()
         return self
 

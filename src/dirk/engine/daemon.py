@@ -75,19 +75,19 @@ class Components:
 def default_components() -> Components:
     """The real engine and the resolvers' schema; `dirk.api` is imported by `build_schema`,
     which the daemon runs (in a thread) while the engine starts."""
-    from dirk.engine.core import Engine
+    from dirk.engine.core import EngineCore
 
     def build_schema() -> GraphQLSchema:
         from dirk.api import build_schema
 
         return build_schema()
 
-    def make_context(engine: Engine, session: Session) -> object:
+    def make_context(engine: EngineCore, session: Session) -> object:
         from dirk.api import RequestContext
 
         return RequestContext(engine=engine, session=session)
 
-    return Components(make_engine=Engine, build_schema=build_schema, make_context=make_context)
+    return Components(make_engine=EngineCore, build_schema=build_schema, make_context=make_context)
 
 
 @attrs.frozen

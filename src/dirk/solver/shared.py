@@ -85,7 +85,7 @@ class SharedWork(Generic[M]):
         flight = self._running.get(key)
         if flight is None:
             if self._tg is None:
-                raise RuntimeError("the solver is not running: use `async with Engine(...)`")
+                raise RuntimeError("the solver is not running: use `async with EngineCore(...)`")
             flight = self._running[key] = Flight(key)
             # No other flight waits for a new one yet, so no `waiting` answer changes: the
             # epoch stays (a chain of new steps then costs one step per `waiting`, not the
