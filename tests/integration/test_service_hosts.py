@@ -9,22 +9,17 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
 from dirk.engine.sessions import SessionRegistry
 from dirk.errors import HttpFetchError, InvalidArgumentError
 from dirk.solver.services import IDLE_GRACE_ENV
-from dirk.wire.errors import format_error
+from tests.integration.schema_client import SchemaClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
-
-SCHEMA: GraphQLSchema = build_schema()
 
 #: A web root whose file is a token made when the service starts: one per instance.
 TOKEN_HTTPD = (
@@ -51,26 +46,9 @@ def short_grace() -> Iterator[None]:
         os.environ[IDLE_GRACE_ENV] = old
 
 
-class Client:
+class Client(SchemaClient):
     def __init__(self, engine: EngineCore, sessions: SessionRegistry, workdir: Path) -> None:
-        self.engine = engine
-        self.session = sessions.create(workdir, {})
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
-
-    async def error(self, query: str, **variables: Any) -> BaseException:
-        result = await self.run(query, **variables)
-        assert result.errors, f"expected an error, got {result.data}"
-        original = result.errors[0].original_error
-        assert original is not None, result.errors[0]
-        return original
+        super().__init__(engine, sessions.create(workdir, {}))
 
     async def service(self, image: str, script: str) -> dict[str, str]:
         data = await self.data(

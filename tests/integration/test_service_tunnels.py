@@ -20,22 +20,18 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
-from dirk.engine.sessions import Session, SessionRegistry
+from dirk.engine.sessions import SessionRegistry
 from dirk.errors import PortForwardError
 from dirk.solver.services import IDLE_GRACE_ENV
-from dirk.wire.errors import format_error
 from dirk.workers.executor import network
 from dirk.workers.executor.executor import engine_tag
 from dirk.workers.hostaccess import HostUser
+from tests.integration.schema_client import SchemaClient
 from tests.integration.sdk_engine import clean_env, foreground_engine
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.usefixtures("no_leaks")]
-
-SCHEMA: GraphQLSchema = build_schema()
 
 #: A web root whose index is a token made when the service starts: one per instance.
 HTTPD = (
@@ -44,28 +40,8 @@ HTTPD = (
 )
 
 
-class Client:
+class Client(SchemaClient):
     """One session, querying the schema the way the wire server does."""
-
-    def __init__(self, engine: EngineCore, session: Session) -> None:
-        self.engine = engine
-        self.session = session
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
-
-    async def error(self, query: str, **variables: Any) -> BaseException:
-        result = await self.run(query, **variables)
-        assert result.errors, f"expected an error, got {result.data}"
-        original = result.errors[0].original_error
-        assert original is not None, result.errors[0]
-        return original
 
     async def httpd(self, image: str, port: int = 8080) -> str:
         """The id of a busybox httpd service on `port`."""
