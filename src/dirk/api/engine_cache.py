@@ -7,7 +7,6 @@ list or prune it; anyone else gets a `CacheAccessError`.
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 
@@ -91,7 +90,7 @@ async def engine_cache_prune(ctx: RequestContext, parent: Handle | None, args: A
                 ("keep_duration", "keepDuration"),
             )
         }
-        disk_total = shutil.disk_usage(ctx.engine.layout.root).total
+        disk_total = gc.disk().total
         if args["useDefaultPolicy"]:
             policy = gc.policy.overridden(disk_total=disk_total, **overrides)
             request = Request(policy=policy)

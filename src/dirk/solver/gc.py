@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +48,7 @@ from dirk.solver.gc_plan import (
 )
 from dirk.solver.gc_policy import CachePolicy, human_duration, human_size
 from dirk.solver.volumes import volume_dir_name, volume_name
-from dirk.workers.snapshots.layers import disk_usage, remove_trees
+from dirk.workers.snapshots.layers import remove_trees, tree_sizes
 
 if TYPE_CHECKING:
     from dirk.solver.solver import Solver
@@ -119,12 +119,10 @@ class GarbageCollector:
         if unmeasured:
             self._db.set_layer_sizes(unmeasured)
         layer_blobs: dict[str, list[str]] = {}
-        blob_sizes: dict[str, int] = {}
         for layer_id, digest, _ in self._db.all_layer_blobs():
             layer_blobs.setdefault(layer_id, []).append(digest)
         stored = dict(_blob_files(self._blobs.root))
-        for digest, (size, _) in stored.items():
-            blob_sizes[digest] = size
+        blob_sizes = {digest: size for digest, (size, _) in stored.items()}
         index = CacheIndex()
         for row in layers:
             own = layer_blobs.get(row.id, [])
@@ -146,10 +144,12 @@ class GarbageCollector:
         for digest, (size, modified) in stored.items():
             if digest not in named:
                 index.loose_blobs[digest] = BlobInfo(digest, size, modified)
-        for folder in _volume_folders(self._layout.volumes):
+        folders = _volume_folders(self._layout.volumes)
+        volume_sizes = tree_sizes(folders)
+        for folder in folders:
             st = folder.stat()
             index.volumes[folder.name] = VolumeInfo(
-                folder.name, volume_name(folder), disk_usage(folder), st.st_ctime, st.st_mtime
+                folder.name, volume_name(folder), volume_sizes[folder], st.st_ctime, st.st_mtime
             )
         return index
 
@@ -304,13 +304,3 @@ def _volume_folders(root: Path) -> list[Path]:
         return [p for p in root.iterdir() if p.is_dir() and not p.name.endswith(".new")]
     except FileNotFoundError:
         return []
-
-
-def policy_summary(policy: CachePolicy) -> Mapping[str, str]:
-    """The policy's limits as a person reads them (for `dirk cache du`)."""
-    return {
-        "max used space": human_size(policy.max_used_space) if policy.max_used_space else "none",
-        "min free space": human_size(policy.min_free_space) if policy.min_free_space else "none",
-        "reserved space": human_size(policy.reserved_space),
-        "keep duration": human_duration(policy.keep_duration) if policy.keep_duration else "none",
-    }

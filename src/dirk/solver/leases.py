@@ -86,9 +86,6 @@ class Leases:
             volumes |= lease.volumes
         return Held(frozenset(keys), frozenset(layers), frozenset(volumes))
 
-    def holders_of_volume(self, name: str) -> list[str]:
-        return [lease.holder for lease in self._live.values() if name in lease.volumes]
-
     def __len__(self) -> int:
         """Live leases (the background one included)."""
         return len(self._live)

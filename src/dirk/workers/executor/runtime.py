@@ -44,10 +44,7 @@ class Runtime:
         """`run` in the foreground; with `console_socket` (crun's `process.terminal` only),
         the runtime sends the master end of the container's pty there."""
         console = ["--console-socket", console_socket] if console_socket else []
-        if self.name == "crun":
-            log_args = [f"--log=file:{log}", "--log-format=json"]
-        else:
-            log_args = ["--log", str(log), "--log-format", "json"]
+        log_args = self._log_args(log)
         return [
             self.path,
             "--root",
@@ -60,16 +57,19 @@ class Runtime:
             container_id,
         ]
 
+    def _log_args(self, log: Path) -> list[str]:
+        """Where the runtime writes its log, as JSON lines (crun and runc spell it apart)."""
+        if self.name == "crun":
+            return [f"--log=file:{log}", "--log-format=json"]
+        return ["--log", str(log), "--log-format", "json"]
+
     def exec_command(
         self, container_id: str, process: Path, pid_file: Path, log: Path, console_socket: str
     ) -> list[str]:
         """`exec` of `process` (a process.json) in a running container, in the foreground;
         `pid_file` gets its host pid; `console_socket` as for `run_command`."""
         console = ["--console-socket", console_socket] if console_socket else []
-        if self.name == "crun":
-            log_args = [f"--log=file:{log}", "--log-format=json"]
-        else:
-            log_args = ["--log", str(log), "--log-format", "json"]
+        log_args = self._log_args(log)
         return [
             self.path,
             "--root",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import stat
 import subprocess
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -97,16 +96,8 @@ class LayerStore:
         once; 0 for one that is gone). Blocking. Measured by `du` processes: walking
         thousands of layers in a Python thread would fight a busy event loop for the GIL."""
         ids = list(layer_ids)
-        sizes = dict.fromkeys(ids, 0)
-        for batch in _batches([str(self.path(i)) for i in ids]):
-            done = subprocess.run(
-                ["du", "-s", "-B1", "-x", "--", *batch], capture_output=True, text=True
-            )
-            for line in done.stdout.splitlines():
-                size, _, path = line.partition("\t")
-                if size.isdigit():
-                    sizes[os.path.basename(path)] = int(size)
-        return sizes
+        sizes = tree_sizes([self.path(i) for i in ids])
+        return {i: sizes[self.path(i)] for i in ids}
 
     def remove(self, layer_ids: Iterable[str]) -> None:
         """Delete layer directories that no database row names any more (the garbage
@@ -124,31 +115,6 @@ class LayerStore:
         return removed
 
 
-def disk_usage(root: Path) -> int:
-    """Bytes allocated below `root` (st_blocks, each inode once, symlinks not followed);
-    0 when it does not exist."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    stack = [str(root)]
-    while stack:
-        path = stack.pop()
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        total += st.st_blocks * 512
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                with os.scandir(path) as entries:
-                    stack.extend(entry.path for entry in entries)
-            except OSError:
-                continue
-    return total
-
-
 #: Paths per `du` or `rm` process: far below the kernel's limit on arguments.
 _BATCH = 500
 
@@ -156,6 +122,22 @@ _BATCH = 500
 def _batches(paths: list[str]) -> Iterator[list[str]]:
     for start in range(0, len(paths), _BATCH):
         yield paths[start : start + _BATCH]
+
+
+def tree_sizes(roots: list[Path]) -> dict[Path, int]:
+    """Bytes allocated below each of `roots` (blocks, each inode once, not crossing into
+    another filesystem; 0 for one that is gone). Blocking; by `du` processes, which walk
+    thousands of trees without taking the GIL from a busy event loop."""
+    sizes = dict.fromkeys(roots, 0)
+    for batch in _batches([str(root) for root in roots]):
+        done = subprocess.run(
+            ["du", "-s", "-B1", "-x", "--", *batch], capture_output=True, text=True
+        )
+        for line in done.stdout.splitlines():
+            size, _, path = line.partition("\t")
+            if size.isdigit():
+                sizes[Path(path)] = int(size)
+    return sizes
 
 
 def remove_trees(paths: list[str]) -> None:
