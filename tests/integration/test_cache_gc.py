@@ -174,3 +174,15 @@ def test_a_bad_policy_value_stops_the_engine_with_its_name(tmp_path: Path) -> No
     )
     assert done.returncode != 0
     assert "DIRK_GC_MAX_USED_SPACE 'lots' is not a size" in done.stderr, done.stderr
+
+
+def test_a_malformed_prune_option_is_refused_by_its_name(engine: RunningEngine) -> None:
+    done = subprocess.run(
+        [str(DIRK), "cache", "prune", "--max-size", "lots"],
+        env=_env(engine),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert done.returncode == 2
+    assert "--max-size 'lots' is not a size" in done.stderr, done.stderr

@@ -168,6 +168,7 @@ def du() -> None:
 )
 def prune(keep_duration: str, max_size: str, keys: tuple[str, ...], policy: bool) -> None:
     """Free space: remove every entry no live session uses, or those the options select."""
+    _check_options(max_size, keep_duration)
     before = _cache(_run(_TOTALS))["entrySet"]
     base = {"policy": policy, "max": max_size, "target": max_size, "keep": keep_duration}
     for key in keys or ("",):
@@ -179,6 +180,21 @@ def prune(keep_duration: str, max_size: str, keys: tuple[str, ...], policy: bool
         f"freed {_size(freed)} ({removed} entries); the cache now takes "
         f"{_size(after['diskSpaceBytes'])} in {after['entryCount']} entries"
     )
+
+
+def _check_options(max_size: str, keep_duration: str) -> None:
+    """Malformed values are refused here, named as the user wrote them (the engine would name
+    its own arguments)."""
+    from dirk.errors import CachePolicyError
+    from dirk.solver.gc_policy import parse_duration, parse_space
+
+    try:
+        if max_size.strip():
+            parse_space(max_size, 0, "--max-size")
+        if keep_duration.strip():
+            parse_duration(keep_duration, "--keep-duration")
+    except CachePolicyError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _describe(entry: Mapping[str, Any]) -> str:
