@@ -42,7 +42,14 @@ async def pipeline(client: Any, image: str, nonce: str) -> dict[str, Any]:
         .from_(image)
         .with_volatile_variable("VOL", nonce)
         .with_mounted_directory("/d", after)
-        .with_exec(["sh", "-c", "readlink /d/link; stat -c %Y /d/a.txt >&2; echo $VOL"])
+        # Apart in time: two pipes carry no order of their own, only the moments they are read.
+        .with_exec(
+            [
+                "sh",
+                "-c",
+                "readlink /d/link; sleep 0.2; stat -c %Y /d/a.txt >&2; sleep 0.2; echo $VOL",
+            ]
+        )
     )
     await step("combined", ctr.combined_output())
     await step("mounts", ctr.without_mount("/d").mounts())
