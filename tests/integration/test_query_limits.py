@@ -122,6 +122,32 @@ def test_a_heavy_query_does_not_hold_up_another_session(engine: RunningEngine) -
     assert len(answers["heavy"]["data"]) == 19_000
 
 
+def test_a_heavy_query_already_parsed_takes_turns_with_other_sessions(
+    engine: RunningEngine,
+) -> None:
+    """The same heavy document again (parsed and validated before, so only its execution
+    costs): another session's queries, one after the other, are answered while it runs."""
+    heavy, light = new_session(engine), new_session(engine)
+    query = aliases(19_000)
+    assert len(post(engine, heavy, query)["data"]) == 19_000
+    order: list[str] = []
+    started = threading.Event()
+
+    def send_heavy() -> None:
+        started.set()
+        assert len(post(engine, heavy, query)["data"]) == 19_000
+        order.append("heavy")
+
+    worker = threading.Thread(target=send_heavy)
+    worker.start()
+    started.wait()
+    for n in range(5):
+        assert post(engine, light, "{ version }")["data"]["version"]
+        order.append(f"light {n}")
+    worker.join(300)
+    assert order == [f"light {n}" for n in range(5)] + ["heavy"]
+
+
 def test_large_distinct_queries_do_not_stay_in_memory(engine: RunningEngine) -> None:
     token = new_session(engine)
     post(engine, token, "{ version }")

@@ -46,6 +46,7 @@ from dirk.errors import DirkError, QueryLimitError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
 from dirk.wire.limits import QueryLimits
 from dirk.wire.terminal import add_terminal_route
+from dirk.wire.turns import TurnTakingExecutor
 from dirk.workers.hostaccess import HostUser
 
 if TYPE_CHECKING:  # the registry is handed in: serving does not import the engine
@@ -404,6 +405,7 @@ class WireServer:
             context_value=self.context_factory(session),
             variable_values=dict(variables) if variables is not None else None,
             operation_name=operation,
+            executor_class=TurnTakingExecutor,
         )
         if isawaitable(result):
             result = await result
