@@ -12,10 +12,10 @@ the wire contract: never change or reuse one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, NamedTuple
 
 #: How much of each output stream an exec error keeps (Dagger keeps the last 100 KiB too).
 OUTPUT_TAIL_BYTES = 100 * 1024
@@ -54,15 +54,15 @@ class SessionAuthError(ClientConnectionError):
     code = "SESSION_AUTH_ERROR"
 
 
-@dataclasses.dataclass(frozen=True)
-class QueryErrorValue:
+class QueryErrorValue(NamedTuple):
     """One entry of a GraphQL answer's `errors` (Dagger's `QueryError.error` has the same
     attributes): the message, the path of the field that failed and the extensions."""
 
     message: str
     path: list[str | int] | None = None
     locations: list[dict[str, int]] | None = None
-    extensions: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: Read-only when the engine gave none (a shared empty mapping).
+    extensions: Mapping[str, Any] = MappingProxyType({})
 
     def __str__(self) -> str:
         return self.message

@@ -32,6 +32,7 @@ from tests.integration.sdk_engine import (
     stop_leftover,
     wait_exit,
 )
+from tests.unit.test_hot_path_imports import NOT_IN_SDK
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,8 @@ with dirk.Connection() as client:
         .with_exec(["sh", "-c", "sleep 1; echo built $NONCE $(cat /proc/sys/kernel/random/uuid)"])
         .stdout()
     )
-print(json.dumps({"out": out, "seconds": time.monotonic() - started}))
+loaded = sorted({name.split(".")[0] for name in sys.modules})
+print(json.dumps({"out": out, "seconds": time.monotonic() - started, "modules": loaded}))
 """
 PROGRAM_TIMEOUT_S = 60
 
@@ -125,6 +127,9 @@ def test_first_program_starts_the_engine_and_the_next_reuses_it(
     again = read_engine_json(state)
     assert again is not None and int(again["pid"]) == pid, "the second program started an engine"
     assert engine_starts(state) == 1
+    # A whole program (connect, query, end the session) loads nothing the SDK's hot path
+    # must not (tests/unit/test_hot_path_imports.py names them and says why).
+    assert set(second["modules"]) & NOT_IN_SDK == set()
     # The same random token: the second program's answer came from the cache (the exec, which
     # sleeps 1 s, ran once); its time is reported below, not asserted: CI machines may be loaded.
     assert first["seconds"] > 1.0, first

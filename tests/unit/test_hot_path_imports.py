@@ -3,8 +3,8 @@ run of it pays (httpx alone costs more than a cached pipeline's whole run). Each
 fresh interpreter and lists the modules it loaded.
 
 For other helpers: rich (progress) must stay a lazy import of the paths that show progress;
-the SDK must not import click, httpx, asyncio or the engine; the CLI's `run` entry must not
-import the engine or the SDK's generated classes.
+the SDK must not import click, httpx, asyncio, dataclasses or the engine; the CLI's `run`
+entry must not import the engine or the SDK's generated classes.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ NOT_IN_SDK = {
     "attr",
     "attrs",
     "click",
+    "dataclasses",
     "graphql",
+    "h11",
     "httpcore",
     "httpx",
+    "inspect",
     "logging",
     "pygments",
     "rich",
@@ -94,3 +97,33 @@ def test_the_engine_loads_pathspec_only_for_filters() -> None:
         "from dirk.workers.snapshots.tree import PathFilter\nPathFilter(['*.py'], [])\n"
     )
     assert "pathspec" in _tops(filtered)
+
+
+def test_the_plain_progress_view_of_dirk_run_imports_no_attrs() -> None:
+    loaded = _loaded(
+        "import sys\nfrom dirk.progress import make_view\n"
+        "view = make_view('plain', sys.stderr, {})\n"
+        "view.on_record({'type': 'step', 'id': 's', 'name': 'true', 'state': 'running'})\n"
+        "view.close()\n"
+    )
+    assert "dirk.progress.model" in loaded
+    assert _tops(loaded) & {"attr", "attrs", "rich"} == set()
+
+
+def test_a_debug_line_nobody_can_see_does_not_import_logging() -> None:
+    """The session's end logs a debug line in every program; with `logging` never imported,
+    no configuration could show it. Once a program has imported logging, it is logged."""
+    quiet = _loaded("from dirk import lazylog\nlazylog.debug('dirk.x', 'the stream %s', 'ended')\n")
+    assert "logging" not in quiet
+    script = (
+        "import logging, sys\nlogging.basicConfig(level=logging.DEBUG, stream=sys.stdout)\n"
+        "from dirk import lazylog\nlazylog.debug('dirk.x', 'the stream %s', 'ended')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "DEBUG:dirk.x:the stream ended" in out

@@ -408,7 +408,7 @@ class Generator:
             typing_names += ["overload"]
         if "cast(" in body:
             typing_names += ["cast"]
-        if others:
+        if others or inputs:
             typing_names.insert(0, "TYPE_CHECKING")
         abc = [name for name in ("Callable", "Coroutine", "Generator") if f"{name}[" in body]
         if abc:
@@ -416,16 +416,18 @@ class Generator:
         out.append(f"from typing import {', '.join(typing_names)}\n\n")
         if enums:
             out.append(f"from dirk.sdk.gen.enums import {', '.join(enums)}\n")
-        if inputs:
-            out.append(f"from dirk.sdk.gen.inputs import {', '.join(inputs)}\n")
         if scalars:
             out.append(f"from dirk.sdk.gen.scalars import {', '.join(scalars)}\n")
         modes = sorted({"M", *(m for m in ("Async", "Either", "Sync") if f"[{m}]" in body)})
         out.append(f"from dirk.sdk.modes import {', '.join(modes)}\n")
         runtime = [*sorted(uses), "ObjectBase", "register"]
         out.append(f"from dirk.sdk.runtime import {', '.join(runtime)}\n")  # ruff sorts them
-        if others:
+        if others or inputs:
+            # Only annotations name them: input objects are imported when a program builds
+            # one (their dataclasses are a cost a pipeline that uses none should not pay).
             out.append("\nif TYPE_CHECKING:\n")
+            if inputs:
+                out.append(f"    from dirk.sdk.gen.inputs import {', '.join(inputs)}\n")
             out += [f"    from dirk.sdk.gen.{module_name(o)} import {o}\n" for o in others]
         out.append(f'\n\n@register("{type_.name}")\nclass {cls}(ObjectBase[M]):\n')
         out.append(_doc(type_.description or f"The `{type_.name}` type.", 4))

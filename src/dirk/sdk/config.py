@@ -1,16 +1,27 @@
-"""How a program's connection to the engine behaves (a dataclass: attrs costs a program's
-start more than this class is worth)."""
+"""How a program's connection to the engine behaves.
+
+A named tuple: every program makes one, and attrs or a dataclass would add their imports to
+every program's start (a dataclass: `dataclasses` and `inspect`, a tenth of a cached run).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import TextIO
+from typing import NamedTuple, TextIO
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Settings of a `dirk.Connection`.
+class _Settings(NamedTuple):
+    log_output: TextIO | None = None
+    timeout: float | None = None
+    workdir: str | Path | None = None
+    engine: str | None = None
+    progress: str | None = None
+    explain: bool = False
+
+
+class Config(_Settings):
+    """Settings of a `dirk.Connection` (immutable; `config._replace(timeout=5)` makes a
+    changed copy).
 
     Attributes:
         log_output: Where to write the pipeline's progress as plain lines: one per step
@@ -31,21 +42,24 @@ class Config:
             joined from `dirk run` keeps what `dirk run` chose.
     """
 
-    log_output: TextIO | None = None
-    timeout: float | None = None
-    workdir: str | Path | None = None
-    engine: str | None = None
-    progress: str | None = None
-    explain: bool = False
+    __slots__ = ()
 
-    def __post_init__(self) -> None:
-        if self.timeout is not None and self.timeout <= 0:
+    def __new__(
+        cls,
+        log_output: TextIO | None = None,
+        timeout: float | None = None,
+        workdir: str | Path | None = None,
+        engine: str | None = None,
+        progress: str | None = None,
+        explain: bool = False,
+    ) -> Config:
+        if timeout is not None and timeout <= 0:
             raise ValueError("Config.timeout must be a positive number of seconds or None")
-        if self.progress is not None:
+        if progress is not None:
             from dirk.progress import MODES
 
-            if self.progress not in MODES:
+            if progress not in MODES:
                 raise ValueError(
-                    f"Config.progress must be one of {', '.join(MODES)} (or None), "
-                    f"not {self.progress!r}"
+                    f"Config.progress must be one of {', '.join(MODES)} (or None), not {progress!r}"
                 )
+        return super().__new__(cls, log_output, timeout, workdir, engine, progress, explain)

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from dirk import lazylog
 from dirk.errors import ClientConnectionError, DirkError, EngineVersionWarning, InvalidArgumentError
 from dirk.progress import PROGRESS_ENV
 from dirk.sdk import failures
@@ -39,22 +40,12 @@ from dirk.wire.client import EngineAddress, GraphQLClient, SessionAttachment
 from dirk.wire.driver import ANYIO, BLOCKING, IO, drive
 
 if TYPE_CHECKING:
-    import logging
-
     import httpx
     from anyio.from_thread import BlockingPortal
 
     from dirk.progress import View
     from dirk.progress.watch import Watch
     from dirk.sdk.terminal import TerminalAttacher
-
-
-def _log() -> logging.Logger:
-    """This module's logger; `logging` is imported only when something is logged (it is a
-    tenth of a cached pipeline program's imports)."""
-    import logging
-
-    return logging.getLogger(__name__)
 
 
 #: Seconds the end of a session waits for its last step events to reach the progress views.
@@ -105,7 +96,7 @@ async def _watch_progress(config: Config, session: SessionInfo, io: IO) -> Watch
     try:
         return await watch_events(address, session.token, views, io=io)
     except ClientConnectionError as exc:
-        _log().warning("no progress view: %s", exc)
+        lazylog.logger(__name__).warning("no progress view: %s", exc)
         return None
 
 

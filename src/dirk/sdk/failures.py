@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import os
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from dirk.errors import CommandNotFoundError, DirkError, ExecError, QueryError, _tail_lines
 from dirk.sdk.callsite import Site
@@ -37,8 +36,7 @@ JOURNAL_SIZE = 256
 LISTED_STEPS = 20
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     """A leaf that failed or was cancelled."""
 
     cancelled: bool

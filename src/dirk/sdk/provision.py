@@ -17,7 +17,6 @@ killed (SIGKILL, OOM killer, a CI timeout), the engine ends the session and stop
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import json
 import os
@@ -25,8 +24,9 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
+from dirk import lazylog
 from dirk.errors import ClientConnectionError, DirkError, ProvisionError
 from dirk.state.location import STATE_DIR_ENV, default_state_dir
 from dirk.wire.client import (
@@ -38,18 +38,6 @@ from dirk.wire.client import (
     health,
 )
 from dirk.wire.driver import ANYIO, IO
-
-if TYPE_CHECKING:
-    import logging
-
-
-def _log() -> logging.Logger:
-    """This module's logger; `logging` is imported only when something is logged (it is a
-    tenth of a cached pipeline program's imports)."""
-    import logging
-
-    return logging.getLogger(__name__)
-
 
 SESSION_PORT_ENV = "DAGGER_SESSION_PORT"
 SESSION_TOKEN_ENV = "DAGGER_SESSION_TOKEN"
@@ -67,24 +55,21 @@ ROOT_MESSAGE = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class JoinSession:
+class JoinSession(NamedTuple):
     """A session opened by someone else (`dirk run`): used as is, never ended."""
 
     port: int
     token: str
 
 
-@dataclasses.dataclass(frozen=True)
-class UseEngine:
+class UseEngine(NamedTuple):
     """A running engine named by `Config.engine` or DIRK_ENGINE."""
 
     address: EngineAddress
     admin_token: str | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class LocalEngine:
+class LocalEngine(NamedTuple):
     """The engine of this machine's state directory, started when it is not running."""
 
     state_dir: Path
@@ -93,8 +78,7 @@ class LocalEngine:
 Plan = JoinSession | UseEngine | LocalEngine
 
 
-@dataclasses.dataclass(frozen=True)
-class SessionInfo:
+class SessionInfo(NamedTuple):
     """An open session: where its queries go and how to end it."""
 
     token: str
@@ -395,4 +379,4 @@ async def held_session(
             try:
                 await close_session(info, attachment)
             except DirkError as exc:  # the session ends with the attach connection anyway
-                _log().warning("could not end the session: %s", exc)
+                lazylog.logger(__name__).warning("could not end the session: %s", exc)

@@ -8,7 +8,6 @@ be replaced by their ID strings.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import json
 import math
@@ -22,19 +21,45 @@ from dirk.sdk.callsite import Site
 Args = tuple[tuple[str, Any], ...]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Call:
     """One field selected on the previous call's result.
 
     `on` wraps the next level in an inline fragment (`node(id: ...) { ... on Container { } }`),
-    which is how an object is re-loaded from its ID.
+    which is how an object is re-loaded from its ID. Immutable; equal by field, arguments and
+    fragment. (A plain class: every program makes these, and a dataclass would import
+    `dataclasses` and `inspect` into every program's start.)
     """
 
+    __slots__ = ("args", "field", "on", "site")
+
     field: str
-    args: Args = ()
-    on: str | None = None
+    args: Args
+    on: str | None
     #: The line of the user's program that made this call (failure reports); not compared.
-    site: Site | None = dataclasses.field(default=None, compare=False, repr=False)
+    site: Site | None
+
+    def __init__(
+        self, field: str, args: Args = (), on: str | None = None, site: Site | None = None
+    ) -> None:
+        set_field = object.__setattr__
+        set_field(self, "field", field)
+        set_field(self, "args", args)
+        set_field(self, "on", on)
+        set_field(self, "site", site)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Call is immutable (tried to set {name!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Call):
+            return NotImplemented
+        return (self.field, self.args, self.on) == (other.field, other.args, other.on)
+
+    def __hash__(self) -> int:
+        return hash((self.field, self.args, self.on))
+
+    def __repr__(self) -> str:
+        return f"Call(field={self.field!r}, args={self.args!r}, on={self.on!r})"
 
 
 class InputObject:

@@ -12,13 +12,13 @@ the session when the program dies however it dies.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import socket
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from dirk import lazylog
 from dirk.errors import (
     ClientConnectionError,
     QueryError,
@@ -31,7 +31,6 @@ from dirk.wire.codes import EXEC_ERROR, error_from_wire
 from dirk.wire.driver import ANYIO, IO, drive
 
 if TYPE_CHECKING:
-    import logging
     import ssl
 
     import httpx
@@ -46,14 +45,6 @@ MAX_CONNECTIONS = 100
 ATTACHED_LINE = '{"attached":true}'
 
 
-def _log() -> logging.Logger:
-    """This module's logger; `logging` is imported only when something is logged (it is a
-    tenth of a cached pipeline program's imports)."""
-    import logging
-
-    return logging.getLogger(__name__)
-
-
 CLOSED_MESSAGE = (
     "the connection to the dirk engine is closed: use dirk objects only inside "
     "the `with dirk.Connection(...)` block that created them"
@@ -65,8 +56,7 @@ _HINT = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class EngineAddress:
+class EngineAddress(NamedTuple):
     """Where an engine's HTTP server listens: a base URL, reached through `uds` when set."""
 
     base_url: str
@@ -81,8 +71,7 @@ class EngineAddress:
         return cls("http://dirk-engine", uds=path)
 
 
-@dataclasses.dataclass(frozen=True)
-class SessionGrant:
+class SessionGrant(NamedTuple):
     """What `POST /sessions` answers: the session token, the engine's TCP port and version
     ("" from an engine that does not say)."""
 
@@ -345,7 +334,7 @@ class SessionAttachment:
             if not self._ready.is_set():
                 self._error = _unreachable(self.address, exc)
             elif not self._closing:
-                _log().debug("the attach connection to %s broke: %s", self.address, exc)
+                lazylog.debug(__name__, "the attach connection to %s broke: %s", self.address, exc)
         finally:
             self._ready.set()
 
@@ -387,7 +376,9 @@ class SessionAttachment:
         if first is None and not self._closing:
             raise http.ProtocolError("the engine ended the attach stream before confirming it")
         if not self._closing:
-            _log().debug("the dirk engine at %s ended the session's attach stream", self.address)
+            lazylog.debug(
+                __name__, "the dirk engine at %s ended the session's attach stream", self.address
+            )
 
 
 def _attach_refused(response: http.Response, address: EngineAddress) -> ClientConnectionError:

@@ -1,10 +1,12 @@
-"""The SDK's HTTP/1.1 client: h11 for the protocol, plain sockets (sync) or anyio (async) for I/O.
+"""The SDK's HTTP/1.1 client: httptools parses, plain sockets (sync) or anyio (async) do the I/O.
 
 Why not httpx here: importing httpx costs more than a cached pipeline's whole run (it imports
 its command-line module, and with it rich, click and pygments, whenever they are installed, as
 they are for dirk), and the SDK needs only a small part of it: JSON requests with keep-alive to
 one engine over a unix socket or TCP, one streamed response (the session's attach), timeouts.
-h11 (the protocol library under httpcore/httpx) does the HTTP; this module does the I/O.
+httptools (the bindings of llhttp, Node's HTTP parser, that uvicorn uses) parses the answers:
+it imports in a millisecond, where h11 and the dataclasses it is made of were a sixth of a cached
+pipeline program's start. This module writes the requests and does the I/O.
 
 The request logic is written once as coroutines over a `_Stream`. In sync mode the stream is a
 blocking socket whose `async` methods never suspend, so `dirk.wire.io.drive` runs a request to
@@ -19,13 +21,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import select
 import socket
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-import h11
+import httptools
 
 if TYPE_CHECKING:
     import ssl
@@ -190,16 +194,23 @@ class _AsyncStream:
 
 
 class Connection:
-    """One HTTP/1.1 connection: requests one after the other (keep-alive)."""
+    """One HTTP/1.1 connection: requests one after the other (keep-alive).
+
+    httptools (llhttp) parses the answers; its callbacks queue what they saw as events that
+    `start` and `chunks` take one by one, reading the socket whenever the queue is empty."""
 
     def __init__(self, stream: _Stream) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
+        self._events: deque[tuple[str, Any]] = deque()
+        self._parser: httptools.HttpResponseParser | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._in_flight = False
+        self._keep_alive = True
         self._received = False
 
     @property
     def reusable(self) -> bool:
-        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+        return not self._in_flight and self._keep_alive
 
     async def start(
         self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -207,20 +218,22 @@ class Connection:
         """Sends a request and reads the answer's status and headers."""
         if body or method in ("POST", "PUT", "PATCH"):
             headers.append((b"Content-Length", str(len(body)).encode()))
-        out = self.h11.send(h11.Request(method=method, target=target, headers=headers))
-        if body:
-            out = (out or b"") + (self.h11.send(h11.Data(data=body)) or b"")
-        out = (out or b"") + (self.h11.send(h11.EndOfMessage()) or b"")
+        out = _request_head(method, target, headers) + body
+        self._events.clear()
+        self._parser = httptools.HttpResponseParser(self)
+        self._in_flight = True
         self._received = False
         try:
             await self.stream.send(out)
             while True:
-                event = await self._next_event()
-                if isinstance(event, h11.Response):
-                    return event.status_code, list(event.headers)
-                if isinstance(event, h11.InformationalResponse):
-                    continue
-                raise ProtocolError(f"expected an HTTP answer, got {type(event).__name__}")
+                kind, value = await self._next_event()
+                if kind != "head":
+                    raise ProtocolError(f"expected an HTTP answer, got its {kind}")
+                status, head = value
+                if not 100 <= status < 200:
+                    return status, head
+                while (await self._next_event())[0] != "end":  # an informational answer
+                    pass
         except ProtocolError as exc:
             if self._received or isinstance(exc, _Unanswered):
                 raise
@@ -229,13 +242,14 @@ class Connection:
     async def chunks(self) -> AsyncIterator[bytes]:
         """The answer's body, as it arrives."""
         while True:
-            event = await self._next_event()
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            kind, value = await self._next_event()
+            if kind == "body":
+                yield value
+            elif kind == "end":
+                self._in_flight = False
                 return
             else:
-                raise ProtocolError(f"unexpected {type(event).__name__} in an answer's body")
+                raise ProtocolError(f"unexpected {kind} in an answer's body")
 
     async def read_body(self) -> bytes:
         parts = [chunk async for chunk in self.chunks()]
@@ -244,22 +258,56 @@ class Connection:
     async def aclose(self) -> None:
         await self.stream.aclose()
 
-    async def _next_event(self) -> Any:
-        while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProtocolError(f"the engine's answer is not valid HTTP/1.1: {exc}") from exc
-            if event is h11.NEED_DATA:
-                data = await self.stream.receive()
-                self._received = self._received or bool(data)
-                if not data and self.h11.their_state is h11.SEND_RESPONSE:
+    async def _next_event(self) -> tuple[str, Any]:
+        while not self._events:
+            data = await self.stream.receive()
+            if not data:
+                if not self._received:
                     raise _Unanswered("the server closed the connection without answering")
-                self.h11.receive_data(data)
-                continue
-            if isinstance(event, h11.ConnectionClosed):
                 raise ProtocolError("the server closed the connection mid-answer")
-            return event
+            self._received = True
+            assert self._parser is not None
+            try:
+                self._parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                raise ProtocolError("the engine switched protocols on a plain request") from exc
+            except httptools.HttpParserError as exc:
+                raise ProtocolError(f"the engine's answer is not valid HTTP/1.1: {exc}") from exc
+        return self._events.popleft()
+
+    # -- httptools' callbacks -------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None
+        self._keep_alive = self._parser.should_keep_alive()
+        self._events.append(("head", (self._parser.get_status_code(), self._headers)))
+        self._headers = []
+
+    def on_body(self, body: bytes) -> None:
+        self._events.append(("body", body))
+
+    def on_message_complete(self) -> None:
+        self._events.append(("end", None))
+
+
+def _request_head(method: str, target: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request line and headers. Values come from dirk and its configuration; one that
+    would end its line early (CR, LF, NUL) is refused rather than sent."""
+    lines = [f"{method} {target} HTTP/1.1".encode("ascii")]
+    for name, value in headers:
+        if _BREAKS_LINE.search(name) or _BREAKS_LINE.search(value) or b":" in name:
+            raise ValueError(f"the HTTP header {name!r} would break the request's framing")
+        lines.append(name + b": " + value)
+    if _BREAKS_LINE.search(lines[0]):
+        raise ValueError(f"the request target {target!r} would break the request's framing")
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+#: What must not appear inside one line of a request's head.
+_BREAKS_LINE = re.compile(rb"[\r\n\x00]")
 
 
 # --- pools ---------------------------------------------------------------------------------
@@ -403,7 +451,6 @@ class Pool:
         if not conn.reusable or self.closed:
             await conn.aclose()
             return
-        conn.h11.start_next_cycle()
         with self._lock:
             if len(self._idle) < self.max_idle:
                 self._idle.append(conn)
@@ -426,7 +473,10 @@ class Pool:
                     sock.close()
                     raise
             else:
-                sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+                # An ASCII name goes as bytes (getaddrinfo takes them; typeshed says str): a
+                # str would import the idna codec, a millisecond of every program's start.
+                host: Any = self.host.encode("ascii") if self.host.isascii() else self.host
+                sock = socket.create_connection((host, self.port), self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except TimeoutError as exc:
             raise ConnectTimeout(f"timed out connecting to {self._where()}") from exc

@@ -14,7 +14,6 @@ from dirk.sdk.gen.enums import (
     NetworkProtocol,
     ReturnType,
 )
-from dirk.sdk.gen.inputs import PortForward
 from dirk.sdk.gen.scalars import Platform
 from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import (
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.env_variable import EnvVariable
     from dirk.sdk.gen.file import File
     from dirk.sdk.gen.healthcheck_config import HealthcheckConfig
+    from dirk.sdk.gen.inputs import PortForward
     from dirk.sdk.gen.label import Label
     from dirk.sdk.gen.port import Port
     from dirk.sdk.gen.secret import Secret

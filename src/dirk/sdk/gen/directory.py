@@ -7,7 +7,6 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
 from dirk.sdk.gen.enums import ExistsType
-from dirk.sdk.gen.inputs import BuildArg
 from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_bool, as_list, as_optional, as_str, register
 
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.file import File
     from dirk.sdk.gen.git_repository import GitRepository
+    from dirk.sdk.gen.inputs import BuildArg
     from dirk.sdk.gen.search_result import SearchResult
     from dirk.sdk.gen.secret import Secret
     from dirk.sdk.gen.socket import Socket

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.gen.inputs import PortForward
 from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_optional, as_str, register
 
@@ -14,6 +13,7 @@ if TYPE_CHECKING:
     from dirk.sdk.gen.container import Container
     from dirk.sdk.gen.directory import Directory
     from dirk.sdk.gen.file import File
+    from dirk.sdk.gen.inputs import PortForward
     from dirk.sdk.gen.service import Service
     from dirk.sdk.gen.socket import Socket
 

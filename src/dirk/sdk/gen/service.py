@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, cast, overload
 
-from dirk.sdk.gen.inputs import PortForward
 from dirk.sdk.modes import Async, Either, M, Sync
 from dirk.sdk.runtime import REQUIRED, ObjectBase, as_none, as_str, register
 
 if TYPE_CHECKING:
+    from dirk.sdk.gen.inputs import PortForward
     from dirk.sdk.gen.port import Port
 
 
