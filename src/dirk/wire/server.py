@@ -45,6 +45,7 @@ from dirk import timing
 from dirk.errors import DirkError, QueryLimitError, SolveError
 from dirk.wire.errors import error_body, format_error, leaves
 from dirk.wire.limits import QueryLimits
+from dirk.wire.shapes import ValidShapes, shape_of
 from dirk.wire.terminal import add_terminal_route
 from dirk.wire.turns import TurnTakingExecutor
 from dirk.workers.hostaccess import HostUser
@@ -73,6 +74,8 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 #: to this many characters of query text in all; a larger query is parsed anew each time.
 DOCUMENT_CACHE_CHARS = 32 * 1024 * 1024
 DOCUMENT_CACHE_ENTRY_CHARS = 1024 * 1024
+#: Shapes of validated documents kept (`wire/shapes.py`), in characters of shape in all.
+VALID_SHAPES_CHARS = 8 * 1024 * 1024
 #: Queries up to this size are parsed on the event loop (it costs less than a thread hop);
 #: larger ones in a worker thread, one at a time per session, so no session stalls the others.
 INLINE_PARSE_CHARS = 16 * 1024
@@ -127,6 +130,7 @@ class WireServer:
         self.limits = limits or QueryLimits.from_env()
         self._documents: OrderedDict[str, DocumentNode | list[GraphQLError]] = OrderedDict()
         self._document_chars = 0
+        self._valid_shapes = ValidShapes(VALID_SHAPES_CHARS, DOCUMENT_CACHE_ENTRY_CHARS)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
@@ -432,7 +436,13 @@ class WireServer:
             return [error]
         except QueryLimitError as error:
             return [GraphQLError(str(error), original_error=error)]
-        errors = validate(self.schema, document)
+        shape = shape_of(document)
+        if shape is not None and shape in self._valid_shapes:
+            errors = []  # the same document but for its strings validated before
+        else:
+            errors = validate(self.schema, document)
+            if not errors and shape is not None:
+                self._valid_shapes.add(shape)
         entry: DocumentNode | list[GraphQLError] = errors or document
         if len(query) <= DOCUMENT_CACHE_ENTRY_CHARS and query not in self._documents:
             self._documents[query] = entry
