@@ -100,6 +100,11 @@ def test_the_engine_loads_pathspec_only_for_filters() -> None:
 
 
 def test_the_plain_progress_view_of_dirk_run_imports_no_attrs() -> None:
+    idle = _loaded(
+        "import sys\nfrom dirk.progress import make_view\n"
+        "make_view('plain', sys.stderr, {}).close()\n"
+    )
+    assert "dirk.progress.model" not in idle  # no step ran: no view was needed
     loaded = _loaded(
         "import sys\nfrom dirk.progress import make_view\n"
         "view = make_view('plain', sys.stderr, {})\n"

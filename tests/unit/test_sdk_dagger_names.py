@@ -141,6 +141,21 @@ def test_a_string_for_a_list_of_strings_is_a_type_error_showing_the_fix(
     assert engine.queries == [ECHO]  # nothing wrong was sent
 
 
+def test_lists_of_input_objects_are_checked_by_their_type(engine: FakeEngine) -> None:
+    """Input object types are named to the check (their module loads when a program builds
+    one): a list of them is sent, anything else is refused naming the type."""
+    with dirk.Connection() as client:
+        ctx = client.directory()
+        built = ctx.docker_build(build_args=[dirk.BuildArg(name="V", value="1")])
+        assert isinstance(built, dirk.Container)
+        with pytest.raises(TypeError, match="build_args is a list of BuildArg objects"):
+            ctx.docker_build(build_args=dirk.BuildArg(name="V", value="1"))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"ports\[0\] is 8080 \(int\)"):
+            client.container().as_service().up(ports=[8080])  # type: ignore[list-item]
+        assert ctx.docker_build(build_args=[]) is not None
+    assert engine.queries == []
+
+
 def test_platform_is_a_str_scalar(engine: FakeEngine) -> None:
     engine.leaves["defaultPlatform"] = "linux/amd64"
     with dirk.Connection() as client:

@@ -505,7 +505,10 @@ class Generator:
         if param.item is None:
             return param.python_name
         name = param.python_name
-        return f'self._list_arg("{method}", "{name}", {name}, {param.item})'
+        item = param.item
+        if any(item == i.name for i in self.inputs):
+            item = repr(item)  # by name: `inputs` loads only when a program builds one
+        return f'self._list_arg("{method}", "{name}", {name}, {item})'
 
     def _helpers(self, type_: GraphQLObjectType | GraphQLInterfaceType) -> list[str]:
         """Dagger's helpers on generated classes: `with_` where a field returns the type

@@ -70,9 +70,28 @@ def make_view(
     if chosen == "quiet":
         return QuietView()
     if chosen == "plain":
-        from dirk.progress.plain import PlainView
-
-        return PlainView(stream)
+        return _PlainOnFirstRecord(stream)
     from dirk.progress.live import LiveView
 
     return LiveView(stream, redirect=in_process)
+
+
+class _PlainOnFirstRecord:
+    """The plain view, made when the first record comes: a session that runs no step (`dirk
+    run -- true`) imports neither the view nor its model. A plain view that saw nothing shows
+    nothing at its close either."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._view: View | None = None
+
+    def on_record(self, record: EventRecord) -> None:
+        if self._view is None:
+            from dirk.progress.plain import PlainView
+
+            self._view = PlainView(self._stream)
+        self._view.on_record(record)
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.close()

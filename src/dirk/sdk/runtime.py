@@ -12,7 +12,7 @@ import enum
 import json
 import re
 from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from dirk.errors import ClientConnectionError, InvalidArgumentError
 from dirk.sdk import failures
@@ -213,12 +213,19 @@ class ObjectBase(Generic[M]):
         chain = (Call("node", (("id", id),), on=type_name),)
         return cls(self._runner, chain, id=id, prefetched=prefetched, origin=origin)
 
-    def _list_arg(self, method: str, name: str, value: Any, item: type) -> Any:
+    def _list_arg(self, method: str, name: str, value: Any, item: type | str) -> Any:
         """`value` if it is a list (or tuple) of `item`s, else a `TypeError` that shows the fix:
         GraphQL would quietly turn a lone string into a list of one (`with_exec("echo hi")`
-        would look for a program named `echo hi`)."""
+        would look for a program named `echo hi`). An input object type comes by name, so
+        that `dirk.sdk.gen.inputs` loads only when a program uses one."""
         if value is None:
             return value
+        if isinstance(item, str):
+            if not value:
+                return value
+            from dirk.sdk.gen import inputs
+
+            item = cast(type, getattr(inputs, item))
         where = f"{type(self).__name__}.{method}()"
         kind = "strings" if item is str else f"{item.__name__} objects"
         if not isinstance(value, list | tuple):

@@ -984,7 +984,7 @@ class Container(ObjectBase[M]):
             "up",
             [
                 ("random", random, False),
-                ("ports", self._list_arg("up", "ports", ports, PortForward), []),
+                ("ports", self._list_arg("up", "ports", ports, "PortForward"), []),
                 ("args", self._list_arg("up", "args", args, str), []),
                 ("useEntrypoint", use_entrypoint, False),
                 ("experimentalPrivilegedNesting", experimental_privileged_nesting, False),

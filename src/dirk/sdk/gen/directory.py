@@ -129,7 +129,7 @@ class Directory(ObjectBase[M]):
                     ("platform", platform, None),
                     (
                         "buildArgs",
-                        self._list_arg("docker_build", "build_args", build_args, BuildArg),
+                        self._list_arg("docker_build", "build_args", build_args, "BuildArg"),
                         [],
                     ),
                     ("target", target, ""),

@@ -140,7 +140,7 @@ class Host(ObjectBase[M]):
                 "service",
                 "Service",
                 [
-                    ("ports", self._list_arg("service", "ports", ports, PortForward), REQUIRED),
+                    ("ports", self._list_arg("service", "ports", ports, "PortForward"), REQUIRED),
                     ("host", host, "localhost"),
                 ],
             ),
@@ -166,7 +166,7 @@ class Host(ObjectBase[M]):
                 [
                     ("service", service, REQUIRED),
                     ("native", native, False),
-                    ("ports", self._list_arg("tunnel", "ports", ports, PortForward), []),
+                    ("ports", self._list_arg("tunnel", "ports", ports, "PortForward"), []),
                 ],
             ),
         )

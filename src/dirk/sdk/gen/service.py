@@ -154,7 +154,7 @@ class Service(ObjectBase[M]):
         return self._leaf(
             "up",
             [
-                ("ports", self._list_arg("up", "ports", ports, PortForward), []),
+                ("ports", self._list_arg("up", "ports", ports, "PortForward"), []),
                 ("random", random, False),
             ],
             as_none,
