@@ -83,7 +83,7 @@ def test_the_cli_run_entry_imports_neither_the_engine_nor_the_generated_classes(
     assert _tops(loaded) & {"aiohttp", "graphql", "httpx", "rich", "asyncio", "anyio"} == set()
 
 
-def test_the_engine_loads_pathspec_only_for_filters() -> None:
+def test_the_engine_loads_pathspec_and_httpx_only_when_used() -> None:
     """Everything the daemon imports to serve: pathspec (a tenth of it) waits for the first
     include/exclude pattern, .gitignore or search glob."""
     loaded = _loaded(
@@ -93,6 +93,9 @@ def test_the_engine_loads_pathspec_only_for_filters() -> None:
     )
     assert "dirk.workers.snapshots.tree" in loaded
     assert "pathspec" not in _tops(loaded)
+    # httpx (with the rich and click its command-line module imports) waits for the first
+    # pull, push or download: it was a fifth of the engine's start.
+    assert _tops(loaded) & {"httpx", "httpcore", "rich"} == set()
     filtered = _loaded(
         "from dirk.workers.snapshots.tree import PathFilter\nPathFilter(['*.py'], [])\n"
     )

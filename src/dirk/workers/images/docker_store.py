@@ -14,15 +14,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
-
-import httpx
 
 from dirk.errors import ImageError
 
+if TYPE_CHECKING:
+    import httpx
+
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
 #: Seconds a load or save may take before it is given up (images can be large).
-TIMEOUT = httpx.Timeout(connect=10.0, read=600.0, write=600.0, pool=10.0)
+#: Seconds each phase of a request may take (made an httpx.Timeout with the client: httpx
+#: is imported on first use, not at the engine's start).
+TIMEOUT = dict(connect=10.0, read=600.0, write=600.0, pool=10.0)
 _CHUNK = 1024 * 1024
 
 
@@ -41,17 +45,22 @@ def docker_socket(env: Mapping[str, str]) -> Path:
 
 
 def _client(socket: Path) -> httpx.AsyncClient:
+    import httpx
+
     if not socket.is_socket():
         raise ImageError(
             f"no Docker daemon socket at {socket}: start Docker (or set DOCKER_HOST="
             "unix:///path/to/docker.sock) to use the host's image store"
         )
     transport = httpx.AsyncHTTPTransport(uds=str(socket))
-    return httpx.AsyncClient(transport=transport, base_url="http://docker", timeout=TIMEOUT)
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://docker", timeout=httpx.Timeout(**TIMEOUT)
+    )
 
 
 async def load(socket: Path, tarball: Path) -> None:
     """`docker load` of the image tarball at `tarball` (it names its tags itself)."""
+    import httpx
 
     async def body() -> AsyncIterator[bytes]:
         with tarball.open("rb") as f:
@@ -83,6 +92,8 @@ async def load(socket: Path, tarball: Path) -> None:
 
 async def image_id(socket: Path, name: str) -> str:
     """The ID (config digest) of the image `name` in the store."""
+    import httpx
+
     async with _client(socket) as http:
         try:
             response = await http.get(f"/images/{quote(name, safe='')}/json")
@@ -103,6 +114,8 @@ async def image_id(socket: Path, name: str) -> str:
 
 async def save(socket: Path, name: str, out: Path) -> None:
     """`docker save` of the image `name` into the file `out`."""
+    import httpx
+
     async with _client(socket) as http:
         try:
             async with http.stream("GET", f"/images/{quote(name, safe='')}/get") as response:

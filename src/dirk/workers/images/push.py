@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.to_thread
 import attrs
-import httpx
 
 from dirk.errors import ImageError, InvalidArgumentError, RegistryAuthError
 from dirk.state.blobs import BlobStore
@@ -28,6 +28,9 @@ from dirk.workers.images.image_out import BuiltImage, Descriptor
 from dirk.workers.images.reference import DEFAULT_TAG, ImageReference
 from dirk.workers.images.registry import RegistryClient, basic_header
 from dirk.workers.images.retry import RETRY_STATUSES, Backoff, TransientError
+
+if TYPE_CHECKING:
+    import httpx
 
 #: Blobs up to this size go up in one PUT; larger ones in chunks of `CHUNK_SIZE`.
 MONOLITHIC_LIMIT = 16 * 1024 * 1024
@@ -228,6 +231,8 @@ class _Pusher:
     # --- requests -------------------------------------------------------------------------
 
     def _url(self, path: str) -> httpx.URL:
+        import httpx
+
         return httpx.URL(self._client.url(self._ref, path))
 
     async def _request(
@@ -270,6 +275,8 @@ class _Pusher:
         auth: str | None,
         what: str,
     ) -> httpx.Response:
+        import httpx
+
         all_headers = dict(headers or {})
         if auth is not None:
             all_headers["Authorization"] = auth

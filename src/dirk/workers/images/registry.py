@@ -22,10 +22,9 @@ from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
-import httpx
 
 from dirk.errors import (
     ImageError,
@@ -51,11 +50,16 @@ from dirk.workers.images.retry import (
     parse_retry_after,
 )
 
+if TYPE_CHECKING:
+    import httpx
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = "dirk/0.1"
-_TIMEOUT = httpx.Timeout(connect=10.0, read=60.0, write=60.0, pool=None)
+#: Seconds each phase of a request may take (made an httpx.Timeout with the client: httpx
+#: is imported on first use, not at the engine's start).
+_TIMEOUT = dict(connect=10.0, read=60.0, write=60.0, pool=None)
 
 
 def is_loopback(registry: str) -> bool:
@@ -123,6 +127,8 @@ class RegistryClient:
             await client.aclose()
 
     def client_for(self, url: str) -> httpx.AsyncClient:
+        import httpx
+
         parsed = httpx.URL(url)
         direct = f"{parsed.host}:{parsed.port}" in _ENDPOINTS.get().values()
         local = direct or is_loopback(parsed.host)
@@ -132,7 +138,7 @@ class RegistryClient:
             client = self._clients[local] = httpx.AsyncClient(
                 transport=self._transport,
                 trust_env=not local,
-                timeout=_TIMEOUT,
+                timeout=httpx.Timeout(**_TIMEOUT),
                 follow_redirects=True,
                 headers={"User-Agent": USER_AGENT},
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
@@ -237,6 +243,8 @@ class RegistryClient:
         """A whole (small) document and its response headers, with retries."""
 
         async def attempt() -> tuple[bytes, httpx.Headers]:
+            import httpx
+
             response = await self.open_once(ref, path, headers, what)
             try:
                 body = await _read_limited(response, limit, f"{what} of {ref.name}")
@@ -253,6 +261,8 @@ class RegistryClient:
     ) -> httpx.Response:
         """One GET, through the registry's auth challenge: a streaming response with a 2xx
         status, which the caller closes. Raises TransientError for what a retry may cure."""
+        import httpx
+
         url = self.url(ref, path)
         key = (ref.registry, ref.repository, self.docker_config.identity(ref.registry))
         sent = self._auth.get(key)
@@ -287,6 +297,8 @@ class RegistryClient:
     async def _send(
         self, ref: ImageReference, url: str, headers: dict[str, str], auth: str | None, what: str
     ) -> httpx.Response:
+        import httpx
+
         if auth is not None:
             headers = {**headers, "Authorization": auth}
         client = self.client_for(url)
@@ -323,6 +335,8 @@ class RegistryClient:
     ) -> str:
         """A Bearer token from the challenge's realm, for its scope (pull when it names
         none), asked for with `creds` when there are some."""
+        import httpx
+
         realm = challenge.get("realm")
         if not realm:
             raise RegistryAuthError(
@@ -336,6 +350,8 @@ class RegistryClient:
         host = httpx.URL(realm).host or realm
 
         async def attempt() -> httpx.Response:
+            import httpx
+
             try:
                 r = await self.client_for(realm).get(realm, params=params, auth=auth)
             except httpx.TransportError as exc:
@@ -445,6 +461,8 @@ async def _read_limited(r: httpx.Response, limit: int, what: str) -> bytes:
 
 
 def _unreachable(registry: str, exc: httpx.TransportError, context: str = "") -> ImageError:
+    import httpx
+
     reason = str(exc) or type(exc).__name__
     where = f"registry {registry}" + (f" {context}" if context else "")
     if isinstance(exc, httpx.TimeoutException):
@@ -513,6 +531,8 @@ class BlobStream:
         return self
 
     async def __anext__(self) -> bytes:
+        import httpx
+
         while True:
             assert self._chunks is not None
             try:

@@ -14,11 +14,10 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-import httpx
 
 from dirk.errors import DigestMismatchError, ImageError, PlatformNotFoundError
 from dirk.state.blobs import BlobStore, BlobWriter, sha256_digest
@@ -43,6 +42,9 @@ from dirk.workers.images.registry import RegistryClient
 from dirk.workers.images.retry import DEFAULT_RETRY, RetryPolicy
 from dirk.workers.images.unpack import unpack_tar
 from dirk.workers.snapshots.layers import LayerStore, Snapshot, new_layer_id
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_CONCURRENT_DOWNLOADS = 4
 #: The registry name of images that came from a tarball, not a registry.

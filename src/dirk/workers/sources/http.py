@@ -13,10 +13,10 @@ from __future__ import annotations
 import posixpath
 import urllib.parse
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import anyio.to_thread
 import attrs
-import httpx
 
 from dirk.errors import (
     ChecksumMismatchError,
@@ -27,10 +27,15 @@ from dirk.errors import (
 from dirk.state.blobs import BlobStore
 from dirk.workers.images.registry import USER_AGENT, is_loopback
 
+if TYPE_CHECKING:
+    import httpx
+
 #: The largest file `http()` downloads (a guard against a wrong URL filling the disk).
 DEFAULT_MAX_BYTES = 8 * 1024**3
 MAX_REDIRECTS = 10
-_TIMEOUT = httpx.Timeout(connect=15.0, read=120.0, write=60.0, pool=None)
+#: Seconds each phase of a request may take (made an httpx.Timeout with the client: httpx
+#: is imported on first use, not at the engine's start).
+_TIMEOUT = dict(connect=15.0, read=120.0, write=60.0, pool=None)
 _CHUNK = 1 << 20
 
 
@@ -85,10 +90,12 @@ class HttpSources:
         self._clients: dict[bool, httpx.AsyncClient] = {}
 
     def _client(self, local: bool) -> httpx.AsyncClient:
+        import httpx
+
         client = self._clients.get(local)
         if client is None:
             client = httpx.AsyncClient(
-                timeout=_TIMEOUT,
+                timeout=httpx.Timeout(**_TIMEOUT),
                 follow_redirects=False,
                 trust_env=not local,
                 headers={"User-Agent": USER_AGENT},
@@ -116,6 +123,8 @@ class HttpSources:
         """Stream `url` into the blob store; with `checksum` ("sha256:<hex>"), anything else
         is refused and nothing is stored. A host name in `hosts` is reached at its address
         there instead of being resolved (also after a redirect)."""
+        import httpx
+
         origin = check_url(url)
         current = url
         for _ in range(MAX_REDIRECTS + 1):
