@@ -30,7 +30,8 @@ from aiohttp import web
 from dirk.engine.sessions import CLIENT_WENT_AWAY, SessionRegistry
 from dirk.errors import ClientConnectionError, SessionAuthError
 from dirk.sdk.provision import held_session
-from dirk.wire.client import EngineAddress, attach_session
+from dirk.wire.attach import attach_session
+from dirk.wire.client import EngineAddress
 from dirk.wire.server import WireServer
 
 from .wire_standin import ADMIN_TOKEN, Probe, basic, standin_server
@@ -307,7 +308,8 @@ async def test_engine_going_away_ends_the_attach_quietly(
 KILLED_CLIENT = textwrap.dedent(
     """
     import sys, anyio
-    from dirk.wire.client import EngineAddress, attach_session
+    from dirk.wire.attach import attach_session
+    from dirk.wire.client import EngineAddress
 
     async def main():
         await attach_session(EngineAddress.unix(sys.argv[1]), sys.argv[2])

@@ -36,7 +36,8 @@ from dirk.sdk.modes import Async, Sync
 from dirk.sdk.provision import SessionInfo, attach, close_session, open_session
 from dirk.sdk.runtime import Runner
 from dirk.versions import first_mismatch
-from dirk.wire.client import EngineAddress, GraphQLClient, SessionAttachment
+from dirk.wire.attach import SessionAttachment
+from dirk.wire.client import EngineAddress, GraphQLClient
 from dirk.wire.driver import ANYIO, BLOCKING, IO, drive
 
 if TYPE_CHECKING:

@@ -29,10 +29,9 @@ from typing import Any, NamedTuple, Protocol
 from dirk import lazylog
 from dirk.errors import ClientConnectionError, DirkError, ProvisionError
 from dirk.state.location import STATE_DIR_ENV, default_state_dir
+from dirk.wire.attach import SessionAttachment, attach_session
 from dirk.wire.client import (
     EngineAddress,
-    SessionAttachment,
-    attach_session,
     create_session,
     delete_session,
     health,

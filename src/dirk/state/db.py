@@ -191,10 +191,6 @@ class Database:
     def cache_delete(self, key: str) -> None:
         self.execute("DELETE FROM cache WHERE key = ?", (key,))
 
-    def cache_entries(self) -> list[tuple[str, dict[str, Any]]]:
-        rows = self.execute("SELECT key, result FROM cache")
-        return [(str(k), json.loads(v)) for k, v in rows]
-
     def cache_rows(self) -> list[CacheRow]:
         """Every cache row with its bookkeeping, for the garbage collector (`solver.gc`)."""
         rows = self.execute("SELECT key, result, created, last_used, kind, description FROM cache")

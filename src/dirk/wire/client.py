@@ -11,14 +11,10 @@ the session when the program dies however it dies.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import socket
-import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dirk import lazylog
 from dirk.errors import (
     ClientConnectionError,
     QueryError,
@@ -28,7 +24,7 @@ from dirk.errors import (
 )
 from dirk.wire import http
 from dirk.wire.codes import EXEC_ERROR, error_from_wire
-from dirk.wire.driver import ANYIO, IO, drive
+from dirk.wire.driver import ANYIO, IO
 
 if TYPE_CHECKING:
     import ssl
@@ -41,8 +37,6 @@ CONNECT_TIMEOUT = 10.0
 CONTROL_TIMEOUT = 10.0
 #: The SDK keeps this many connections per session open (the official SDKs use 100 too).
 MAX_CONNECTIONS = 100
-#: The first line of an attach stream: the engine counts the attach before sending it.
-ATTACHED_LINE = '{"attached":true}'
 
 
 CLOSED_MESSAGE = (
@@ -271,141 +265,6 @@ async def list_sessions(
     _raise_errors(body, response, address, "/sessions")
     sessions = body.get("sessions") if isinstance(body, Mapping) else None
     return list(sessions) if isinstance(sessions, list) else []
-
-
-class SessionAttachment:
-    """Holds `GET /sessions/<token>/attach` open for as long as this program wants its session.
-
-    The connection lives in a daemon thread of its own, not in a task of the caller's event
-    loop: it needs nothing from the caller (no task group around the user's code, no loop that
-    must stay responsive), and it dies with the process, which is the point: when the kernel
-    closes the socket of a killed program, the engine ends the session. Create it with
-    `attach_session`; `close` it after `DELETE`. If the engine goes away first, the thread ends
-    quietly: the next query reports the engine's absence.
-    """
-
-    def __init__(self, address: EngineAddress, token: str) -> None:
-        self.address = address
-        self._token = token
-        self._ready = threading.Event()
-        self._error: ClientConnectionError | None = None
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self._closing = False
-        self._thread = threading.Thread(
-            target=self._hold, name=f"dirk-attach-{token[:8]}", daemon=True
-        )
-
-    @property
-    def alive(self) -> bool:
-        """Whether the attach connection is open (False once the engine ended the stream)."""
-        return self._ready.is_set() and self._error is None and self._thread.is_alive()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait_attached(self, timeout: float) -> None:
-        """Blocks until the engine counted the attach; raises why it did not."""
-        if not self._ready.wait(timeout):
-            self.close()
-            raise ClientConnectionError(
-                f"the dirk engine at {self.address} did not confirm the session's attach "
-                f"connection within {timeout:g} s; is it overloaded or stuck? See its engine.log"
-            )
-        if self._error is not None:
-            raise self._error
-
-    def close(self, timeout: float = 1.0) -> None:
-        """Drops the attach connection (the engine ends a session still alive whose last
-        attach this was) and waits up to `timeout` seconds for the thread to end."""
-        with self._lock:
-            self._closing = True
-            sock = self._socket
-        if sock is not None:
-            with contextlib.suppress(OSError):  # wakes the thread's read; it closes the socket
-                sock.shutdown(socket.SHUT_RDWR)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _hold(self) -> None:
-        try:
-            drive(self._attach_and_read())
-        except Exception as exc:  # never a traceback from a background thread
-            if not self._ready.is_set():
-                self._error = _unreachable(self.address, exc)
-            elif not self._closing:
-                lazylog.debug(__name__, "the attach connection to %s broke: %s", self.address, exc)
-        finally:
-            self._ready.set()
-
-    async def _attach_and_read(self) -> None:
-        # No read timeout: an idle stream is the normal case.
-        pool = _pool(self.address, blocking=True, read_timeout=None)
-        headers = {"Authorization": http.basic_auth(self._token)}
-        conn, status, _ = await pool.open_stream(
-            "GET", f"/sessions/{self._token}/attach", headers=headers
-        )
-        try:
-            if status != 200:
-                body = await conn.read_body()
-                self._error = _attach_refused(http.Response(status, [], body), self.address)
-                return
-            sock = conn.stream.sock if isinstance(conn.stream, http.SyncStream) else None
-            with self._lock:
-                self._socket = sock
-                if self._closing:
-                    return
-            buffered = b""
-            first: bytes | None = None
-            async for chunk in conn.chunks():  # heartbeats, until the engine ends the stream
-                if first is None:
-                    buffered += chunk
-                    if b"\n" not in buffered:
-                        continue
-                    first = buffered.split(b"\n", 1)[0].rstrip(b"\r")
-                    if first.decode("utf-8", errors="replace") != ATTACHED_LINE:
-                        self._error = ClientConnectionError(
-                            f"the server at {self.address} answered the session attach with "
-                            f"{first.decode(errors='replace')!r} instead of {ATTACHED_LINE}: "
-                            "is it a dirk engine?"
-                        )
-                        return
-                    self._ready.set()
-        finally:
-            await conn.aclose()
-        if first is None and not self._closing:
-            raise http.ProtocolError("the engine ended the attach stream before confirming it")
-        if not self._closing:
-            lazylog.debug(
-                __name__, "the dirk engine at %s ended the session's attach stream", self.address
-            )
-
-
-def _attach_refused(response: http.Response, address: EngineAddress) -> ClientConnectionError:
-    if response.status == 401:
-        return SessionAuthError(
-            f"the dirk engine at {address} refused to attach to the session: it has ended "
-            "(engine restarted?) or the token is wrong; open a new dirk.Connection"
-        )
-    return ClientConnectionError(
-        f"the dirk engine at {address} answered HTTP {response.status} to the session "
-        f"attach: {response.text[:200]!r}; is the engine older than this SDK? Restart it"
-    )
-
-
-async def attach_session(
-    address: EngineAddress, token: str, timeout: float = CONTROL_TIMEOUT, *, io: IO = ANYIO
-) -> SessionAttachment:
-    """`GET /sessions/<token>/attach`, held open until `close()`: from then on the engine ends
-    the session when this program dies. Returns once the engine counted the attach."""
-    attachment = SessionAttachment(address, token)
-    attachment.start()
-    try:
-        await io.call_blocking(attachment.wait_attached, timeout)
-    except BaseException:
-        attachment.close(timeout=0)
-        raise
-    return attachment
 
 
 class _HttpxPool:
