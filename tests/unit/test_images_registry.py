@@ -335,6 +335,23 @@ async def test_pinned_reference_resolves_from_the_store(
     assert again == first and fake.requests == []
 
 
+async def test_a_tag_resolved_again_asks_the_registry_but_rewrites_nothing(
+    fake: FakeRegistry, store: ImageStore
+) -> None:
+    """A tag may move, so it is asked again every time; a manifest the store holds already
+    is not written again (every cached pipeline resolves its base image)."""
+    fake.image("tagged", "1", [{"f": b"f"}])
+    first = await store.resolve(f"{HOST}/tagged:1")
+    stored = store.blobs.path(first.manifest_digest)
+    before = stored.stat()
+    fake.requests.clear()
+    again = await store.resolve(f"{HOST}/tagged:1")
+    assert again == first
+    assert any("/manifests/1" in path for path in fake.paths())
+    after = stored.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+
+
 async def test_unknown_tag_and_repository(fake: FakeRegistry, store: ImageStore) -> None:
     fake.image("known", "1", [{"f": b"f"}])
     with pytest.raises(ImageNotFoundError) as info:

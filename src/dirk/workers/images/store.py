@@ -147,7 +147,8 @@ class ImageStore:
                 "to the registry's operator if it persists"
             )
         media_type, obj = media_type_of(body, content_type, where)
-        await anyio.to_thread.run_sync(self.blobs.put_bytes, body, expected)
+        if not self.blobs.has(digest):  # a tag still naming a stored manifest writes nothing
+            await anyio.to_thread.run_sync(self.blobs.put_bytes, body, expected)
         return digest, media_type, obj
 
     async def _config(self, ref: ImageReference, digest: str, size: int) -> dict[str, Any]:
