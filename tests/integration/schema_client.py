@@ -36,3 +36,9 @@ class SchemaClient:
         original = result.errors[0].original_error
         assert original is not None, result.errors[0]
         return original
+
+    async def error_message(self, query: str, **variables: Any) -> str:
+        """The message of the first error of an answer that must fail: the words a client reads."""
+        result = await self.run(query, **variables)
+        assert result.errors, f"expected an error, got {result.data}"
+        return str(result.errors[0].message)

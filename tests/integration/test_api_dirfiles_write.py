@@ -13,37 +13,18 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
-from dirk.wire.errors import format_error
 from dirk.workers.snapshots.hostexport import remove_entries
+from tests.integration.schema_client import SchemaClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-SCHEMA: GraphQLSchema = build_schema()
 
-
-class Client:
+class Client(SchemaClient):
     def __init__(self, engine: EngineCore, workdir: Path) -> None:
-        self.engine = engine
-        self.session = Session("token", workdir, {}, time.time())
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
-
-    async def error(self, query: str, **variables: Any) -> str:
-        result = await self.run(query, **variables)
-        assert result.errors, result.data
-        return str(result.errors[0].message)
+        super().__init__(engine, Session("token", workdir, {}, time.time()))
 
     async def dir_id(self, files: dict[str, str]) -> str:
         """The ID of a directory holding `files` (path -> contents)."""
@@ -248,7 +229,7 @@ async def test_with_changes_and_diff_and_empty_changeset(client: Client) -> None
 
 async def test_a_patch_that_does_not_apply_names_the_problem(client: Client) -> None:
     base = await client.dir_id({"f.txt": "one\n"})
-    message = await client.error(
+    message = await client.error_message(
         "query($d: ID!, $p: String!) { loadDirectoryFromID(id: $d) { withPatch(patch: $p) {"
         " entries } } }",
         d=base,
@@ -322,7 +303,7 @@ async def test_combined_output_interleaves_in_order(client: Client, busybox_ref:
     assert result["combinedOutput"] == "out1\nerr1\nout2\nerr2\n"
     assert result["stdout"] == "out1\nout2\n"
     assert result["stderr"] == "err1\nerr2\n"
-    message = await client.error(
+    message = await client.error_message(
         "query($image: String!) { container { from(address: $image) { combinedOutput } } }",
         image=busybox_ref,
     )
@@ -400,13 +381,13 @@ async def test_configuration_fields(client: Client, busybox_ref: str) -> None:
         label["name"] == "l" for label in reset["withoutDefaultArgs"]["withoutLabel"]["labels"]
     )
     assert reset["withExec"]["stdout"] == "/\n0\n"
-    message = await client.error(
+    message = await client.error_message(
         "query($image: String!) { container { from(address: $image) {"
         ' withNewFile(path: "/x", contents: "x") { imageRef } } } }',
         image=busybox_ref,
     )
     assert "right after `from`" in message
-    bad = await client.error(
+    bad = await client.error_message(
         "query($image: String!) { container { from(address: $image) {"
         ' withDockerHealthcheck(args: ["true"], interval: "often") { id } } } }',
         image=busybox_ref,
@@ -491,9 +472,9 @@ async def test_errors_and_with_error(client: Client) -> None:
     assert data["error"]["withValue"]["values"] == [{"name": "code", "value": "42"}]
     ok = await client.data('{ directory { withError(err: "") { entries } } }')
     assert ok["directory"]["withError"]["entries"] == []
-    message = await client.error('{ container { withError(err: "stop here") { id } } }')
+    message = await client.error_message('{ container { withError(err: "stop here") { id } } }')
     assert message == "stop here"
-    message = await client.error('{ directory { withError(err: "no dir") { entries } } }')
+    message = await client.error_message('{ directory { withError(err: "no dir") { entries } } }')
     assert message == "no dir"
 
 
@@ -577,7 +558,9 @@ async def test_with_changeset_merges_with_git(client: Client) -> None:
     )
     assert "<<<<<<<" in _innermost(markers)["contents"]
     for mode, words in (("FAIL_EARLY", "modified in both"), ("FAIL", "conflict")):
-        message = await client.error(pick.replace("MODE", mode), o=ours, b=base, c=clash_changes)
+        message = await client.error_message(
+            pick.replace("MODE", mode), o=ours, b=base, c=clash_changes
+        )
         assert words in message
 
 
@@ -589,7 +572,7 @@ async def test_env_file_ids_run_nothing(client: Client, busybox_ref: str) -> Non
     )
     data = await client.data(chain.replace("LEAF", "id"), image=busybox_ref)
     assert _innermost(data)["id"].startswith("dirk:File:")
-    message = await client.error(chain.replace("LEAF", "contents"), image=busybox_ref)
+    message = await client.error_message(chain.replace("LEAF", "contents"), image=busybox_ref)
     assert "exit code: 7" in message
 
 
@@ -607,12 +590,12 @@ async def test_paths_in_mounts_that_are_no_snapshot(client: Client) -> None:
         f=file_id,
     )
     assert _innermost(data)["contents"] == "new"
-    message = await client.error(
+    message = await client.error_message(
         '{ container { withMountedTemp(path: "/t") {'
         ' withNewFile(path: "/t/x", contents: "x") { id } } } }'
     )
     assert "inside the tmpfs mounted at /t" in message
-    message = await client.error(
+    message = await client.error_message(
         '{ container { withMountedCache(path: "/c", cache: CACHE) { directory(path: "/c/sub")'
         " { id } } } }".replace(
             "CACHE",

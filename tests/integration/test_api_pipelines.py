@@ -10,17 +10,14 @@ from typing import Any
 
 import anyio
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
 from dirk.engine.sessions import Session, SessionRegistry
 from dirk.errors import ExecError
 from dirk.wire.errors import format_error
+from tests.integration.schema_client import SchemaClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-SCHEMA: GraphQLSchema = build_schema()
 
 
 @pytest.fixture
@@ -30,21 +27,12 @@ def workdir(tmp_path: Path) -> Path:
     return path
 
 
-class Client:
-    """One session, querying the schema the way the wire server does."""
+class Client(SchemaClient):
+    """One session (a fresh one in `workdir` unless given), querying the schema the way the
+    wire server does."""
 
     def __init__(self, engine: EngineCore, workdir: Path, session: Session | None = None) -> None:
-        self.engine = engine
-        self.session = session or Session("token", workdir, {}, time.time())
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
+        super().__init__(engine, session or Session("token", workdir, {}, time.time()))
 
 
 @pytest.fixture

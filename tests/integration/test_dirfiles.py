@@ -11,36 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
-from dirk.wire.errors import format_error
+from tests.integration.schema_client import SchemaClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-SCHEMA: GraphQLSchema = build_schema()
 
-
-class Client:
+class Client(SchemaClient):
     def __init__(self, engine: EngineCore, workdir: Path) -> None:
-        self.engine = engine
-        self.session = Session("token", workdir, {}, time.time())
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
-
-    async def error(self, query: str, **variables: Any) -> str:
-        result = await self.run(query, **variables)
-        assert result.errors, result.data
-        return result.errors[0].message
+        super().__init__(engine, Session("token", workdir, {}, time.time()))
 
     async def id_of(self, query: str, **variables: Any) -> str:
         data = await self.data(query, **variables)
@@ -293,12 +274,12 @@ async def test_file_reads_and_rewrites(client: Client, workdir: Path) -> None:
     assert f["renamed"] == {"name": "app.ini", "contents": "name = old\nport = 1\nname = old\n"}
     assert f["all"]["contents"] == "name = new\nport = 1\nname = new\n"
     assert f["second"]["contents"] == "name = old\nport = 1\nname = new\n"
-    message = await client.error(
+    message = await client.error_message(
         '{ host { file(path: "conf.ini") { withReplaced(search: "old", replacement: "x")'
         " { contents } } } }"
     )
     assert "more than once" in message and "all: true" in message
-    message = await client.error(
+    message = await client.error_message(
         '{ host { file(path: "conf.ini") { withReplaced(search: "absent", replacement: "x")'
         " { contents } } } }"
     )
@@ -344,7 +325,7 @@ async def test_missing_paths_use_daggers_words(client: Client, workdir: Path) ->
             "/b",
         ),
     ]:
-        message = await client.error(query)
+        message = await client.error_message(query)
         assert message.startswith(f"{path}: no such file or directory"), message
 
 
@@ -409,7 +390,7 @@ async def test_file_export(client: Client, workdir: Path, busybox_ref: str) -> N
     for name in ("tool", "tool.sh"):
         path = workdir / "bin" / name
         assert path.read_text() == nonce + "\n" and os.access(path, os.X_OK)
-    message = await client.error(
+    message = await client.error_message(
         "query($image: String!) { container { from(address: $image) {"
         ' file(path: "/bin/sh") { export(path: "bin") } } } }',
         image=busybox_ref,
@@ -447,5 +428,7 @@ async def test_paths_in_cache_and_tmpfs_mounts_cannot_be_read(
         'file(path: "/t/x") { contents }',
         'exists(path: "/c/x")',
     ):
-        message = await client.error(base.replace("READ", read), image=busybox_ref, cache=cache)
+        message = await client.error_message(
+            base.replace("READ", read), image=busybox_ref, cache=cache
+        )
         assert "belongs to no snapshot" in message and "withExec" in message, message

@@ -11,35 +11,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
 from dirk.wire.errors import format_error
+from tests.integration.schema_client import SchemaClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-SCHEMA: GraphQLSchema = build_schema()
 
-
-class Client:
-    """One session, querying the schema the way the wire server does."""
+class Client(SchemaClient):
+    """One session (with the client environment `env`), querying the schema the way the
+    wire server does."""
 
     def __init__(
         self, engine: EngineCore, workdir: Path, env: dict[str, str] | None = None
     ) -> None:
-        self.engine = engine
-        self.session = Session("token", workdir, {}, time.time(), client_env=env or {})
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
+        super().__init__(engine, Session("token", workdir, {}, time.time(), client_env=env or {}))
 
     async def secret(self, name: str, value: str) -> str:
         data = await self.data(

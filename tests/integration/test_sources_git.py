@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from graphql import ExecutionResult, GraphQLSchema, graphql
 
-from dirk.api import RequestContext, build_schema
 from dirk.engine import EngineCore
 from dirk.engine.sessions import Session
-from dirk.wire.errors import format_error
+from tests.integration.schema_client import SchemaClient
 from tests.integration.source_servers import (
     GitRepo,
     Requests,
@@ -30,29 +28,12 @@ from tests.integration.source_servers import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-SCHEMA: GraphQLSchema = build_schema()
 
-
-class Client:
-    """One session, querying the schema the way the wire server does."""
+class Client(SchemaClient):
+    """One session (its own token), querying the schema the way the wire server does."""
 
     def __init__(self, engine: EngineCore, workdir: Path) -> None:
-        self.engine = engine
-        self.session = Session(secrets.token_hex(8), workdir, {}, time.time())
-
-    async def run(self, query: str, **variables: Any) -> ExecutionResult:
-        context = RequestContext(engine=self.engine, session=self.session)
-        return await graphql(SCHEMA, query, variable_values=variables, context_value=context)
-
-    async def data(self, query: str, **variables: Any) -> Any:
-        result = await self.run(query, **variables)
-        assert result.errors is None, [format_error(e) for e in result.errors]
-        return result.data
-
-    async def error(self, query: str, **variables: Any) -> str:
-        result = await self.run(query, **variables)
-        assert result.errors, result.data
-        return str(result.errors[0].message)
+        super().__init__(engine, Session(secrets.token_hex(8), workdir, {}, time.time()))
 
 
 class Fixture:
@@ -243,17 +224,17 @@ async def test_a_new_commit_gives_new_content_and_the_old_commit_stays_cached(
 async def test_unknown_branch_and_bad_commit_are_clear_errors(
     client: Client, served: Fixture
 ) -> None:
-    message = await client.error(
+    message = await client.error_message(
         'query($url: String!) { git(url: $url) { branch(name: "nope") { commit } } }',
         url=served.url,
     )
     assert "no branch 'nope'" in message
-    message = await client.error(
+    message = await client.error_message(
         'query($url: String!) { git(url: $url) { commit(id: "abc") { commit } } }',
         url=served.url,
     )
     assert "40-character" in message
-    message = await client.error(
+    message = await client.error_message(
         'query { git(url: "http://127.0.0.1:9/none") { head { commit } } }'
     )
     assert "unreachable" in message
@@ -290,7 +271,7 @@ async def test_directory_as_git(client: Client, served: Fixture, workdir: Path) 
     assert repo["dev"]["tree"]["file"]["contents"] == "on dev\n"
     assert repo["head"] == {"ref": "refs/heads/main", "commit": served.commits["second"]}
     assert repo["old"]["tree"]["entries"] == ["README", "bin/"]
-    message = await client.error(
+    message = await client.error_message(
         "query($path: String!) { host { directory(path: $path) { asGit { head { commit } } } } }",
         path=str(workdir),
     )
@@ -322,7 +303,7 @@ async def test_http_token_auth(client: Client, private: tuple[str, str]) -> None
     assert data["git"]["head"]["tree"]["file"]["contents"] == "classified\n"
 
     wrong = (await client.data(query, token="wrong"))["setSecret"]["id"]
-    message = await client.error(
+    message = await client.error_message(
         "query($url: String!, $tok: ID!) { git(url: $url, httpAuthToken: $tok) {"
         " head { commit } } }",
         url=url,
@@ -330,7 +311,7 @@ async def test_http_token_auth(client: Client, private: tuple[str, str]) -> None
     )
     assert "refused access" in message
     assert "wrong" not in message
-    message = await client.error(
+    message = await client.error_message(
         "query($url: String!) { git(url: $url) { head { commit } } }", url=url
     )
     assert "refused access" in message
@@ -364,11 +345,11 @@ async def test_ssh_with_a_forwarded_agent_and_known_hosts(
     assert data["git"]["branch"]["tree"]["file"]["contents"] == "over ssh\n"
 
     other_key = server.known_hosts.rsplit(" ", 1)[0] + " " + "A" * 68
-    message = await client.error(query, url=url, sock=sock, known=other_key)
+    message = await client.error_message(query, url=url, sock=sock, known=other_key)
     assert "refused access" in message
-    message = await client.error(query, url=url, sock=None, known=server.known_hosts)
+    message = await client.error_message(query, url=url, sock=None, known=server.known_hosts)
     assert "refused access" in message
-    message = await client.error(
+    message = await client.error_message(
         "query($sock: String!) { host { unixSocket(path: $sock) { id } } }",
         sock=str(repo.path / "HELLO"),
     )
@@ -541,6 +522,8 @@ async def test_with_unix_socket_under_an_owner_relays_to_the_host_socket(
         data = await client.data(query, image=python_ref, sock=sock, talk=talk, owner="1000")
         out = data["container"]["from"]["withUser"]["withUnixSocket"]["withExec"]["stdout"]
         assert out == "1000:1000 660\necho:ping\n"
-        message = await client.error(query, image=python_ref, sock=sock, talk=talk, owner="")
+        message = await client.error_message(
+            query, image=python_ref, sock=sock, talk=talk, owner=""
+        )
         assert "exit code: 1" in message  # PermissionError: the host socket is 0600 root
     assert [p.name for p in (tmp_path).iterdir() if p.name.startswith("sock-")] == []
