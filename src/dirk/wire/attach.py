@@ -10,7 +10,7 @@ thread ends quietly: the next query reports the engine's absence.
 from __future__ import annotations
 
 from dirk import lazylog
-from dirk.errors import ClientConnectionError, SessionAuthError
+from dirk.errors import ClientConnectionError
 from dirk.wire import http
 from dirk.wire.client import CONTROL_TIMEOUT, EngineAddress
 from dirk.wire.driver import ANYIO, IO
@@ -25,6 +25,7 @@ class SessionAttachment(SessionStream):
 
     path = "attach"
     what = "attach connection"
+    refused_as = "to attach to the session"
 
     @property
     def alive(self) -> bool:
@@ -34,17 +35,6 @@ class SessionAttachment(SessionStream):
     def wait_attached(self, timeout: float) -> None:
         """Blocks until the engine counted the attach; raises why it did not."""
         self._wait_confirmed(timeout, "confirm the session's attach connection")
-
-    def _refused(self, response: http.Response) -> ClientConnectionError:
-        if response.status == 401:
-            return SessionAuthError(
-                f"the dirk engine at {self.address} refused to attach to the session: it has "
-                "ended (engine restarted?) or the token is wrong; open a new dirk.Connection"
-            )
-        return ClientConnectionError(
-            f"the dirk engine at {self.address} answered HTTP {response.status} to the session "
-            f"attach: {response.text[:200]!r}; is the engine older than this SDK? Restart it"
-        )
 
     async def _read(self, conn: http.Connection) -> None:
         buffered = b""

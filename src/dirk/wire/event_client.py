@@ -13,7 +13,6 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from dirk.errors import ClientConnectionError, SessionAuthError
 from dirk.wire import http
 from dirk.wire.client import CONTROL_TIMEOUT, EngineAddress
 from dirk.wire.driver import ANYIO, IO
@@ -30,6 +29,7 @@ class EventStream(SessionStream):
 
     path = "events"
     what = "event stream"
+    refused_as = "the session's event stream"
 
     def __init__(self, address: EngineAddress, token: str, on_record: OnRecord) -> None:
         super().__init__(address, token)
@@ -47,17 +47,6 @@ class EventStream(SessionStream):
         ended = self.ended
         self.close(0)
         return ended
-
-    def _refused(self, response: http.Response) -> ClientConnectionError:
-        if response.status == 401:
-            return SessionAuthError(
-                f"the dirk engine at {self.address} refused the session's event stream: the "
-                "session has ended or the token is wrong"
-            )
-        return ClientConnectionError(
-            f"the dirk engine at {self.address} answered HTTP {response.status} to the event "
-            f"stream: {response.text[:200]!r}; is the engine older than this client? Restart it"
-        )
 
     async def _read(self, conn: http.Connection) -> None:
         buffered = b""

@@ -16,7 +16,7 @@ import socket
 import threading
 
 from dirk import lazylog
-from dirk.errors import ClientConnectionError
+from dirk.errors import ClientConnectionError, SessionAuthError
 from dirk.wire import http
 from dirk.wire.client import EngineAddress, _pool, _unreachable
 from dirk.wire.driver import drive
@@ -26,9 +26,11 @@ class SessionStream:
     """One stream of one session (see the module docstring). `start`, then `_wait_confirmed`;
     `close` drops it and waits briefly for the thread."""
 
-    #: The path's last part (`attach`, `events`) and how log lines name the stream.
+    #: The path's last part (`attach`, `events`), how messages name the stream, and what a
+    #: refusal of the token says the engine refused.
     path = ""
     what = ""
+    refused_as = ""
 
     def __init__(self, address: EngineAddress, token: str) -> None:
         self.address = address
@@ -100,8 +102,17 @@ class SessionStream:
             await conn.aclose()
 
     def _refused(self, response: http.Response) -> ClientConnectionError:
-        """The error for an answer other than 200."""
-        raise NotImplementedError
+        """The error for an answer other than 200: a 401 means the session is gone."""
+        if response.status == 401:
+            return SessionAuthError(
+                f"the dirk engine at {self.address} refused {self.refused_as}: the session has "
+                "ended (engine restarted?) or the token is wrong; open a new dirk.Connection"
+            )
+        return ClientConnectionError(
+            f"the dirk engine at {self.address} answered HTTP {response.status} to the "
+            f"session's {self.what}: {response.text[:200]!r}; is the engine older than this "
+            "client? Restart it"
+        )
 
     async def _read(self, conn: http.Connection) -> None:
         """Reads the open stream until it ends (or `close` cuts it)."""
