@@ -83,13 +83,13 @@ async def test_checksum_is_verified(engine: EngineCore, workdir: Path, served: S
     )
     assert data["http"]["contents"] == "hello over http\n"
     wrong = _digest(b"something else")
-    message = await client.error(
+    message = await client.error_message(
         "query($url: String!, $sum: String!) { http(url: $url, checksum: $sum) { contents } }",
         url=url,
         sum=wrong,
     )
     assert "does not match the expected checksum" in message and wrong in message
-    message = await client.error(
+    message = await client.error_message(
         'query($url: String!) { http(url: $url, checksum: "md5:abc") { contents } }', url=url
     )
     assert "sha256:<64 hex digits>" in message
@@ -144,13 +144,13 @@ async def test_redirects_and_errors(engine: EngineCore, workdir: Path, served: S
         url=f"{served.base}/redirect/data/hello.txt",
     )
     assert data["http"] == {"name": "hello.txt", "contents": "hello over http\n"}
-    message = await client.error(
+    message = await client.error_message(
         "query($url: String!) { http(url: $url) { contents } }", url=f"{served.base}/missing"
     )
     assert "HTTP 404" in message and "/missing" in message
-    message = await client.error('query { http(url: "http://127.0.0.1:9/x") { contents } }')
+    message = await client.error_message('query { http(url: "http://127.0.0.1:9/x") { contents } }')
     assert "cannot download http://127.0.0.1:9/x" in message
-    message = await client.error('query { http(url: "ftp://example.com/x") { contents } }')
+    message = await client.error_message('query { http(url: "ftp://example.com/x") { contents } }')
     assert "http:// or https://" in message
 
 
@@ -175,10 +175,10 @@ async def test_auth_header_is_sent_and_a_wrong_one_refused(
         good = await secret("Bearer s3cr3t-t0ken")
         data = await client.data(fetch, url=url, auth=good)
         assert data["http"]["contents"] == "for authorized eyes\n"
-        message = await client.error(fetch, url=url, auth=await secret("Bearer wrong"))
+        message = await client.error_message(fetch, url=url, auth=await secret("Bearer wrong"))
         assert "HTTP 401" in message and "authHeader" in message
         assert "wrong" not in message
-        message = await client.error(
+        message = await client.error_message(
             "query($url: String!) { http(url: $url) { contents } }", url=url
         )
         assert "HTTP 401" in message
