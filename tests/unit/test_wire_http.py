@@ -50,6 +50,10 @@ class _Handler(http_server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(answer)
 
+    def do_DELETE(self) -> None:  # an answer without a body
+        self.send_response(204)
+        self.end_headers()
+
     def do_GET(self) -> None:  # a chunked stream of three lines
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
@@ -239,3 +243,61 @@ def test_ctrl_c_interrupts_a_blocking_request_and_drops_its_connection(server: _
     assert server.slow_started.is_set()
     assert pool._idle == []  # the interrupted connection is closed, never reused
     drive(pool.aclose())
+
+
+def test_an_answer_without_a_body_leaves_the_connection_reusable(server: _Server) -> None:
+    pool = _pool(server.url, blocking=True)
+    try:
+        gone = drive(pool.request("DELETE", "/sessions/x"))
+        assert (gone.status, gone.body) == (204, b"")
+        assert drive(pool.request("POST", "/query", json_body=3)).json()["echo"] == 3
+    finally:
+        drive(pool.aclose())
+    assert server.connections == 1
+
+
+def test_a_header_that_would_break_the_request_is_refused(server: _Server) -> None:
+    pool = _pool(server.url, blocking=True)
+    try:
+        with pytest.raises(ValueError, match="would break the request's framing"):
+            drive(pool.request("POST", "/query", json_body=1, headers={"X-A": "b\r\nX-Evil: 1"}))
+    finally:
+        drive(pool.aclose())
+    assert server.seen == []  # nothing was sent
+
+
+def _raw_server(answer: bytes) -> tuple[socket.socket, str]:
+    """A listener that answers the first request on each connection with `answer`, then
+    closes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (b"SMTP ready\r\n\r\n", "not valid HTTP/1.1"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", "closed the connection"),
+    ],
+)
+def test_a_broken_answer_is_a_protocol_error(answer: bytes, says: str) -> None:
+    listener, url = _raw_server(answer)
+    pool = _pool(url, blocking=True)
+    try:
+        with pytest.raises(http.ProtocolError, match=says):
+            drive(pool.request("POST", "/query", json_body=1))
+    finally:
+        drive(pool.aclose())
+        listener.close()
