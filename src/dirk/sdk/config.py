@@ -20,8 +20,7 @@ class _Settings(NamedTuple):
 
 
 class Config(_Settings):
-    """Settings of a `dirk.Connection` (immutable; `config._replace(timeout=5)` makes a
-    changed copy).
+    """Settings of a `dirk.Connection` (immutable: make a new one to change a setting).
 
     Attributes:
         log_output: Where to write the pipeline's progress as plain lines: one per step
