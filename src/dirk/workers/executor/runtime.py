@@ -44,18 +44,9 @@ class Runtime:
         """`run` in the foreground; with `console_socket` (crun's `process.terminal` only),
         the runtime sends the master end of the container's pty there."""
         console = ["--console-socket", console_socket] if console_socket else []
-        log_args = self._log_args(log)
-        return [
-            self.path,
-            "--root",
-            str(self.root),
-            *log_args,
-            "run",
-            *console,
-            "--bundle",
-            str(bundle),
-            container_id,
-        ]
+        return self.command(
+            *self._log_args(log), "run", *console, "--bundle", str(bundle), container_id
+        )
 
     def _log_args(self, log: Path) -> list[str]:
         """Where the runtime writes its log, as JSON lines (crun and runc spell it apart)."""
@@ -69,12 +60,8 @@ class Runtime:
         """`exec` of `process` (a process.json) in a running container, in the foreground;
         `pid_file` gets its host pid; `console_socket` as for `run_command`."""
         console = ["--console-socket", console_socket] if console_socket else []
-        log_args = self._log_args(log)
-        return [
-            self.path,
-            "--root",
-            str(self.root),
-            *log_args,
+        return self.command(
+            *self._log_args(log),
             "exec",
             "--process",
             str(process),
@@ -82,7 +69,7 @@ class Runtime:
             str(pid_file),
             *console,
             container_id,
-        ]
+        )
 
 
 def choose_runtime(requested: str | None) -> tuple[str, bool]:
