@@ -16,7 +16,6 @@ the answer, and an error in one field is handled exactly as graphql-core handles
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from typing import Any
 
 from graphql import GraphQLObjectType
@@ -68,7 +67,7 @@ class TurnTakingExecutor(IncrementalExecutor):
                 part = super().execute_fields(
                     parent_type, source_value, path, group, position_context
                 )
-                parts.append(_started(part) if self.is_awaitable(part) else part)  # type: ignore[arg-type]
+                parts.append(part if isinstance(part, dict) else asyncio.ensure_future(part))
             running = [part for part in parts if isinstance(part, asyncio.Future)]
             if running:
                 await asyncio.gather(*running)
@@ -79,10 +78,6 @@ class TurnTakingExecutor(IncrementalExecutor):
         for part in parts:
             results.update(part.result() if isinstance(part, asyncio.Future) else part)
         return results
-
-
-def _started(awaitable: Awaitable[dict[str, Any]]) -> asyncio.Future[dict[str, Any]]:
-    return asyncio.ensure_future(awaitable)
 
 
 def _stop(futures: list[asyncio.Future[dict[str, Any]]]) -> None:
