@@ -147,8 +147,7 @@ class ImageStore:
                 "to the registry's operator if it persists"
             )
         media_type, obj = media_type_of(body, content_type, where)
-        if not self.blobs.has(digest):  # a tag still naming a stored manifest writes nothing
-            await anyio.to_thread.run_sync(self.blobs.put_bytes, body, expected)
+        await anyio.to_thread.run_sync(self.blobs.put_bytes, body, expected)
         return digest, media_type, obj
 
     async def _config(self, ref: ImageReference, digest: str, size: int) -> dict[str, Any]:
