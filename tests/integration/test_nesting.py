@@ -23,14 +23,15 @@ from tests.integration.sdk_engine import RunningEngine, foreground_engine
 
 pytestmark = [pytest.mark.integration]
 
-#: Runs in python:3.11: asks the engine for a nested pipeline, prints its answer and the token.
-NESTED_CLIENT = """
-import base64, json, os, sys, urllib.request
+#: Python run in a container with nesting: asks the engine, as the session it was given, for
+#: a nested pipeline (`echo nested-<argv[2]>` in the image `argv[1]`); `data` is the answer.
+NESTED_ASK = """
+import base64, json, os, pathlib, sys, urllib.request
 port, token = os.environ["DAGGER_SESSION_PORT"], os.environ["DAGGER_SESSION_TOKEN"]
-query = '{ container { from(address: "%s") { withExec(args: ["echo", "nested"]) { stdout } } } }'
+query = '{ container { from(address: "%s") { withExec(args: ["echo", "nested-%s"]) { stdout } } } }'
 request = urllib.request.Request(
     f"http://127.0.0.1:{port}/query",
-    data=json.dumps({"query": query % sys.argv[1]}).encode(),
+    data=json.dumps({"query": query % (sys.argv[1], sys.argv[2])}).encode(),
     headers={
         "Content-Type": "application/json",
         "Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode(),
@@ -38,10 +39,17 @@ request = urllib.request.Request(
 )
 with urllib.request.urlopen(request, timeout=120) as answer:
     data = json.loads(answer.read())
+"""
+
+#: Runs in python:3.11: asks the engine for a nested pipeline, prints its answer and the token.
+NESTED_CLIENT = (
+    NESTED_ASK
+    + """
 print("answer:", data["data"]["container"]["from"]["withExec"]["stdout"].strip())
 print("token:", token)
 print("run:", sys.argv[2])
 """
+)
 
 #: Runs in python:3.11 without the flag: what it sees of the variables and of the port.
 PLAIN_CLIENT = """
@@ -139,25 +147,15 @@ def test_without_the_flag_the_command_gets_no_session_and_no_engine_port(
 
 
 #: Runs in python:3.11 as a service: a nested pipeline's answer, then served on port 8080.
-NESTED_SERVER = """
-import base64, json, os, pathlib, sys, urllib.request
-port, token = os.environ["DAGGER_SESSION_PORT"], os.environ["DAGGER_SESSION_TOKEN"]
-query = '{ container { from(address: "%s") { withExec(args: ["echo", "nested-%s"]) { stdout } } } }'
-request = urllib.request.Request(
-    f"http://127.0.0.1:{port}/query",
-    data=json.dumps({"query": query % (sys.argv[1], sys.argv[2])}).encode(),
-    headers={
-        "Content-Type": "application/json",
-        "Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode(),
-    },
-)
-with urllib.request.urlopen(request, timeout=120) as answer:
-    data = json.loads(answer.read())
+NESTED_SERVER = (
+    NESTED_ASK
+    + """
 www = pathlib.Path("/www")
 www.mkdir()
 (www / "index.html").write_text(data["data"]["container"]["from"]["withExec"]["stdout"])
 os.execvp("python", ["python", "-m", "http.server", "8080", "-d", "/www"])
 """
+)
 
 SERVICE_QUERY = """
 query($image: String!, $args: [String!]!) {

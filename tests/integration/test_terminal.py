@@ -26,6 +26,7 @@ from dirk.state.layout import StateLayout
 from dirk.workers.executor.executor import engine_tag
 from tests.integration.leaks import LeakWatch
 from tests.integration.sdk_engine import RunningEngine, clean_env, foreground_engine, log_tail
+from tests.integration.test_nesting import NESTED_ASK
 
 pytestmark = pytest.mark.integration
 
@@ -450,22 +451,12 @@ def test_bound_services_answer_in_terminals_and_failure_shells(
 
 
 #: Runs in the shells below: a nested query as the session, with what the shell was given.
-NESTED_QUERY = """
-import base64, json, os, sys, urllib.request
-port, token = os.environ["DAGGER_SESSION_PORT"], os.environ["DAGGER_SESSION_TOKEN"]
-query = '{ container { from(address: "%s") { withExec(args: ["echo", "nested-%s"]) { stdout } } } }'
-request = urllib.request.Request(
-    f"http://127.0.0.1:{port}/query",
-    data=json.dumps({"query": query % (sys.argv[1], sys.argv[2])}).encode(),
-    headers={
-        "Content-Type": "application/json",
-        "Authorization": "Basic " + base64.b64encode(f"{token}:".encode()).decode(),
-    },
-)
-with urllib.request.urlopen(request, timeout=120) as answer:
-    data = json.loads(answer.read())
+NESTED_QUERY = (
+    NESTED_ASK
+    + """
 print("ANSWER", data["data"]["container"]["from"]["withExec"]["stdout"].strip())
 """
+)
 
 NESTING_PROGRAM = """
     import dirk
